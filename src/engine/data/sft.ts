@@ -1,0 +1,306 @@
+/**
+ * Rows to the token ids and labels SFT trains on, as TRL's SFTTrainer prepares its dataset
+ * (`_prepare_dataset` in trl/trainer/sft_trainer.py): EOS added to plain text, chat templates for
+ * conversations, the prompt masked out of prompt/completion rows, optionally everything but the
+ * assistant's turns masked, then truncation to `max_length` keeping the start, and rows left with
+ * nothing to learn dropped. Labels are not shifted; the loss shifts them.
+ */
+import { UserError, isUserError } from '../errors.ts';
+import { type DatasetFormat, type DatasetRow, type RowError, type SftRow, rowLabel, rowRef, toSftRows } from './dataset.ts';
+import type { ChatMessage, TextTokenizer } from './tokenizer.ts';
+
+/** The label of a token the loss ignores, as in PyTorch's cross-entropy. */
+export const IGNORE_INDEX = -100;
+
+export interface SftOptions {
+  /** Longest sequence kept, in tokens; longer ones lose their end (TRL's `truncation_mode="keep_start"`). null keeps all. */
+  max_length: number | null;
+  /** Train prompt/completion rows on the completion only. */
+  completion_only_loss: boolean;
+  /** Train conversations on the assistant's turns only. */
+  assistant_only_loss: boolean;
+  /** Prepended as a system message to conversations that do not start with one. */
+  system_prompt?: string | null;
+}
+
+export interface SftExample {
+  line: number;
+  input_ids: number[];
+  /** Same length as `input_ids`: the id where the token is trained, -100 where it is not. */
+  labels: number[];
+}
+
+export interface SftData {
+  format: DatasetFormat;
+  examples: SftExample[];
+  /** Rows that tokenised but left no token to train on, with why. */
+  dropped: { line: number; reason: string }[];
+  /** How many kept examples were cut to `max_length`. */
+  truncated: number;
+  errors: RowError[];
+  warnings: string[];
+}
+
+export function tokenizeSft(
+  rows: DatasetRow[],
+  format: DatasetFormat,
+  tokenizer: TextTokenizer,
+  opts: SftOptions,
+  file: string,
+): SftData {
+  const converted = toSftRows(rows, format, file, { system_prompt: opts.system_prompt });
+  const data: SftData = { format, examples: [], dropped: [], truncated: 0, errors: converted.errors, warnings: [] };
+
+  const plain = converted.rows.filter((r) => r.kind === 'text' || r.kind === 'prompt_completion');
+  if (opts.assistant_only_loss && plain.length > 0) {
+    throw new UserError(
+      `${file}: assistant_only_loss needs conversational rows ("messages", "conversations", alpaca, or prompt/completion as message lists), but ${rowLabel(file, plain[0].line)} is plain text.`,
+      { file, line: plain[0].line, field: 'assistant_only_loss' },
+    );
+  }
+  if (opts.system_prompt && plain.length > 0) {
+    data.warnings.push(`${file}: system_prompt applies to conversations only, so ${plain.length} plain-text rows are tokenised without it.`);
+  }
+
+  const boundaryMismatch: number[] = [];
+  const noAssistantSpans: number[] = [];
+  for (const row of converted.rows) {
+    let sequence: Sequence;
+    try {
+      sequence = tokenizeRow(row, tokenizer, opts);
+    } catch (e) {
+      // Without any template the whole file is unusable; a template that rejects one row spoils only that row.
+      if (!isUserError(e) || !tokenizer.hasChatTemplate) throw e;
+      data.errors.push({ line: row.line, message: `${rowLabel(file, row.line)}: ${lowerFirst(e.message)}` });
+      continue;
+    }
+    if (sequence.promptMismatch) boundaryMismatch.push(row.line);
+    if (sequence.assistantSpansFailed) noAssistantSpans.push(row.line);
+
+    const { input_ids, labels } = sequence;
+    if (!labels.some((l) => l !== IGNORE_INDEX)) {
+      const reason =
+        opts.assistant_only_loss && row.kind === 'messages' && !row.messages.some((m) => m.role === 'assistant')
+          ? 'no assistant message to train on'
+          : 'no token to train on';
+      data.dropped.push({ line: row.line, reason });
+      continue;
+    }
+    if (opts.max_length !== null && input_ids.length > opts.max_length) {
+      const kept = labels.slice(0, opts.max_length);
+      if (!kept.some((l) => l !== IGNORE_INDEX)) {
+        const firstTrained = labels.findIndex((l) => l !== IGNORE_INDEX) + 1;
+        data.dropped.push({
+          line: row.line,
+          reason: `its ${input_ids.length} tokens are cut to max_length ${opts.max_length}, but training starts at token ${firstTrained}`,
+        });
+        continue;
+      }
+      data.truncated++;
+      data.examples.push({ line: row.line, input_ids: input_ids.slice(0, opts.max_length), labels: kept });
+      continue;
+    }
+    data.examples.push({ line: row.line, input_ids, labels });
+  }
+
+  if (boundaryMismatch.length > 0) {
+    data.warnings.push(
+      `${file}: on ${boundaryMismatch.length} rows (first on ${rowRef(file, boundaryMismatch[0])}) the tokens of prompt + completion do not start with the tokens of the prompt alone, so the boundary between prompt and completion there is approximate.`,
+    );
+  }
+  if (noAssistantSpans.length > 0) {
+    data.warnings.push(
+      `${file}: the chat template does not render these conversations turn by turn the same way as whole, so assistant_only_loss could not find the assistant turns of ${noAssistantSpans.length} rows (first on ${rowRef(file, noAssistantSpans[0])}) and they train on every token.`,
+    );
+  }
+  return data;
+}
+
+interface Sequence {
+  input_ids: number[];
+  labels: number[];
+  /** TRL warns when prompt + completion does not tokenise as the prompt's tokens followed by more. */
+  promptMismatch: boolean;
+  /** The assistant turns could not be located, so the whole sequence is trained. */
+  assistantSpansFailed: boolean;
+}
+
+function tokenizeRow(row: SftRow, tokenizer: TextTokenizer, opts: SftOptions): Sequence {
+  const eos = tokenizer.eosToken;
+  const withEos = (s: string) => (s.endsWith(eos) ? s : s + eos);
+  switch (row.kind) {
+    case 'text': {
+      const ids = tokenizer.encode(withEos(row.text));
+      return { input_ids: ids, labels: ids.slice(), promptMismatch: false, assistantSpansFailed: false };
+    }
+    case 'prompt_completion': {
+      const promptIds = tokenizer.encode(row.prompt);
+      const ids = tokenizer.encode(row.prompt + withEos(row.completion));
+      return maskCompletion(ids, promptIds, null, opts);
+    }
+    case 'chat_prompt_completion': {
+      const messages = [...row.prompt, ...row.completion];
+      const text = tokenizer.applyChatTemplate(messages);
+      const ids = tokenizer.encode(text, { add_special_tokens: false });
+      const promptIds = tokenizer.encode(tokenizer.applyChatTemplate(row.prompt, { add_generation_prompt: true }), {
+        add_special_tokens: false,
+      });
+      const assistant = opts.assistant_only_loss ? assistantMask(tokenizer, messages, text, ids) : null;
+      return maskCompletion(ids, promptIds, assistant, opts);
+    }
+    case 'messages': {
+      const text = tokenizer.applyChatTemplate(row.messages);
+      const ids = tokenizer.encode(text, { add_special_tokens: false });
+      const assistant = opts.assistant_only_loss ? assistantMask(tokenizer, row.messages, text, ids) : null;
+      const labels = assistant === null ? ids.slice() : ids.map((id, i) => (assistant[i] ? id : IGNORE_INDEX));
+      return { input_ids: ids, labels, promptMismatch: false, assistantSpansFailed: opts.assistant_only_loss && assistant === null };
+    }
+  }
+}
+
+/** TRL's completion mask: zero for as many tokens as the prompt alone has, even where the two tokenisations disagree. */
+function maskCompletion(
+  ids: number[],
+  promptIds: number[],
+  assistant: boolean[] | null,
+  opts: SftOptions,
+): Sequence {
+  const labels = ids.map((id, i) => {
+    const inCompletion = !opts.completion_only_loss || i >= promptIds.length;
+    const inAssistant = assistant === null || assistant[i];
+    return inCompletion && inAssistant ? id : IGNORE_INDEX;
+  });
+  return {
+    input_ids: ids,
+    labels,
+    promptMismatch: !startsWith(ids, promptIds),
+    assistantSpansFailed: opts.assistant_only_loss && assistant === null,
+  };
+}
+
+/**
+ * Which tokens belong to assistant turns, found without `{% generation %}` markers (which few templates
+ * have): a turn starts where `messages[:i]` rendered with the generation prompt ends and stops where
+ * `messages[:i+1]` rendered ends. Each boundary must also be a token boundary of the whole conversation.
+ * null where the template does not render conversations prefix by prefix.
+ */
+function assistantMask(tokenizer: TextTokenizer, messages: ChatMessage[], text: string, ids: number[]): boolean[] | null {
+  const mask = new Array<boolean>(ids.length).fill(false);
+  for (const [i, message] of messages.entries()) {
+    if (message.role !== 'assistant') continue;
+    const span = assistantSpan(tokenizer, messages, i, text);
+    if (span === null) return null;
+    const from = tokenBoundary(tokenizer, text, span.start, ids);
+    const to = tokenBoundary(tokenizer, text, span.end, ids);
+    if (from === null || to === null) return null;
+    mask.fill(true, from, to);
+  }
+  return mask;
+}
+
+/** Character range of assistant turn `i` in `text`, the whole conversation rendered. */
+function assistantSpan(
+  tokenizer: TextTokenizer,
+  messages: ChatMessage[],
+  i: number,
+  text: string,
+): { start: number; end: number } | null {
+  let before: string;
+  let through: string;
+  try {
+    before = tokenizer.applyChatTemplate(messages.slice(0, i), { add_generation_prompt: true });
+    through = tokenizer.applyChatTemplate(messages.slice(0, i + 1));
+  } catch {
+    // Templates may refuse a partial conversation (one that ends on the assistant, say); the
+    // caller then trains the whole row.
+    return null;
+  }
+  if (!text.startsWith(before) || !through.startsWith(before)) return null;
+  const turn = through.slice(before.length);
+  // Templates such as Qwen3's decorate only the last assistant turn (with an empty <think></think>
+  // block), so an earlier turn appears in the whole conversation as a tail of the turn rendered last:
+  // the longest tail that still holds the whole content and matches the conversation is the turn.
+  const content = messages[i].content;
+  const contentAt = content.length > 0 ? turn.indexOf(content) : -1;
+  for (let skip = 0; skip <= Math.max(contentAt, 0); skip++) {
+    if (text.startsWith(turn.slice(skip), before.length)) {
+      return { start: before.length, end: before.length + turn.length - skip };
+    }
+  }
+  return null;
+}
+
+/** How many tokens of `ids` cover `text[:position]`, or null if a token straddles that position. */
+function tokenBoundary(tokenizer: TextTokenizer, text: string, position: number, ids: number[]): number | null {
+  if (position === text.length) return ids.length;
+  const prefix = tokenizer.encode(text.slice(0, position), { add_special_tokens: false });
+  return startsWith(ids, prefix) ? prefix.length : null;
+}
+
+function startsWith(ids: number[], prefix: number[]): boolean {
+  if (prefix.length > ids.length) return false;
+  for (let i = 0; i < prefix.length; i++) if (ids[i] !== prefix[i]) return false;
+  return true;
+}
+
+function lowerFirst(s: string): string {
+  return s.charAt(0).toLowerCase() + s.slice(1);
+}
+
+export interface DatasetStats {
+  num_examples: number;
+  num_dropped: number;
+  num_truncated: number;
+  /** Tokens whose label is not -100, counted as TRL counts them (before the loss's shift). */
+  trainable_tokens: number;
+  total_tokens: number;
+  /** Sequence lengths in tokens, after truncation; median and p95 interpolate as numpy's percentile. */
+  length: { min: number; mean: number; median: number; p95: number; max: number };
+  /** Sequence lengths in ten equal-width bins: `bin_edges` has one more entry than `counts`. */
+  histogram: { bin_edges: number[]; counts: number[] };
+}
+
+const HISTOGRAM_BINS = 10;
+
+export function datasetStats(data: SftData): DatasetStats {
+  const lengths = data.examples.map((e) => e.input_ids.length).sort((a, b) => a - b);
+  let trainable = 0;
+  for (const e of data.examples) for (const l of e.labels) if (l !== IGNORE_INDEX) trainable++;
+  const total = lengths.reduce((a, b) => a + b, 0);
+  return {
+    num_examples: data.examples.length,
+    num_dropped: data.dropped.length,
+    num_truncated: data.truncated,
+    trainable_tokens: trainable,
+    total_tokens: total,
+    length: {
+      min: lengths.length ? lengths[0] : 0,
+      mean: lengths.length ? total / lengths.length : 0,
+      median: percentile(lengths, 50),
+      p95: percentile(lengths, 95),
+      max: lengths.length ? lengths[lengths.length - 1] : 0,
+    },
+    histogram: histogram(lengths),
+  };
+}
+
+function percentile(sorted: number[], q: number): number {
+  if (sorted.length === 0) return 0;
+  const pos = ((sorted.length - 1) * q) / 100;
+  const lo = Math.floor(pos);
+  const hi = Math.min(lo + 1, sorted.length - 1);
+  return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
+}
+
+function histogram(sorted: number[]): { bin_edges: number[]; counts: number[] } {
+  if (sorted.length === 0) return { bin_edges: [], counts: [] };
+  const min = sorted[0];
+  const max = sorted[sorted.length - 1];
+  const bins = min === max ? 1 : HISTOGRAM_BINS;
+  const width = (max - min) / bins || 1;
+  const bin_edges = Array.from({ length: bins + 1 }, (_, i) => min + i * width);
+  const counts = new Array<number>(bins).fill(0);
+  // As numpy.histogram: every bin is half-open except the last, which holds the maximum.
+  for (const v of sorted) counts[Math.min(Math.floor((v - min) / width), bins - 1)]++;
+  return { bin_edges, counts };
+}

@@ -1,0 +1,106 @@
+// The TypeScript model against an independent PyTorch implementation (tests/reference/make_golden.py):
+// logits, the SFT loss, LoRA gradients and three AdamW steps, for Llama (tied embeddings, llama3
+// RoPE scaling, GQA), Qwen2 (q/k/v bias) and Qwen3 (q_norm/k_norm, head_dim ≠ hidden/heads), in F32 and BF16.
+import { describe, expect, it, beforeAll } from 'vitest';
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
+import { GOLDEN_CASES, loadGolden, readGoldenSafetensors, allTensors, maxAbsDiff, type Golden } from './helpers/golden.ts';
+import { LoraAdapter, parseAdapterConfig } from '../../src/engine/model/lora.ts';
+import { collate, type Example } from '../../src/engine/train/batch.ts';
+import { sftLossSum } from '../../src/engine/train/sft.ts';
+import { trainStep } from '../../src/engine/train/step.ts';
+import { AdamW } from '../../src/engine/train/optim.ts';
+
+beforeAll(async () => {
+  await tf.setBackend('cpu');
+});
+
+function examples(g: Golden): Example[] {
+  return g.input_ids.map((ids, b) => {
+    const n = g.attention_mask[b].reduce((a, x) => a + x, 0);
+    return { input_ids: ids.slice(0, n), labels: g.labels[b].slice(0, n) };
+  });
+}
+
+function adapterFrom(name: string, file: string, g: Golden, model: ReturnType<typeof loadGolden>['model']): LoraAdapter {
+  const config = parseAdapterConfig({ peft_type: 'LORA', ...g.lora });
+  return LoraAdapter.fromSafetensors(model.config, config, readGoldenSafetensors(name, file));
+}
+
+describe.each(GOLDEN_CASES)('%s matches PyTorch', (name) => {
+  it('logits within 1e-4 at every real token', () => {
+    const { golden: g, model } = loadGolden(name);
+    const expected = allTensors(readGoldenSafetensors(name, 'logits.safetensors')).get('logits')!;
+    const logits = tf.tidy(() =>
+      model.logits(model.forward(tf.tensor2d(g.input_ids, undefined, 'int32'), { attentionMask: tf.tensor2d(g.attention_mask, undefined, 'int32') })),
+    );
+    const got = logits.dataSync();
+    const V = model.config.vocab_size;
+    const T = g.input_ids[0].length;
+    let worst = 0;
+    g.attention_mask.forEach((row, b) =>
+      row.forEach((m, t) => {
+        if (!m) return;
+        const o = (b * T + t) * V;
+        worst = Math.max(worst, maxAbsDiff(got.subarray(o, o + V), expected.subarray(o, o + V)));
+      }),
+    );
+    logits.dispose();
+    model.dispose();
+    expect(worst).toBeLessThanOrEqual(1e-4);
+  });
+
+  it('SFT loss within 1e-5 relative, right-padded and bucketed', () => {
+    const { golden: g, model } = loadGolden(name);
+    for (const bucket of [false, true]) {
+      const batch = collate(examples(g), g.pad_token_id, bucket);
+      expect(batch.targets.length).toBe(g.num_items);
+      const sum = tf.tidy(() => sftLossSum(model, batch, {}).dataSync()[0]);
+      expect(Math.abs(sum / g.num_items - g.loss) / g.loss).toBeLessThanOrEqual(1e-5);
+    }
+    model.dispose();
+  });
+
+  it('LoRA gradients within 1e-4 (base weights frozen)', () => {
+    const { golden: g, model } = loadGolden(name);
+    const adapter = adapterFrom(name, 'lora_grad_init.safetensors', g, model);
+    const expected = allTensors(readGoldenSafetensors(name, 'lora_grad_expected.safetensors'));
+    const vars = adapter.variables();
+    const batch = collate(examples(g), g.pad_token_id);
+    const { value, grads } = tf.variableGrads(() => tf.div(sftLossSum(model, batch, { adapter }), batch.targets.length) as tf.Scalar, [...vars.values()]);
+    expect(Math.abs(value.dataSync()[0] - g.lora_grad_loss) / g.lora_grad_loss).toBeLessThanOrEqual(1e-5);
+    // Only adapter tensors get gradients: nothing was computed for the frozen base weights.
+    expect(Object.keys(grads).length).toBe(vars.size);
+    for (const [key, v] of vars) {
+      const got = grads[v.name].dataSync();
+      expect(maxAbsDiff(got, expected.get(key)!), key).toBeLessThanOrEqual(1e-4);
+    }
+    tf.dispose([value, ...Object.values(grads)]);
+    adapter.dispose();
+    model.dispose();
+  });
+
+  it('adapter after 3 AdamW steps (2 micro-batches each, clipped) within 1e-5', async () => {
+    const { golden: g, model } = loadGolden(name);
+    const adapter = adapterFrom(name, 'lora_init.safetensors', g, model);
+    const expected = allTensors(readGoldenSafetensors(name, 'lora_after_3_steps.safetensors'));
+    const t = g.train;
+    const params = adapter.variables();
+    const optimizer = new AdamW(params, { betas: t.betas, eps: t.eps, weight_decay: t.weight_decay });
+    const ex = examples(g);
+    const micro = t.micro_batches.map((rows) => collate(rows.map((r) => ex[r]), g.pad_token_id));
+    const before = tf.memory().numTensors;
+    for (let s = 0; s < t.steps; s++) {
+      const r = await trainStep(params, micro, (b) => sftLossSum(model, b, { adapter }), optimizer, t.lr, t.max_grad_norm);
+      expect(Math.abs(r.loss - t.losses[s])).toBeLessThanOrEqual(1e-5);
+      expect(Math.abs(r.grad_norm - t.grad_norms[s])).toBeLessThanOrEqual(1e-5);
+      if (s > 0) expect(tf.memory().numTensors).toBe(before + optimizer.numStateTensors);
+    }
+    for (const [key, v] of params) {
+      expect(maxAbsDiff(v.dataSync(), expected.get(key)!), key).toBeLessThanOrEqual(1e-5);
+    }
+    optimizer.dispose();
+    adapter.dispose();
+    model.dispose();
+  });
+});

@@ -1,0 +1,237 @@
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { nodeFolder, writeFileAtomic, writeFolderAtomic } from '../../src/cli/fs_files.ts';
+import { UserError } from '../../src/engine/errors.ts';
+import { memoryFiles } from '../../src/engine/io/files.ts';
+import { loadModelFolder } from '../../src/engine/io/model_folder.ts';
+import { bf16BitsToFloat32, writeSafetensors } from '../../src/engine/io/safetensors.ts';
+
+const STORIES = fileURLToPath(new URL('../../../shared/models/stories260K/', import.meta.url));
+
+const JSONS = {
+  'config.json': JSON.stringify({ model_type: 'llama', hidden_size: 4 }),
+  'tokenizer.json': JSON.stringify({ model: { type: 'BPE' } }),
+  'tokenizer_config.json': JSON.stringify({ eos_token: '</s>' }),
+};
+
+const f32 = (name: string, values: number[]) => ({
+  name,
+  dtype: 'F32' as const,
+  shape: [values.length],
+  data: new Float32Array(values),
+});
+
+/** Two shards and the index that maps a.weight and b.weight to the first, c.weight to the second. */
+function shardedFiles(): Record<string, Uint8Array | string> {
+  return {
+    ...JSONS,
+    'model-00001-of-00002.safetensors': writeSafetensors([f32('a.weight', [1, 2]), f32('b.weight', [3])]),
+    'model-00002-of-00002.safetensors': writeSafetensors([f32('c.weight', [4, 5, 6])]),
+    'model.safetensors.index.json': JSON.stringify({
+      metadata: { total_size: 24 },
+      weight_map: {
+        'a.weight': 'model-00001-of-00002.safetensors',
+        'b.weight': 'model-00001-of-00002.safetensors',
+        'c.weight': 'model-00002-of-00002.safetensors',
+      },
+    }),
+  };
+}
+
+async function userError(promise: Promise<unknown>): Promise<UserError> {
+  try {
+    await promise;
+  } catch (e) {
+    expect(e).toBeInstanceOf(UserError);
+    const err = e as UserError;
+    expect(err.message).toContain('models/m/');
+    expect(err.message).not.toContain('\n');
+    expect(err.message.endsWith('.')).toBe(true);
+    return err;
+  }
+  throw new Error('expected a UserError');
+}
+
+describe('loadModelFolder', () => {
+  it('loads stories260K from disk', async () => {
+    expect(existsSync(join(STORIES, 'config.json'))).toBe(true);
+    const folder = await loadModelFolder(nodeFolder(STORIES));
+    expect(folder.config.hidden_size).toBe(64);
+    expect(folder.tokenizerJson.model).toBeTypeOf('object');
+    expect(folder.tokenizerConfig).toBeTypeOf('object');
+    expect(folder.generationConfig).not.toBeNull();
+    expect(folder.weights.size).toBe(47);
+    expect(folder.weightsDType).toBe('F32');
+    const emb = folder.weights.get('model.embed_tokens.weight')!;
+    expect(emb.shape).toEqual([512, 64]);
+    expect(emb.data).toBeInstanceOf(Float32Array);
+    expect(emb.data.length).toBe(512 * 64);
+  });
+
+  it('loads a sharded folder through its index', async () => {
+    const folder = await loadModelFolder(memoryFiles('models/m', shardedFiles()));
+    expect([...folder.weights.keys()].sort()).toEqual(['a.weight', 'b.weight', 'c.weight']);
+    expect([...folder.weights.get('c.weight')!.data]).toEqual([4, 5, 6]);
+    expect(folder.weights.get('a.weight')!.shape).toEqual([2]);
+    expect(folder.generationConfig).toBeNull();
+    expect(folder.weightsDType).toBe('F32');
+  });
+
+  it('refuses a missing shard', async () => {
+    const files = shardedFiles();
+    delete files['model-00002-of-00002.safetensors'];
+    const err = await userError(loadModelFolder(memoryFiles('models/m', files)));
+    expect(err.message).toBe(
+      'models/m/model-00002-of-00002.safetensors is missing: model.safetensors.index.json lists it as the shard holding "c.weight".',
+    );
+  });
+
+  it('refuses an index that names a tensor its shard does not hold', async () => {
+    const files = shardedFiles();
+    files['model-00002-of-00002.safetensors'] = writeSafetensors([f32('d.weight', [4, 5, 6])]);
+    const err = await userError(loadModelFolder(memoryFiles('models/m', files)));
+    expect(err.message).toBe(
+      'models/m/model-00002-of-00002.safetensors has no tensor "c.weight", which model.safetensors.index.json says it holds.',
+    );
+  });
+
+  it('refuses a folder with only PyTorch pickle weights', async () => {
+    const files = { ...JSONS, 'pytorch_model.bin': new Uint8Array([0x80, 0x02]) };
+    const err = await userError(loadModelFolder(memoryFiles('models/m', files)));
+    expect(err.message).toBe(
+      'models/m/pytorch_model.bin: PyTorch pickle weights are not supported; convert the model to safetensors (model.safetensors or sharded with model.safetensors.index.json).',
+    );
+  });
+
+  it('refuses a folder without tokenizer.json', async () => {
+    const { 'tokenizer.json': _, ...rest } = JSONS;
+    const files = { ...rest, 'model.safetensors': writeSafetensors([f32('w', [1])]) };
+    const err = await userError(loadModelFolder(memoryFiles('models/m', files)));
+    expect(err.message).toBe(
+      'models/m/tokenizer.json is missing: a model folder needs config.json, tokenizer.json, tokenizer_config.json and model.safetensors (or model.safetensors.index.json with its shards).',
+    );
+    expect(err.file).toBe('models/m/tokenizer.json');
+  });
+
+  it('refuses a folder without weights', async () => {
+    const err = await userError(loadModelFolder(memoryFiles('models/m', JSONS)));
+    expect(err.message).toMatch(/^models\/m\/model\.safetensors is missing: /);
+  });
+
+  it('refuses a config.json that is not valid JSON', async () => {
+    const files = { ...JSONS, 'config.json': '{"hidden_size": 4,}', 'model.safetensors': writeSafetensors([f32('w', [1])]) };
+    const err = await userError(loadModelFolder(memoryFiles('models/m', files)));
+    expect(err.message).toMatch(/^models\/m\/config\.json is not valid JSON \(.*position.*\)\.$/);
+  });
+
+  it('names the file of a corrupt safetensors', async () => {
+    const files = { ...JSONS, 'model.safetensors': new Uint8Array(4) };
+    const err = await userError(loadModelFolder(memoryFiles('models/m', files)));
+    expect(err.message).toMatch(/^models\/m\/model\.safetensors: /);
+  });
+
+  it('converts BF16 weights to the right f32 values and reports BF16', async () => {
+    const values = [1, -2.5, 0.1, 3.14159, -1e-3];
+    const files = {
+      ...JSONS,
+      'generation_config.json': JSON.stringify({ eos_token_id: [2, 3] }),
+      'model.safetensors': writeSafetensors([
+        { name: 'big', dtype: 'BF16', shape: [5], data: new Float32Array(values) },
+        f32('small', [1]),
+      ]),
+    };
+    const folder = await loadModelFolder(memoryFiles('models/m', files));
+    expect(folder.weightsDType).toBe('BF16');
+    expect(folder.generationConfig).toEqual({ eos_token_id: [2, 3] });
+    const big = folder.weights.get('big')!;
+    expect(big.dtype).toBe('BF16');
+    // bf16 keeps 8 significant bits: 0.1 → 0x3DCD, π → 0x4049, -1e-3 → 0xBA83.
+    expect([...big.data]).toEqual([1, -2.5, bf16BitsToFloat32(0x3dcd), bf16BitsToFloat32(0x4049), bf16BitsToFloat32(0xba83)]);
+    expect(big.data[2]).toBeCloseTo(0.1, 3);
+    expect(big.data[3]).toBeCloseTo(3.140625, 6);
+  });
+});
+
+describe('node filesystem', () => {
+  let root: string;
+  beforeEach(() => {
+    root = mkdtempSync(join(tmpdir(), 'fs-files-'));
+  });
+  afterEach(() => {
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  it('nodeFolder lists recursively with / and follows file symlinks', async () => {
+    mkdirSync(join(root, 'm/sub/deeper'), { recursive: true });
+    writeFileSync(join(root, 'm/a.json'), '{}');
+    writeFileSync(join(root, 'm/sub/deeper/b.bin'), new Uint8Array([1, 2, 3]));
+    writeFileSync(join(root, 'blob'), 'linked');
+    symlinkSync(join(root, 'blob'), join(root, 'm/link.txt'));
+    const folder = nodeFolder(join(root, 'm'));
+    expect(folder.location).toBe(join(root, 'm'));
+    expect(folder.list()).toEqual(['a.json', 'link.txt', 'sub/deeper/b.bin']);
+    expect(folder.has('sub/deeper/b.bin')).toBe(true);
+    expect(folder.has('sub')).toBe(false);
+    expect(folder.has('../blob')).toBe(false);
+    const bytes = await folder.read('sub/deeper/b.bin');
+    expect(Object.getPrototypeOf(bytes)).toBe(Uint8Array.prototype);
+    expect([...bytes]).toEqual([1, 2, 3]);
+    expect(new TextDecoder().decode(await folder.read('link.txt'))).toBe('linked');
+    await expect(folder.read('../blob')).rejects.toThrow(/outside the folder/);
+  });
+
+  it('writeFolderAtomic replaces an existing folder completely', async () => {
+    const dir = join(root, 'out');
+    mkdirSync(join(dir, 'stale'), { recursive: true });
+    writeFileSync(join(dir, 'old.txt'), 'old');
+    writeFileSync(join(dir, 'stale/x'), 'x');
+    await writeFolderAtomic(dir, { 'new.txt': 'new', 'nested/w.bin': new Uint8Array([9, 8]) });
+    expect(nodeFolder(dir).list()).toEqual(['nested/w.bin', 'new.txt']);
+    expect(readFileSync(join(dir, 'new.txt'), 'utf8')).toBe('new');
+    expect([...readFileSync(join(dir, 'nested/w.bin'))]).toEqual([9, 8]);
+    expect(readdirSync(root)).toEqual(['out']);
+  });
+
+  it('writeFolderAtomic creates a folder that did not exist', async () => {
+    const dir = join(root, 'a/b/out');
+    await writeFolderAtomic(dir, { 'f.txt': 'hi' });
+    expect(readFileSync(join(dir, 'f.txt'), 'utf8')).toBe('hi');
+  });
+
+  it('writeFolderAtomic leaves the old folder intact when a write fails', async () => {
+    const dir = join(root, 'out');
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'old.txt'), 'old');
+    await expect(writeFolderAtomic(dir, { 'good.txt': 'fine', 'bad\0name': 'boom' })).rejects.toThrow();
+    expect(nodeFolder(dir).list()).toEqual(['old.txt']);
+    expect(readFileSync(join(dir, 'old.txt'), 'utf8')).toBe('old');
+    expect(readdirSync(root)).toEqual(['out']);
+  });
+
+  it('writeFolderAtomic refuses names that leave the folder', async () => {
+    await expect(writeFolderAtomic(join(root, 'out'), { '../escape': 'x' })).rejects.toThrow(/leaves the folder/);
+    expect(readdirSync(root)).toEqual([]);
+  });
+
+  it('writeFileAtomic replaces a file and leaves no temporary behind', async () => {
+    const file = join(root, 'state.json');
+    writeFileSync(file, 'old');
+    await writeFileAtomic(file, '{"step": 2}');
+    expect(readFileSync(file, 'utf8')).toBe('{"step": 2}');
+    await writeFileAtomic(file, new Uint8Array([0x41]));
+    expect(readFileSync(file, 'utf8')).toBe('A');
+    expect(readdirSync(root)).toEqual(['state.json']);
+  });
+
+  it('writeFileAtomic removes its temporary file when the rename fails', async () => {
+    // Renaming a file over a non-empty directory fails after the temporary file is written.
+    mkdirSync(join(root, 'state.json'));
+    writeFileSync(join(root, 'state.json/keep'), 'kept');
+    await expect(writeFileAtomic(join(root, 'state.json'), 'x')).rejects.toThrow();
+    expect(readdirSync(root)).toEqual(['state.json']);
+    expect(readFileSync(join(root, 'state.json/keep'), 'utf8')).toBe('kept');
+  });
+});
