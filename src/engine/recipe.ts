@@ -47,15 +47,22 @@ function integer(min: number): FieldType<z.ZodNumber> {
   return { schema: z.number().int().min(min), kind: 'integer', expect: `an integer of at least ${min}` };
 }
 
-function number(bounds: { gt?: number; ge?: number; lt?: number; le?: number }): FieldType<z.ZodNumber> {
+function number(bounds: { gt?: number; ge?: number; lt?: number }): FieldType<z.ZodNumber> {
   let schema = z.number();
-  const parts: string[] = [];
-  if (bounds.gt !== undefined) (schema = schema.gt(bounds.gt)), parts.push(`greater than ${bounds.gt}`);
-  if (bounds.ge !== undefined) (schema = schema.gte(bounds.ge)), parts.push(`of at least ${bounds.ge}`);
-  if (bounds.lt !== undefined) (schema = schema.lt(bounds.lt)), parts.push(`below ${bounds.lt}`);
-  if (bounds.le !== undefined) (schema = schema.lte(bounds.le)), parts.push(`of at most ${bounds.le}`);
-  const words = parts.join(' and ').replace(/ and of /, ' and ');
-  return { schema, kind: 'number', expect: `a number ${words}` };
+  const words: string[] = [];
+  if (bounds.gt !== undefined) {
+    schema = schema.gt(bounds.gt);
+    words.push(`greater than ${bounds.gt}`);
+  }
+  if (bounds.ge !== undefined) {
+    schema = schema.gte(bounds.ge);
+    words.push(`of at least ${bounds.ge}`);
+  }
+  if (bounds.lt !== undefined) {
+    schema = schema.lt(bounds.lt);
+    words.push(`below ${bounds.lt}`);
+  }
+  return { schema, kind: 'number', expect: `a number ${words.join(' and ')}` };
 }
 
 function flag(): FieldType<z.ZodBoolean> {
@@ -322,7 +329,10 @@ export function closestField(path: string): string | undefined {
     // A nested field written at the top level ("lora_alpha") counts as close to "peft.lora_alpha".
     const knownLeaf = known.slice(known.lastIndexOf('.') + 1);
     const d = Math.min(editDistance(path, known), editDistance(leaf, knownLeaf) + (path === leaf ? 0 : 1));
-    if (d < bestDistance) (best = known), (bestDistance = d);
+    if (d < bestDistance) {
+      best = known;
+      bestDistance = d;
+    }
   }
   return best;
 }
@@ -426,7 +436,7 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
 /**
  * Sets dotted fields (`peft.r`) from strings such as command-line flags, converting each string to
  * its field's type ('8' → 8, 'false' → false, 'null' → null, 'q_proj,v_proj' → a list). 'null' on
- * a field without a null value (eval_file, init_adapter, resume_from_checkpoint) removes it.
+ * an optional field without a null value (eval_file, init_adapter, learning_rate) removes it.
  * Returns a new object; the input is not changed.
  */
 export function applyOverrides(
@@ -444,7 +454,7 @@ export function applyOverrides(
         : unknownFieldSentence(path, '--');
       throw new UserError(`${source}: ${sentence}`, { file: source, field: path });
     }
-    const unset = raw === 'null' && !info.required && !info.nullable;
+    const unset = raw === 'null' && !info.required && !info.nullable && info.default === undefined;
     const value = convertOverride(info, raw);
     if (!unset && !fieldSchema(path).safeParse(value).success) {
       throw new UserError(`${source}: --${path} must be ${info.expect} (got ${JSON.stringify(raw)}).`, { file: source, field: path });

@@ -11,6 +11,8 @@ const hasWebGPU = await installNodeWebGPU();
 const title = hasWebGPU
   ? 'the webgpu backend in Node'
   : "the webgpu backend in Node (skipped: Dawn found no adapter; install Debian's chromium for SwiftShader, or set VK_ICD_FILENAMES)";
+// The default reporter shows a skipped suite's count, not its title.
+if (!hasWebGPU) console.warn(title);
 
 /** Each case's inputs as plain arrays, so the CPU and WebGPU runs see identical numbers. */
 const rng = new Rng(42);
@@ -25,7 +27,7 @@ type Results = Record<string, Float32Array | Int32Array | Uint8Array>;
 
 /** Token-mean NLL of the trainable tokens, and its gradients, as a trainer step computes them. */
 async function lossAndGrads(): Promise<Results> {
-  const w = tf.variable(tf.tensor2d(W, [10, 8]), true, undefined, 'float32');
+  const w = tf.tidy(() => tf.variable(tf.tensor2d(W, [10, 8])));
   const { value, grads } = tf.variableGrads(() => {
     const x = tf.tensor2d(X, [6, 8]);
     const labels = tf.tensor1d(LABELS, 'int32');
@@ -148,10 +150,8 @@ describe.skipIf(!hasWebGPU)(title, () => {
       a.dispose();
       return (performance.now() - t0) / iterations;
     };
-    for (const n of [64, 256]) {
-      const gpu = await time('webgpu', n, 20);
-      const cpu = await time('cpu', n, 20);
-      console.log(`matMul ${n}×${n}, incl. readback: webgpu ${gpu.toFixed(2)} ms, cpu ${cpu.toFixed(2)} ms`);
-    }
+    const gpu = await time('webgpu', 64, 20);
+    const cpu = await time('cpu', 64, 20);
+    console.log(`matMul 64×64 with readback: webgpu ${gpu.toFixed(2)} ms, cpu ${cpu.toFixed(2)} ms`);
   });
 });

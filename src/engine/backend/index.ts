@@ -5,6 +5,9 @@
  *
  * In Node, WebGPU exists only after `installNodeWebGPU()` from `./node_webgpu.ts` has put Dawn
  * on `navigator.gpu`; call that first, then `initBackend('webgpu')`.
+ *
+ * tfjs-core alone registers no gradients (the umbrella `@tensorflow/tfjs` package does), so
+ * `initBackend` also registers them; anything that differentiates must call it first.
  */
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-cpu';
@@ -76,6 +79,7 @@ export async function initBackend(
 ): Promise<BackendInfo> {
   const start = preferred === 'auto' ? 0 : ORDER.indexOf(preferred);
   if (start < 0) throw new Error(`Unknown backend '${preferred}'; expected one of auto, ${ORDER.join(', ')}.`);
+  await registerGradients();
   const reasons: string[] = [];
   for (const name of ORDER.slice(start)) {
     const attempt = await tryBackend(name, opts);
@@ -86,6 +90,35 @@ export async function initBackend(
   }
   // The CPU backend ships with tfjs-core's registry and has no failure mode short of a broken install.
   throw new Error(`No tfjs backend could be initialised (${reasons.join('; ')}).`);
+}
+
+/**
+ * Registers tfjs-core's gradients once per process. They ship only as ES modules with
+ * extensionless relative imports: bundlers (Vite, vitest) resolve those, plain Node does not,
+ * so in Node a resolve hook adds the '.js' for files inside tfjs-core's dist. That ESM copy
+ * shares the engine and registries with the CommonJS copy Node loads for '@tensorflow/tfjs-core',
+ * because tfjs keeps them on `globalThis`.
+ */
+async function registerGradients(): Promise<void> {
+  if (tf.getGradient('Sum') != null) return;
+  if (isNode()) {
+    const specifier = 'node:module';
+    const { register } = (await import(/* @vite-ignore */ specifier)) as typeof import('node:module');
+    register('data:text/javascript,' + encodeURIComponent(TFJS_CORE_RESOLVE_HOOK));
+  }
+  await import('@tensorflow/tfjs-core/dist/register_all_gradients.js');
+}
+
+const TFJS_CORE_RESOLVE_HOOK = `
+export async function resolve(specifier, context, next) {
+  if (context.parentURL?.includes('/@tensorflow/tfjs-core/dist/') && /^\\.\\.?\\//.test(specifier) && !specifier.endsWith('.js')) {
+    try { return await next(specifier + '.js', context); } catch {}
+  }
+  return next(specifier, context);
+}`;
+
+function isNode(): boolean {
+  return (globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node != null;
 }
 
 async function tryBackend(name: BackendName, opts: InitOptions): Promise<Attempt> {
@@ -114,8 +147,7 @@ async function tryWasm(opts: InitOptions): Promise<Attempt> {
 
 /** The installed tfjs-backend-wasm's `dist/` in Node, where the `.wasm` files are; undefined elsewhere. */
 async function nodeWasmDir(): Promise<string | undefined> {
-  const proc = (globalThis as { process?: { versions?: { node?: string } } }).process;
-  if (proc?.versions?.node == null) return undefined;
+  if (!isNode()) return undefined;
   // A computed specifier keeps bundlers from trying to resolve a Node builtin for the browser.
   const specifier = 'node:module';
   const { createRequire } = (await import(/* @vite-ignore */ specifier)) as typeof import('node:module');
@@ -170,13 +202,18 @@ async function tryWebGPU(): Promise<Attempt> {
   };
 }
 
-/** Info for a WebGPU backend someone initialised earlier; GPUDevice.adapterInfo is newer than some runtimes. */
+/**
+ * Info for a WebGPU backend initialised earlier. GPUDevice.adapterInfo is newer than some
+ * runtimes (Dawn for Node lacks it); then only the vendor and architecture tfjs copied remain,
+ * in fields its typings mark private.
+ */
 function describeExisting(backend: WebGPUBackend): BackendInfo {
   const device = backend.device;
   const info = (device as GPUDevice & { adapterInfo?: GPUAdapterInfo }).adapterInfo;
+  const kept = backend.adapterInfo as unknown as { vendor?: string; architecture?: string };
   const adapter = info != null
     ? describeAdapter(info)
-    : { vendor: backend.adapterInfo.vendor ?? '', architecture: backend.adapterInfo.architecture ?? '', device: '', description: '' };
+    : { vendor: kept.vendor ?? '', architecture: kept.architecture ?? '', device: '', description: '' };
   const features = OPTIONAL_FEATURES.filter((f) => device.features.has(f));
   return { name: 'webgpu', adapter, limits: describeLimits(device.limits), features };
 }

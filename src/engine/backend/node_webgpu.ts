@@ -44,7 +44,7 @@ export async function installNodeWebGPU(): Promise<boolean> {
 }
 
 function navigatorObject(): Record<string, unknown> | undefined {
-  return (globalThis as { navigator?: Record<string, unknown> }).navigator;
+  return (globalThis as unknown as { navigator?: Record<string, unknown> }).navigator;
 }
 
 /**

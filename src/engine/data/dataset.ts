@@ -123,23 +123,26 @@ export function parseDatasetText(text: string, file: string): ParsedDataset {
 }
 
 function parseJsonArray(text: string, file: string): ParsedDataset {
-  if (text.trim() === '') return { rows: [], errors: [] };
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (e) {
-    const position = /at position (\d+)/.exec((e as Error).message);
-    const where = position ? `${file}, line ${lineAt(text, Number(position[1]))}` : file;
-    throw new UserError(`${where}: not valid JSON (${jsonReason(e)}).`, { file });
-  }
-  if (!Array.isArray(value)) {
+  const start = text.trimStart();
+  if (start === '') return { rows: [], errors: [] };
+  // Checked before parsing so that JSON Lines saved as .json get this message, not a syntax error.
+  if (!start.startsWith('[')) {
     throw new UserError(
       `${file}: expected a JSON array of row objects ([{...}, {...}]); a file with one JSON object per line should be named .jsonl.`,
       { file },
     );
   }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (e) {
+    const position = /at position (\d+)/.exec((e as Error).message);
+    const line = position ? lineAt(text, Number(position[1])) : undefined;
+    const where = line === undefined ? file : `${file}, line ${line}`;
+    throw new UserError(`${where}: not valid JSON (${jsonReason(e)}).`, { file, line });
+  }
   const out: ParsedDataset = { rows: [], errors: [] };
-  value.forEach((element, i) => {
+  (value as unknown[]).forEach((element, i) => {
     const line = i + 1;
     if (isPlainObject(element)) out.rows.push({ line, value: element });
     else out.errors.push({ line, message: `${file}, row ${line}: expected a JSON object, found ${describe(element)}.` });

@@ -59,7 +59,7 @@ export function tokenizeSft(
     );
   }
   if (opts.system_prompt && plain.length > 0) {
-    data.warnings.push(`${file}: system_prompt applies to conversations only, so ${plain.length} plain-text rows are tokenised without it.`);
+    data.warnings.push(`${file}: system_prompt applies to conversations only; ${rowCount(plain.length)} of plain text are tokenised without it.`);
   }
 
   const boundaryMismatch: number[] = [];
@@ -105,12 +105,12 @@ export function tokenizeSft(
 
   if (boundaryMismatch.length > 0) {
     data.warnings.push(
-      `${file}: on ${boundaryMismatch.length} rows (first on ${rowRef(file, boundaryMismatch[0])}) the tokens of prompt + completion do not start with the tokens of the prompt alone, so the boundary between prompt and completion there is approximate.`,
+      `${file}: on ${rowCount(boundaryMismatch.length)} (first on ${rowRef(file, boundaryMismatch[0])}) the tokens of prompt + completion do not start with the tokens of the prompt alone, so the boundary between prompt and completion there is approximate.`,
     );
   }
   if (noAssistantSpans.length > 0) {
     data.warnings.push(
-      `${file}: the chat template does not render these conversations turn by turn the same way as whole, so assistant_only_loss could not find the assistant turns of ${noAssistantSpans.length} rows (first on ${rowRef(file, noAssistantSpans[0])}) and they train on every token.`,
+      `${file}: the chat template does not render these conversations turn by turn the same way as whole, so assistant_only_loss could not find the assistant turns of ${rowCount(noAssistantSpans.length)} (first on ${rowRef(file, noAssistantSpans[0])}), which train as if it were off.`,
     );
   }
   return data;
@@ -241,6 +241,10 @@ function startsWith(ids: number[], prefix: number[]): boolean {
   if (prefix.length > ids.length) return false;
   for (let i = 0; i < prefix.length; i++) if (ids[i] !== prefix[i]) return false;
   return true;
+}
+
+function rowCount(n: number): string {
+  return n === 1 ? '1 row' : `${n} rows`;
 }
 
 function lowerFirst(s: string): string {

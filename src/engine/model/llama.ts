@@ -248,7 +248,7 @@ function attentionBias(B: number, T: number, past: number, mask: tf.Tensor2D | u
     const k = tf.reshape(tf.range(0, S, 1, 'int32'), [1, S]);
     let allowed = tf.reshape(tf.lessEqual(k, q), [1, 1, T, S]) as tf.Tensor4D; // [1, 1, T, S]
     if (mask) allowed = tf.logicalAnd(allowed, tf.reshape(tf.cast(mask, 'bool'), [B, 1, 1, S]));
-    const bias = tf.where(allowed, tf.scalar(0), tf.scalar(-1e30)) as tf.Tensor4D;
+    const bias = tf.mul(tf.sub(1, tf.cast(allowed, 'float32')), -1e30) as tf.Tensor4D;
     return tf.tile(bias, [bias.shape[0] === 1 ? B : 1, 1, groups, 1]);
   });
 }

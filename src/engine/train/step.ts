@@ -54,7 +54,7 @@ export async function trainStep(
       }
     }
     summed = next;
-    const total = tf.add(lossTotal, value);
+    const total = tf.add(lossTotal, value) as tf.Scalar;
     lossTotal.dispose();
     value.dispose();
     lossTotal = total;

@@ -1,0 +1,242 @@
+/**
+ * A whole run from a recipe: load the model folder, the tokenizer and the data, build the
+ * adapter (or make layers trainable), and hand the pieces to the Trainer; then the files a run
+ * leaves behind. The CLI and the Web Worker both drive training through this module, each with
+ * its own FileSource and its own checkpoint store.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { UserError } from './errors.ts';
+import { readText, type FileSource } from './io/files.ts';
+import { loadModelFolder, type ModelFolder } from './io/model_folder.ts';
+import { parseSafetensors, writeSafetensors, type TensorToWrite } from './io/safetensors.ts';
+import { CausalLM, expectedWeights } from './model/llama.ts';
+import { LoraAdapter, parseAdapterConfig, resolveTargetModules } from './model/lora.ts';
+import { TextTokenizer } from './data/tokenizer.ts';
+import { detectFormat, parseDatasetText } from './data/dataset.ts';
+import { tokenizeSft, type SftData } from './data/sft.ts';
+import { Rng } from './rng.ts';
+import type { Recipe } from './recipe.ts';
+import { Trainer, type TrainerCallbacks } from './train/trainer.ts';
+import type { Example } from './train/batch.ts';
+
+export interface LoadedModel {
+  folder: ModelFolder;
+  model: CausalLM;
+  tokenizer: TextTokenizer;
+}
+
+export async function loadModel(source: FileSource): Promise<LoadedModel> {
+  const folder = await loadModelFolder(source);
+  const tokenizer = TextTokenizer.fromFiles(folder.tokenizerJson, folder.tokenizerConfig, folder.generationConfig, `${source.location}/tokenizer_config.json`);
+  const model = CausalLM.fromFolder(folder);
+  // Weights now live in tensors; the Float32Arrays would double the memory.
+  folder.weights.clear();
+  return { folder, model, tokenizer };
+}
+
+/** A PEFT adapter folder (adapter_config.json + adapter_model.safetensors) for this model. */
+export async function loadAdapter(model: CausalLM, source: FileSource): Promise<LoraAdapter> {
+  const where = source.location.replace(/\/$/, '');
+  for (const name of ['adapter_config.json', 'adapter_model.safetensors']) {
+    if (!source.has(name)) {
+      const hint = source.has('adapter_model.bin') ? ' (adapter_model.bin pickles are not supported; save with safetensors)' : '';
+      throw new UserError(`${where}/${name} is missing: an adapter folder needs adapter_config.json and adapter_model.safetensors${hint}.`, { file: `${where}/${name}` });
+    }
+  }
+  let raw: Record<string, unknown>;
+  try {
+    raw = JSON.parse(await readText(source, 'adapter_config.json'));
+  } catch (e) {
+    throw new UserError(`${where}/adapter_config.json is not valid JSON (${(e as Error).message}).`, { file: `${where}/adapter_config.json` });
+  }
+  const config = parseAdapterConfig(raw, `${where}/adapter_config.json`);
+  const st = parseSafetensors(await source.read('adapter_model.safetensors'), `${where}/adapter_model.safetensors`);
+  return LoraAdapter.fromSafetensors(model.config, config, st);
+}
+
+/** Reads, checks and tokenises a dataset file for SFT; any bad row stops here with its line. */
+export function prepareSftData(text: string, file: string, tokenizer: TextTokenizer, recipe: Recipe): SftData {
+  const parsed = parseDatasetText(text, file);
+  if (parsed.errors.length > 0) throw rowErrors(parsed.errors, file);
+  const format = detectFormat(parsed.rows, file);
+  const data = tokenizeSft(parsed.rows, format, tokenizer, {
+    max_length: recipe.max_length,
+    completion_only_loss: recipe.completion_only_loss,
+    assistant_only_loss: recipe.assistant_only_loss,
+    system_prompt: recipe.system_prompt,
+  }, file);
+  if (data.errors.length > 0) throw rowErrors(data.errors, file);
+  if (data.examples.length === 0) {
+    throw new UserError(`${file}: no row has a token left to train on (${data.dropped.length} dropped${data.dropped[0] ? `, e.g. line ${data.dropped[0].line}: ${data.dropped[0].reason}` : ''}).`, { file });
+  }
+  return data;
+}
+
+function rowErrors(errors: { line: number; message: string }[], file: string): UserError {
+  const more = errors.length > 1 ? ` (${errors.length - 1} more bad row${errors.length > 2 ? 's' : ''}; \`finetune data ${file}\` lists them all)` : '';
+  return new UserError(`${errors[0].message}${more}`, { file, line: errors[0].line });
+}
+
+/** Seeded split of the training examples into train and eval (TRL's eval_split / datasets' train_test_split). */
+export function splitExamples<T>(examples: T[], fraction: number, seed: number): { train: T[]; eval: T[] } {
+  if (fraction <= 0) return { train: examples, eval: [] };
+  const n = examples.length;
+  const k = Math.min(n - 1, Math.max(1, Math.round(n * fraction)));
+  const order = new Rng(seed ^ 0x5eed5eed).permutation(n);
+  const evalIdx = new Set(order.slice(0, k));
+  return { train: examples.filter((_, i) => !evalIdx.has(i)), eval: examples.filter((_, i) => evalIdx.has(i)) };
+}
+
+export interface RunSources {
+  model: FileSource;
+  /** The train_file's text and the name to use in messages. */
+  train: { text: string; file: string };
+  eval?: { text: string; file: string } | null;
+  initAdapter?: FileSource | null;
+  resumeFrom?: FileSource | null;
+}
+
+export interface PreparedRun {
+  recipe: Recipe;
+  loaded: LoadedModel;
+  adapter: LoraAdapter | null;
+  trainer: Trainer;
+  train: SftData;
+  evalExamples: Example[];
+  /** The files of the finished run: the adapter, or the trained model folder. */
+  outputFiles(): Promise<Record<string, Uint8Array>>;
+  dispose(): void;
+}
+
+/**
+ * Everything up to the first step, checked before anything is written: a bad recipe, model,
+ * adapter or data file fails here with its one sentence, and the output folder is never touched.
+ */
+export async function prepareRun(recipe: Recipe, sources: RunSources, callbacks: TrainerCallbacks = {}): Promise<PreparedRun> {
+  if (recipe.method !== 'sft') throw new UserError(`recipe: method ${recipe.method} is not available in this version; use "sft".`, { field: 'method' });
+  const loaded = await loadModel(sources.model);
+  const disposables: { dispose(): void }[] = [loaded.model];
+  try {
+    const { model, tokenizer, folder } = loaded;
+    const train = prepareSftData(sources.train.text, sources.train.file, tokenizer, recipe);
+    let trainExamples: Example[] = train.examples;
+    let evalExamples: Example[] = [];
+    if (sources.eval) {
+      evalExamples = prepareSftData(sources.eval.text, sources.eval.file, tokenizer, recipe).examples;
+    } else if (recipe.eval_split > 0) {
+      ({ train: trainExamples, eval: evalExamples } = splitExamples(train.examples, recipe.eval_split, recipe.seed));
+    }
+
+    const peft = recipe.peft;
+    let adapter: LoraAdapter | null = null;
+    let params: Map<string, tf.Variable>;
+    const checkpointModel = sources.resumeFrom ?? null;
+    if (peft.type === 'lora') {
+      const from = checkpointModel ?? sources.initAdapter ?? null;
+      adapter = from
+        ? await loadAdapter(model, from)
+        : LoraAdapter.init(model.config, {
+            r: peft.r,
+            lora_alpha: peft.lora_alpha,
+            lora_dropout: peft.lora_dropout,
+            target_modules: resolveTargetModules(peft.target_modules),
+            use_rslora: peft.use_rslora,
+            layers_to_transform: null,
+          }, new Rng(recipe.seed));
+      if (from) adapter.config.lora_dropout = peft.lora_dropout;
+      disposables.push(adapter);
+      params = adapter.variables();
+    } else {
+      if (sources.initAdapter) throw new UserError(`recipe: init_adapter needs peft.type "lora" (got "${peft.type}").`, { field: 'init_adapter' });
+      const names = trainableNames(model, peft.type, peft.layers_to_train);
+      if (checkpointModel) await loadWeightsInto(model, checkpointModel, names);
+      params = model.makeTrainable(names);
+    }
+
+    const saveModel = async (): Promise<Record<string, Uint8Array>> =>
+      adapter ? adapterFiles(adapter, recipe.model) : modelFiles(folder, model, 'F32');
+    const trainer = new Trainer({ recipe, model, adapter, params, train: trainExamples, eval: evalExamples.length ? evalExamples : null, padTokenId: tokenizer.padTokenId, saveModel, callbacks });
+    disposables.push(trainer);
+    if (sources.resumeFrom) await trainer.restore(sources.resumeFrom);
+    return {
+      recipe,
+      loaded,
+      adapter,
+      trainer,
+      train,
+      evalExamples,
+      outputFiles: saveModel,
+      dispose: () => disposables.forEach((d) => d.dispose()),
+    };
+  } catch (e) {
+    disposables.forEach((d) => d.dispose());
+    throw e;
+  }
+}
+
+/** Weights trained by `freeze` (every weight of the last N decoder layers) or `full`. */
+export function trainableNames(model: CausalLM, type: 'freeze' | 'full', layersToTrain: number): string[] {
+  const all = expectedWeights(model.config).map(([name]) => name);
+  if (type === 'full') return all;
+  const L = model.config.num_hidden_layers;
+  const first = Math.max(0, L - layersToTrain);
+  return all.filter((name) => {
+    const m = /^model\.layers\.(\d+)\./.exec(name);
+    return m !== null && Number(m[1]) >= first;
+  });
+}
+
+async function loadWeightsInto(model: CausalLM, source: FileSource, names: string[]): Promise<void> {
+  const where = `${source.location}/model.safetensors`;
+  if (!source.has('model.safetensors')) throw new UserError(`${where} is missing; the checkpoint has no model weights.`, { file: where });
+  const folder = await loadModelFolder(source);
+  for (const name of names) {
+    const w = folder.weights.get(name);
+    if (!w) throw new UserError(`${where}: weight ${name} is missing.`, { file: where, field: name });
+    const old = model.params.get(name)!;
+    model.params.set(name, tf.tensor(w.data, w.shape, 'float32'));
+    old.dispose();
+  }
+}
+
+export async function adapterFiles(adapter: LoraAdapter, baseModel: string): Promise<Record<string, Uint8Array>> {
+  return {
+    'adapter_model.safetensors': await adapter.toSafetensors(),
+    'adapter_config.json': new TextEncoder().encode(JSON.stringify(adapter.adapterConfigJson(baseModel), null, 2)),
+  };
+}
+
+const DTYPE_NAMES: Record<string, string> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
+
+/**
+ * A complete model folder as transformers saves it: config.json, generation_config.json,
+ * tokenizer files and model.safetensors in `dtype`. With an adapter, its product is merged
+ * into each target weight first: W' = W + scale·B·A.
+ */
+export async function modelFiles(folder: ModelFolder, model: CausalLM, dtype: 'F32' | 'F16' | 'BF16', adapter: LoraAdapter | null = null): Promise<Record<string, Uint8Array>> {
+  const enc = new TextEncoder();
+  const tensors: TensorToWrite[] = [];
+  for (const [name, shape] of expectedWeights(model.config)) {
+    const path = name.replace(/\.weight$/, '');
+    const lora = adapter?.modules.get(path);
+    const w = model.weight(name);
+    const merged = lora && adapter ? tf.tidy(() => tf.add(w, tf.mul(tf.matMul(lora.B, lora.A), adapter.scale))) : w;
+    const data = (await merged.data()) as Float32Array;
+    if (merged !== w) merged.dispose();
+    tensors.push({ name, dtype, shape, data: Float32Array.from(data) });
+  }
+  const config = { ...folder.config, torch_dtype: DTYPE_NAMES[dtype] };
+  const files: Record<string, Uint8Array> = {
+    'config.json': enc.encode(JSON.stringify(config, null, 2)),
+    'model.safetensors': writeSafetensors(tensors, { format: 'pt' }),
+    'tokenizer.json': enc.encode(JSON.stringify(folder.tokenizerJson)),
+    'tokenizer_config.json': enc.encode(JSON.stringify(folder.tokenizerConfig, null, 2)),
+  };
+  if (folder.generationConfig) files['generation_config.json'] = enc.encode(JSON.stringify(folder.generationConfig, null, 2));
+  return files;
+}
+
+/** The dtype a merged model is saved in: the base model's own (bfloat16 stays bfloat16). */
+export function savedDType(folder: ModelFolder): 'F32' | 'F16' | 'BF16' {
+  return folder.weightsDType === 'BF16' || folder.weightsDType === 'F16' ? folder.weightsDType : 'F32';
+}

