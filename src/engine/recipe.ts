@@ -396,8 +396,8 @@ export function parseRecipe(json: unknown, file: string): Recipe {
   throw new UserError(`${file}: ${sentence}`, { file, field: field || undefined });
 }
 
-/** Parses recipe JSON text; a syntax error is reported with its line and column. */
-export function parseRecipeText(text: string, file: string): Recipe {
+/** The JSON of a recipe file, unvalidated (overrides go on before validation); a syntax error is reported with its line and column. */
+export function parseRecipeJson(text: string, file: string): Record<string, unknown> {
   let json: unknown;
   try {
     json = JSON.parse(text);
@@ -411,7 +411,13 @@ export function parseRecipeText(text: string, file: string): Recipe {
     const column = Number(at[1]) - before.lastIndexOf('\n');
     throw new UserError(`${file} is not valid JSON at line ${line}, column ${column}: ${reason}.`, { file, line });
   }
-  return parseRecipe(json, file);
+  if (!isPlainObject(json)) throw new UserError(`${file}: the recipe must be a JSON object.`, { file });
+  return json;
+}
+
+/** Parses and validates recipe JSON text. */
+export function parseRecipeText(text: string, file: string): Recipe {
+  return parseRecipe(parseRecipeJson(text, file), file);
 }
 
 function convertOverride(info: RecipeField, raw: string): unknown {

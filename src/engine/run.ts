@@ -27,6 +27,7 @@ export interface LoadedModel {
 
 export async function loadModel(source: FileSource): Promise<LoadedModel> {
   const folder = await loadModelFolder(source);
+  await adoptChatTemplateFile(source, folder.tokenizerConfig);
   const tokenizer = TextTokenizer.fromFiles(folder.tokenizerJson, folder.tokenizerConfig, folder.generationConfig, `${source.location}/tokenizer_config.json`);
   const model = CausalLM.fromFolder(folder);
   // Weights now live in tensors; the Float32Arrays would double the memory.
@@ -239,4 +240,31 @@ export async function modelFiles(folder: ModelFolder, model: CausalLM, dtype: 'F
 /** The dtype a merged model is saved in: the base model's own (bfloat16 stays bfloat16). */
 export function savedDType(folder: ModelFolder): 'F32' | 'F16' | 'BF16' {
   return folder.weightsDType === 'BF16' || folder.weightsDType === 'F16' ? folder.weightsDType : 'F32';
+}
+
+/** The tokenizer of a model folder, without reading its weights (for `finetune data`). */
+export async function loadTokenizer(source: FileSource): Promise<TextTokenizer> {
+  const where = source.location.replace(/\/$/, '');
+  const json = async (name: string, optional = false): Promise<Record<string, unknown> | null> => {
+    if (!source.has(name)) {
+      if (optional) return null;
+      throw new UserError(`${where}/${name} is missing: a model folder needs config.json, tokenizer.json and tokenizer_config.json.`, { file: `${where}/${name}` });
+    }
+    try {
+      return JSON.parse(await readText(source, name));
+    } catch (e) {
+      throw new UserError(`${where}/${name} is not valid JSON (${(e as Error).message}).`, { file: `${where}/${name}` });
+    }
+  };
+  const tokenizerJson = (await json('tokenizer.json'))!;
+  const tokenizerConfig = (await json('tokenizer_config.json'))!;
+  await adoptChatTemplateFile(source, tokenizerConfig);
+  return TextTokenizer.fromFiles(tokenizerJson, tokenizerConfig, await json('generation_config.json', true), `${where}/tokenizer_config.json`);
+}
+
+/** Newer Hub repos keep the chat template in chat_template.jinja instead of tokenizer_config.json. */
+async function adoptChatTemplateFile(source: FileSource, tokenizerConfig: Record<string, unknown>): Promise<void> {
+  if (tokenizerConfig.chat_template === undefined && source.has('chat_template.jinja')) {
+    tokenizerConfig.chat_template = await readText(source, 'chat_template.jinja');
+  }
 }

@@ -46,8 +46,10 @@ describe('text rows', () => {
     expect(data.examples.map((e) => e.line)).toEqual([1, 2]);
   });
 
-  it('refuse assistant_only_loss', () => {
-    expect(() => sft([{ text: 'Hello' }], { assistant_only_loss: true })).toThrow(UserError);
+  it('ignore assistant_only_loss (it applies to conversations) and train every token', () => {
+    const plain = sft([{ text: 'Hello' }], { assistant_only_loss: true });
+    const without = sft([{ text: 'Hello' }], { assistant_only_loss: false });
+    expect(plain.examples).toEqual(without.examples);
   });
 });
 

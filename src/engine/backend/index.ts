@@ -79,7 +79,6 @@ export async function initBackend(
 ): Promise<BackendInfo> {
   const start = preferred === 'auto' ? 0 : ORDER.indexOf(preferred);
   if (start < 0) throw new Error(`Unknown backend '${preferred}'; expected one of auto, ${ORDER.join(', ')}.`);
-  await registerGradients();
   const reasons: string[] = [];
   for (const name of ORDER.slice(start)) {
     const attempt = await tryBackend(name, opts);
@@ -91,31 +90,6 @@ export async function initBackend(
   // The CPU backend ships with tfjs-core's registry and has no failure mode short of a broken install.
   throw new Error(`No tfjs backend could be initialised (${reasons.join('; ')}).`);
 }
-
-/**
- * Registers tfjs-core's gradients once per process. They ship only as ES modules with
- * extensionless relative imports: bundlers (Vite, vitest) resolve those, plain Node does not,
- * so in Node a resolve hook adds the '.js' for files inside tfjs-core's dist. That ESM copy
- * shares the engine and registries with the CommonJS copy Node loads for '@tensorflow/tfjs-core',
- * because tfjs keeps them on `globalThis`.
- */
-async function registerGradients(): Promise<void> {
-  if (tf.getGradient('Sum') != null) return;
-  if (isNode()) {
-    const specifier = 'node:module';
-    const { register } = (await import(/* @vite-ignore */ specifier)) as typeof import('node:module');
-    register('data:text/javascript,' + encodeURIComponent(TFJS_CORE_RESOLVE_HOOK));
-  }
-  await import('@tensorflow/tfjs-core/dist/register_all_gradients.js');
-}
-
-const TFJS_CORE_RESOLVE_HOOK = `
-export async function resolve(specifier, context, next) {
-  if (context.parentURL?.includes('/@tensorflow/tfjs-core/dist/') && /^\\.\\.?\\//.test(specifier) && !specifier.endsWith('.js')) {
-    try { return await next(specifier + '.js', context); } catch {}
-  }
-  return next(specifier, context);
-}`;
 
 function isNode(): boolean {
   return (globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node != null;

@@ -52,12 +52,8 @@ export function tokenizeSft(
   const data: SftData = { format, examples: [], dropped: [], truncated: 0, errors: converted.errors, warnings: [] };
 
   const plain = converted.rows.filter((r) => r.kind === 'text' || r.kind === 'prompt_completion');
-  if (opts.assistant_only_loss && plain.length > 0) {
-    throw new UserError(
-      `${file}: assistant_only_loss needs conversational rows ("messages", "conversations", alpaca, or prompt/completion as message lists), but ${rowLabel(file, plain[0].line)} is plain text.`,
-      { file, line: plain[0].line, field: 'assistant_only_loss' },
-    );
-  }
+  // assistant_only_loss is on by default here (TRL's is off), so it applies where there are
+  // assistant turns and leaves plain rows to completion_only_loss instead of refusing them.
   if (opts.system_prompt && plain.length > 0) {
     data.warnings.push(`${file}: system_prompt applies to conversations only; ${rowCount(plain.length)} of plain text are tokenised without it.`);
   }

@@ -8,6 +8,7 @@ import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../errors.ts';
 import { LINEAR_MODULES, linearPath, linearShape, parseModelConfig, type LinearModule, type ModelConfig } from './config.ts';
 import type { LoraAdapter } from './lora.ts';
+import { gatherRows } from './ops.ts';
 import type { ModelFolder, WeightTensor } from '../io/model_folder.ts';
 
 /** Keys and values of past positions, one entry per layer, each [batch, kv_heads, past, head_dim]. */
@@ -101,7 +102,7 @@ export class CausalLM {
     const [cos, sin] = this.rope(positions);
     const bias = attentionBias(B, T, past, opts.attentionMask, c.num_attention_heads / c.num_key_value_heads);
 
-    let h = tf.gather(this.weight('model.embed_tokens.weight'), inputIds) as tf.Tensor3D;
+    let h = tf.reshape(gatherRows(this.weight('model.embed_tokens.weight') as tf.Tensor2D, tf.reshape(inputIds, [-1])), [B, T, c.hidden_size]) as tf.Tensor3D;
     for (let i = 0; i < c.num_hidden_layers; i++) {
       const p = `model.layers.${i}`;
       const x = rmsNorm(h, this.weight(`${p}.input_layernorm.weight`), c.rms_norm_eps);

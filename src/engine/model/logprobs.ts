@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import type { CausalLM } from './llama.ts';
+import { gatherRows } from './ops.ts';
 
 /**
  * log p(target | prefix) for chosen positions only, [N]. The LM head runs on those N hidden
@@ -10,7 +11,7 @@ export function selectedLogProbs(model: CausalLM, hidden: tf.Tensor3D, positions
   const H = model.config.hidden_size;
   const V = model.config.vocab_size;
   const N = positions.shape[0];
-  const rows = tf.gather(tf.reshape(hidden, [-1, H]), positions) as tf.Tensor2D;
+  const rows = gatherRows(tf.reshape(hidden, [-1, H]) as tf.Tensor2D, positions);
   const chunk = Math.max(1, Math.floor(chunkElements / V));
   const parts: tf.Tensor1D[] = [];
   for (let start = 0; start < N; start += chunk) {
@@ -18,8 +19,9 @@ export function selectedLogProbs(model: CausalLM, hidden: tf.Tensor3D, positions
     const x = size === N ? rows : tf.slice(rows, [start, 0], [size, H]);
     const tgt = size === N ? targets : tf.slice(targets, [start], [size]);
     const logits = tf.matMul(x, model.lmHead, false, true);
-    // log softmax at the target = logit[target] − logsumexp(logits)
-    const picked = tf.gather(tf.reshape(logits, [-1]), tf.add(tf.mul(tf.range(0, size, 1, 'int32'), tf.scalar(V, 'int32')), tgt));
+    // log softmax at the target = logit[target] − logsumexp(logits); the one-hot product
+    // differentiates without a gather.
+    const picked = tf.sum(tf.mul(logits, tf.oneHot(tgt, V)), 1);
     parts.push(tf.sub(picked, tf.logSumExp(logits, 1)) as tf.Tensor1D);
   }
   return parts.length === 1 ? parts[0] : (tf.concat(parts) as tf.Tensor1D);

@@ -35,7 +35,7 @@ export function transformersDecays(name: string): boolean {
  * clipping when max_grad_norm is 0) but still reports the norm. Returns new tensors; the caller
  * still owns and disposes the ones it passed in.
  */
-export function clipGradNorm(grads: Map<string, tf.Tensor>, maxNorm: number): { grads: Map<string, tf.Tensor>; totalNorm: number } {
+export async function clipGradNorm(grads: Map<string, tf.Tensor>, maxNorm: number): Promise<{ grads: Map<string, tf.Tensor>; totalNorm: number }> {
   if (grads.size === 0) return { grads: new Map(), totalNorm: 0 };
   const names = [...grads.keys()];
   const [total, ...clipped] = tf.tidy(() => {
@@ -45,7 +45,8 @@ export function clipGradNorm(grads: Map<string, tf.Tensor>, maxNorm: number): { 
     const coef = tf.minimum(tf.div(maxNorm, tf.add(total, 1e-6)), 1);
     return [total, ...names.map((n) => tf.mul(grads.get(n)!, coef))];
   });
-  const totalNorm = total.dataSync()[0];
+  // Read asynchronously: WebGPU has no synchronous readback in a worker or in Node.
+  const totalNorm = (await total.data())[0];
   total.dispose();
   return { grads: new Map(names.map((n, i) => [n, clipped[i]])), totalNorm };
 }

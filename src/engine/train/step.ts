@@ -68,7 +68,7 @@ export async function trainStep(
     scaled.set(k, tf.div(g, numItems));
     g.dispose();
   }
-  const { grads, totalNorm } = clipGradNorm(scaled, maxGradNorm);
+  const { grads, totalNorm } = await clipGradNorm(scaled, maxGradNorm);
   optimizer.step(grads, lr);
   for (const g of grads.values()) g.dispose();
   for (const g of scaled.values()) if (!g.isDisposed) g.dispose();

@@ -14,7 +14,7 @@ import type { LoraAdapter } from '../model/lora.ts';
 import { collate, countTrainable, type Example, type HostBatch } from './batch.ts';
 import { createOptimizer, type Optimizer, type OptimizerState } from './optim.ts';
 import { learningRateAt } from './schedule.ts';
-import { sftLossSum } from './sft.ts';
+import { sftEvalLoss, sftLossSum } from './sft.ts';
 import { trainStep } from './step.ts';
 import { readText, type FileSource } from '../io/files.ts';
 import { parseSafetensors, tensorToFloat32, writeSafetensors, type TensorToWrite } from '../io/safetensors.ts';
@@ -183,20 +183,8 @@ export class Trainer {
   }
 
   /** Token-mean loss over the eval set, without dropout or gradients. */
-  async evaluate(examples = this.o.eval ?? []): Promise<{ loss: number; num_tokens: number }> {
-    const { model, adapter } = this.o;
-    const bs = this.recipe.per_device_eval_batch_size;
-    let sum = 0;
-    let count = 0;
-    for (let i = 0; i < examples.length; i += bs) {
-      const batch = collate(examples.slice(i, i + bs), this.o.padTokenId);
-      if (batch.targets.length === 0) continue;
-      const t = tf.tidy(() => sftLossSum(model, batch, { adapter }));
-      sum += (await t.data())[0];
-      t.dispose();
-      count += batch.targets.length;
-    }
-    return { loss: count > 0 ? sum / count : NaN, num_tokens: count };
+  evaluate(examples = this.o.eval ?? []): Promise<{ loss: number; num_tokens: number }> {
+    return sftEvalLoss(this.o.model, examples, { adapter: this.o.adapter, padTokenId: this.o.padTokenId, batchSize: this.recipe.per_device_eval_batch_size });
   }
 
   private async log(entry: LogEntry): Promise<void> {

@@ -1,0 +1,291 @@
+/**
+ * `finetune`: the engine from a terminal. Every command checks all of its input before it
+ * writes anything; a mistake prints one sentence and exits with status 2.
+ */
+import { existsSync, statSync } from 'node:fs';
+import { appendFile, mkdir, readFile, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { UserError, isUserError } from '../engine/errors.ts';
+import { initBackend, type BackendName } from '../engine/backend/index.ts';
+import { parseRecipe, parseRecipeJson, applyOverrides } from '../engine/recipe.ts';
+import { loadAdapter, loadModel, loadTokenizer, modelFiles, prepareRun, prepareSftData, savedDType, type LoadedModel } from '../engine/run.ts';
+import { detectFormat, parseDatasetText } from '../engine/data/dataset.ts';
+import { datasetStats, tokenizeSft } from '../engine/data/sft.ts';
+import { sftEvalLoss } from '../engine/train/sft.ts';
+import { generate } from '../engine/model/generate.ts';
+import type { LogEntry } from '../engine/train/trainer.ts';
+import { nodeFolder, writeFileAtomic, writeFolderAtomic } from './fs_files.ts';
+import { checkFlags, numberFlag, parseArgs, required, type ParsedArgs } from './args.ts';
+import { Progress } from './progress.ts';
+
+const USAGE = `finetune — fine-tune small LLMs with LoRA on TensorFlow.js
+
+  finetune train RECIPE.json [--key value …]     train; flags override recipe keys (--learning_rate 1e-4, --peft.r 8)
+  finetune eval --model DIR [--adapter DIR] --data FILE [--method sft] [--max_length N] [--json]
+  finetune data FILE --model DIR [--method sft] [--max_length N] [--dump OUT.jsonl]
+  finetune generate --model DIR [--adapter DIR] --prompt TEXT [--chat] [--max_new_tokens N]
+                    [--temperature T] [--top_p P] [--top_k K] [--seed S] [--num_return_sequences N]
+  finetune merge --model DIR --adapter DIR --out DIR
+
+Every command also takes --backend cpu|wasm|webgpu (default cpu).`;
+
+const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = { train, eval: evaluate, data, generate: generateCommand, merge };
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (!command || command === '--help' || command === '-h' || command === 'help') {
+    console.log(USAGE);
+    return command ? 0 : 2;
+  }
+  const run = COMMANDS[command];
+  if (!run) throw new UserError(`finetune: unknown command "${command}"; the commands are ${Object.keys(COMMANDS).join(', ')}.`);
+  await run(rest);
+  return 0;
+}
+
+async function useBackend(args: ParsedArgs, command: string): Promise<void> {
+  const wanted = (args.flags.get('backend') ?? 'cpu') as BackendName;
+  if (!['cpu', 'wasm', 'webgpu'].includes(wanted)) throw new UserError(`finetune ${command}: --backend must be cpu, wasm or webgpu (got "${wanted}").`);
+  if (wanted === 'webgpu') {
+    const { installNodeWebGPU } = await import('../engine/backend/node_webgpu.ts');
+    await installNodeWebGPU();
+  }
+  const info = await initBackend(wanted);
+  if (info.name !== wanted) throw new UserError(`finetune ${command}: the ${wanted} backend is not available here (${info.fallbackReason ?? 'no reason given'}).`);
+}
+
+function folder(dir: string, what: string) {
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UserError(`${dir}: no such folder (the ${what}).`, { file: dir });
+  return nodeFolder(dir);
+}
+
+async function textFile(path: string, what: string): Promise<{ text: string; file: string }> {
+  if (!existsSync(path) || !statSync(path).isFile()) throw new UserError(`${path}: no such file (the ${what}).`, { file: path });
+  return { text: await readFile(path, 'utf8'), file: path };
+}
+
+function methodFlag(args: ParsedArgs, command: string): void {
+  const m = args.flags.get('method') ?? 'sft';
+  if (m !== 'sft') throw new UserError(`finetune ${command}: --method ${m} is not available in this version; use sft.`);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function train(argv: string[]): Promise<void> {
+  const args = parseArgs(argv, 'train');
+  const [recipePath, ...extra] = args.positionals;
+  if (!recipePath) throw new UserError('finetune train: give the recipe file, e.g. finetune train recipe.json.');
+  if (extra.length) throw new UserError(`finetune train: unexpected argument "${extra[0]}".`);
+  const overrides = Object.fromEntries([...args.flags].filter(([k]) => k !== 'backend'));
+  const { text } = await textFile(recipePath, 'recipe');
+  // Overrides go onto the file's own JSON so that defaults are applied once, after both.
+  const recipe = parseRecipe(applyOverrides(parseRecipeJson(text, recipePath), overrides), recipePath);
+  await useBackend(args, 'train');
+
+  const sources = {
+    model: folder(recipe.model, 'model'),
+    train: await textFile(recipe.train_file, 'train_file'),
+    eval: recipe.eval_file ? await textFile(recipe.eval_file, 'eval_file') : null,
+    initAdapter: recipe.init_adapter ? folder(recipe.init_adapter, 'init_adapter') : null,
+    resumeFrom: recipe.resume_from_checkpoint ? folder(recipe.resume_from_checkpoint, 'resume_from_checkpoint') : null,
+  };
+  const out = recipe.output_dir;
+  let stopRequested = false;
+  const onSigint = () => {
+    if (stopRequested) process.exit(130);
+    stopRequested = true;
+    process.stderr.write('\nStopping after this step and saving a checkpoint (Ctrl-C again quits at once).\n');
+  };
+  const metricsPath = join(out, 'metrics.jsonl');
+  let progress: Progress | null = null;
+  const run = await prepareRun(recipe, sources, {
+    onLog: async (entry: LogEntry) => {
+      await appendFile(metricsPath, JSON.stringify(entry) + '\n');
+      progress?.update(entry);
+    },
+    onCheckpoint: async (step, files) => {
+      await writeFolderAtomic(join(out, `checkpoint-${step}`), files);
+      await pruneCheckpoints(out, recipe.save_total_limit);
+    },
+    shouldStop: () => stopRequested,
+  });
+  // Everything is checked: only now does the output folder come into being.
+  await mkdir(out, { recursive: true });
+  if (!sources.resumeFrom) await rm(metricsPath, { force: true });
+  const t = run.trainer;
+  progress = new Progress(t.totalSteps, t.state.global_step, process.stderr);
+  const warnings = run.train.warnings;
+  for (const w of warnings) process.stderr.write(`warning: ${w}\n`);
+  process.stderr.write(
+    `Training ${recipe.peft.type} on ${run.train.examples.length} examples` +
+      (run.train.dropped.length ? ` (${run.train.dropped.length} rows dropped: no trainable token)` : '') +
+      (run.evalExamples.length ? `, evaluating on ${run.evalExamples.length}` : '') +
+      `, ${t.totalSteps} steps.\n`,
+  );
+  process.on('SIGINT', onSigint);
+  try {
+    const state = await t.train();
+    progress.done();
+    const files = { ...(await run.outputFiles()), 'trainer_state.json': new TextEncoder().encode(JSON.stringify(t.trainerStateJson(), null, 2)) };
+    for (const [name, content] of Object.entries(files)) await writeFileAtomic(join(out, name), content);
+    await writeFileAtomic(join(out, 'recipe.json'), JSON.stringify(recipe, null, 2) + '\n');
+    if (state.global_step < t.totalSteps) {
+      const ckpt = join(out, `checkpoint-${state.global_step}`);
+      await writeFolderAtomic(ckpt, await t.checkpointFiles());
+      process.stderr.write(`Stopped at step ${state.global_step} of ${t.totalSteps}; continue with --resume_from_checkpoint ${ckpt}\n`);
+    } else {
+      process.stderr.write(`Saved to ${out}\n`);
+    }
+  } finally {
+    process.off('SIGINT', onSigint);
+    run.dispose();
+  }
+}
+
+/** save_total_limit: keep the newest N checkpoint-* folders. */
+async function pruneCheckpoints(out: string, limit: number | null): Promise<void> {
+  if (!limit) return;
+  const steps = (await readdir(out))
+    .map((n) => /^checkpoint-(\d+)$/.exec(n))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .map((m) => Number(m[1]))
+    .sort((a, b) => a - b);
+  for (const s of steps.slice(0, Math.max(0, steps.length - limit))) await rm(join(out, `checkpoint-${s}`), { recursive: true, force: true });
+}
+
+async function withModel(args: ParsedArgs, command: string): Promise<LoadedModel & { adapter: Awaited<ReturnType<typeof loadAdapter>> | null }> {
+  const loaded = await loadModel(folder(required(args, command, 'model'), 'model'));
+  const adapterDir = args.flags.get('adapter');
+  const adapter = adapterDir ? await loadAdapter(loaded.model, folder(adapterDir, 'adapter')) : null;
+  return { ...loaded, adapter };
+}
+
+async function evaluate(argv: string[]): Promise<void> {
+  const args = parseArgs(argv, 'eval', ['json']);
+  checkFlags(args, 'eval', ['model', 'adapter', 'data', 'method', 'max_length', 'batch_size', 'json', 'backend']);
+  methodFlag(args, 'eval');
+  const dataFile = await textFile(required(args, 'eval', 'data'), 'data');
+  const max_length = numberFlag(args, 'eval', 'max_length', { integer: true, min: 1 });
+  const batchSize = numberFlag(args, 'eval', 'batch_size', { integer: true, min: 1 }) ?? 8;
+  await useBackend(args, 'eval');
+  const { model, tokenizer, adapter } = await withModel(args, 'eval');
+  const recipe = parseRecipe({ model: '-', train_file: dataFile.file, ...(max_length ? { max_length } : {}) }, 'eval options');
+  const data = prepareSftData(dataFile.text, dataFile.file, tokenizer, recipe);
+  const { loss, num_tokens } = await sftEvalLoss(model, data.examples, { adapter, padTokenId: tokenizer.padTokenId, batchSize });
+  const result = { loss, num_tokens, num_examples: data.examples.length, metrics: { perplexity: Math.exp(loss) } };
+  if (args.flags.has('json')) console.log(JSON.stringify(result));
+  else console.log(`loss ${loss.toFixed(4)} (perplexity ${result.metrics.perplexity.toFixed(2)}) over ${num_tokens} tokens in ${data.examples.length} examples`);
+  adapter?.dispose();
+  model.dispose();
+}
+
+async function data(argv: string[]): Promise<void> {
+  const args = parseArgs(argv, 'data');
+  checkFlags(args, 'data', ['model', 'method', 'max_length', 'dump', 'system_prompt', 'completion_only_loss', 'assistant_only_loss']);
+  methodFlag(args, 'data');
+  const [path] = args.positionals;
+  if (!path) throw new UserError('finetune data: give the dataset file, e.g. finetune data train.jsonl --model DIR.');
+  const file = await textFile(path, 'dataset');
+  const tokenizer = await loadTokenizer(folder(required(args, 'data', 'model'), 'model'));
+  const overrides = Object.fromEntries([...args.flags].filter(([k]) => ['max_length', 'system_prompt', 'completion_only_loss', 'assistant_only_loss'].includes(k)));
+  const recipe = parseRecipe(applyOverrides({ model: '-', train_file: path }, overrides, 'command line'), 'data options');
+
+  const parsed = parseDatasetText(file.text, path);
+  const format = parsed.rows.length ? detectFormat(parsed.rows, path) : null;
+  const sft = format
+    ? tokenizeSft(parsed.rows, format, tokenizer, { max_length: recipe.max_length, completion_only_loss: recipe.completion_only_loss, assistant_only_loss: recipe.assistant_only_loss, system_prompt: recipe.system_prompt }, path)
+    : null;
+  const errors = [...parsed.errors, ...(sft?.errors ?? [])].sort((a, b) => a.line - b.line);
+  console.log(`${path}: ${format ?? 'no valid row'} format, ${parsed.rows.length + parsed.errors.length} rows`);
+  if (sft) {
+    const s = datasetStats(sft);
+    console.log(`examples ${s.num_examples}, dropped ${s.num_dropped} (no trainable token), truncated ${s.num_truncated} to max_length ${recipe.max_length ?? 'none'}`);
+    console.log(`tokens ${s.total_tokens} (trained ${s.trainable_tokens}); length min ${s.length.min}, mean ${s.length.mean.toFixed(1)}, median ${s.length.median}, p95 ${s.length.p95}, max ${s.length.max}`);
+    for (const d of sft.dropped) console.log(`dropped: ${path}, line ${d.line}: ${d.reason}`);
+    for (const w of sft.warnings) console.log(`warning: ${w}`);
+  }
+  for (const e of errors) console.log(`bad row: ${e.message}`);
+  const dump = args.flags.get('dump');
+  if (dump) {
+    const lines = (sft?.examples ?? []).map((e) => JSON.stringify({ input_ids: e.input_ids, labels: e.labels })).join('\n');
+    await writeFileAtomic(dump, lines ? lines + '\n' : '');
+    console.log(`wrote ${sft?.examples.length ?? 0} examples to ${dump}`);
+  }
+  if (errors.length) process.exitCode = 1;
+}
+
+async function generateCommand(argv: string[]): Promise<void> {
+  const args = parseArgs(argv, 'generate', ['chat']);
+  checkFlags(args, 'generate', ['model', 'adapter', 'prompt', 'chat', 'max_new_tokens', 'temperature', 'top_p', 'top_k', 'seed', 'num_return_sequences', 'backend']);
+  const prompt = required(args, 'generate', 'prompt');
+  const g = {
+    max_new_tokens: numberFlag(args, 'generate', 'max_new_tokens', { integer: true, min: 1 }),
+    temperature: numberFlag(args, 'generate', 'temperature', { min: 0 }),
+    top_p: numberFlag(args, 'generate', 'top_p', { min: 0 }),
+    top_k: numberFlag(args, 'generate', 'top_k', { integer: true, min: 0 }),
+    seed: numberFlag(args, 'generate', 'seed', { integer: true }),
+    num_return_sequences: numberFlag(args, 'generate', 'num_return_sequences', { integer: true, min: 1 }),
+  };
+  await useBackend(args, 'generate');
+  const { model, tokenizer, adapter, folder: f } = await withModel(args, 'generate');
+  const text = args.flags.has('chat') ? tokenizer.applyChatTemplate([{ role: 'user', content: prompt }], { add_generation_prompt: true }) : prompt;
+  const ids = tokenizer.encode(text, { add_special_tokens: !args.flags.has('chat') });
+  // transformers' defaults come from generation_config.json; a flag overrides them; no
+  // generation config and no sampling flag means greedy decoding, as in transformers.
+  const gc = (f.generationConfig ?? {}) as Record<string, unknown>;
+  const temperature = g.temperature ?? (typeof gc.temperature === 'number' ? gc.temperature : 1);
+  const do_sample = g.temperature !== undefined ? g.temperature > 0 : gc.do_sample === true;
+  const n = g.num_return_sequences ?? 1;
+  let streamed = '';
+  const all: number[] = [];
+  const completions = await generate(model, [ids], {
+    adapter,
+    max_new_tokens: g.max_new_tokens ?? 128,
+    do_sample,
+    temperature,
+    top_p: g.top_p ?? (typeof gc.top_p === 'number' ? gc.top_p : 1),
+    top_k: g.top_k ?? (typeof gc.top_k === 'number' ? gc.top_k : 50),
+    seed: g.seed ?? 0,
+    num_return_sequences: n,
+    eos_token_id: tokenizer.eosTokenIds,
+    pad_token_id: tokenizer.padTokenId,
+    onTokens: n === 1 ? (tokens) => {
+      // Stream the decoded text as it grows; decoding the whole completion keeps multi-byte characters whole.
+      const t = tokens[0];
+      if (t < 0 || tokenizer.eosTokenIds.includes(t)) return;
+      all.push(t);
+      const now = tokenizer.decode(all, { skip_special_tokens: true });
+      process.stdout.write(now.slice(streamed.length));
+      streamed = now;
+    } : undefined,
+  });
+  if (n === 1) process.stdout.write('\n');
+  else completions.forEach((c, i) => console.log(`--- ${i + 1}\n${tokenizer.decode(c, { skip_special_tokens: true })}`));
+  adapter?.dispose();
+  model.dispose();
+}
+
+async function merge(argv: string[]): Promise<void> {
+  const args = parseArgs(argv, 'merge');
+  checkFlags(args, 'merge', ['model', 'adapter', 'out', 'backend']);
+  const out = required(args, 'merge', 'out');
+  required(args, 'merge', 'adapter');
+  await useBackend(args, 'merge');
+  const { model, adapter, folder: f } = await withModel(args, 'merge');
+  await writeFolderAtomic(out, await modelFiles(f, model, savedDType(f), adapter));
+  console.log(`merged model written to ${out}`);
+  adapter?.dispose();
+  model.dispose();
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    if (isUserError(e)) {
+      console.error(e.message);
+      process.exit(2);
+    }
+    console.error(`finetune: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+    process.exit(1);
+  },
+);

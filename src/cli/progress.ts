@@ -1,0 +1,48 @@
+import { SingleBar } from 'cli-progress';
+import type { LogEntry } from '../engine/train/trainer.ts';
+
+/**
+ * Training progress: a bar with loss, tokens/s and ETA on a terminal; one plain line per
+ * logged step otherwise (CI logs, pipes), so nothing is lost to carriage returns.
+ */
+export class Progress {
+  private readonly bar: SingleBar | null;
+  private readonly out: NodeJS.WriteStream;
+  private loss = NaN;
+  private tps = 0;
+
+  constructor(total: number, start: number, out: NodeJS.WriteStream) {
+    this.out = out;
+    this.bar = out.isTTY
+      ? new SingleBar({
+          stream: out,
+          format: 'step {value}/{total} |{bar}| loss {loss} | {tps} tok/s | ETA {eta_formatted}',
+          hideCursor: true,
+          etaBuffer: 20,
+        })
+      : null;
+    this.bar?.start(total, start, { loss: '-', tps: '-' });
+  }
+
+  update(e: LogEntry): void {
+    if (e.loss !== undefined) this.loss = e.loss;
+    if (e.tokens_per_second !== undefined) this.tps = e.tokens_per_second;
+    if (this.bar) {
+      this.bar.update(e.step, { loss: fmt(this.loss), tps: Math.round(this.tps) });
+      if (e.eval_loss !== undefined) this.bar.updateETA();
+      return;
+    }
+    const parts = [`step ${e.step}`, `epoch ${e.epoch}`];
+    if (e.loss !== undefined) parts.push(`loss ${fmt(e.loss)}`, `grad_norm ${fmt(e.grad_norm ?? NaN)}`, `lr ${(e.learning_rate ?? 0).toExponential(3)}`, `${Math.round(e.tokens_per_second ?? 0)} tok/s`);
+    if (e.eval_loss !== undefined) parts.push(`eval_loss ${fmt(e.eval_loss)}`);
+    this.out.write(parts.join('  ') + '\n');
+  }
+
+  done(): void {
+    this.bar?.stop();
+  }
+}
+
+function fmt(x: number): string {
+  return Number.isFinite(x) ? x.toFixed(4) : String(x);
+}
