@@ -40,7 +40,7 @@ async function main(argv: string[]): Promise<number> {
   const run = COMMANDS[command];
   if (!run) throw new UserError(`finetune: unknown command "${command}"; the commands are ${Object.keys(COMMANDS).join(', ')}.`);
   await run(rest);
-  return 0;
+  return typeof process.exitCode === 'number' ? process.exitCode : 0;
 }
 
 async function useBackend(args: ParsedArgs, command: string): Promise<void> {

@@ -34,12 +34,14 @@ export class CausalLM {
   readonly config: ModelConfig;
   /** Every weight by its Hugging Face name; `lm_head.weight` is absent when tied. */
   readonly params: Map<string, tf.Tensor>;
-  private readonly invFreq: tf.Tensor1D;
+  private readonly invFreq: Float32Array;
+  /** cos and sin of the rotary angles of positions 0 .. length-1, [length, head_dim / 2]; see `rope`. */
+  private ropeTable: { length: number; cos: tf.Tensor2D; sin: tf.Tensor2D } | null = null;
 
   constructor(config: ModelConfig, params: Map<string, tf.Tensor>) {
     this.config = config;
     this.params = params;
-    this.invFreq = tf.keep(tf.tensor1d(ropeInverseFrequencies(config)));
+    this.invFreq = ropeInverseFrequencies(config);
   }
 
   static fromFolder(folder: ModelFolder): CausalLM {
@@ -99,7 +101,8 @@ export class CausalLM {
     const [B, T] = inputIds.shape;
     const past = opts.cache && opts.cache.keys.length > 0 ? opts.cache.keys[0].shape[2] : 0;
     const positions = opts.positionIds ?? tf.tidy(() => tf.tile(tf.expandDims(tf.range(past, past + T, 1, 'int32'), 0), [B, 1]) as tf.Tensor2D);
-    const [cos, sin] = this.rope(positions);
+    // Positions count real tokens only, so none reaches past + T.
+    const [cos, sin] = this.rope(positions, past + T);
     const bias = attentionBias(B, T, past, opts.attentionMask, c.num_attention_heads / c.num_key_value_heads);
 
     let h = tf.reshape(gatherRows(this.weight('model.embed_tokens.weight') as tf.Tensor2D, tf.reshape(inputIds, [-1])), [B, T, c.hidden_size]) as tf.Tensor3D;
@@ -183,19 +186,47 @@ export class CausalLM {
     return tf.reshape(y, [B, T, W.shape[0]]);
   }
 
-  /** cos and sin of the rotary angles for each position, [B, 1, T, head_dim]. */
-  private rope(positions: tf.Tensor2D): [tf.Tensor4D, tf.Tensor4D] {
+  /**
+   * cos and sin of the rotary angles for each position, [B, 1, T, head_dim], for positions below
+   * `length`. They come from tables computed on the host, as torch computes them (the float32
+   * angle, then its cos and sin): GPU sin and cos are approximations (WGSL promises only 2^-11
+   * absolute, and SwiftShader's are off by 2e-4 at a few radians), which left every layer's
+   * attention 1e-4 away from the CPU's. The tables grow by doubling, so their sizes stay few.
+   */
+  private rope(positions: tf.Tensor2D, length: number): [tf.Tensor4D, tf.Tensor4D] {
+    if (this.ropeTable === null || this.ropeTable.length < length) {
+      const n = Math.max(64, 2 ** Math.ceil(Math.log2(length)));
+      const half = this.invFreq.length;
+      const cos = new Float32Array(n * half);
+      const sin = new Float32Array(n * half);
+      for (let p = 0; p < n; p++) {
+        for (let i = 0; i < half; i++) {
+          const angle = Math.fround(p * this.invFreq[i]);
+          cos[p * half + i] = Math.cos(angle);
+          sin[p * half + i] = Math.sin(angle);
+        }
+      }
+      this.ropeTable?.cos.dispose();
+      this.ropeTable?.sin.dispose();
+      this.ropeTable = { length: n, cos: tf.keep(tf.tensor2d(cos, [n, half])), sin: tf.keep(tf.tensor2d(sin, [n, half])) };
+    }
+    const table = this.ropeTable;
     return tf.tidy(() => {
-      const angles = tf.mul(tf.expandDims(tf.cast(positions, 'float32'), 2), tf.reshape(this.invFreq, [1, 1, -1]));
-      const emb = tf.expandDims(tf.concat([angles, angles], 2), 1) as tf.Tensor4D;
-      return [tf.cos(emb), tf.sin(emb)];
+      const [B, T] = positions.shape;
+      const at = (t: tf.Tensor2D) => {
+        const rows = tf.reshape(tf.gather(t, tf.reshape(positions, [-1])), [B, 1, T, -1]);
+        return tf.concat([rows, rows], 3) as tf.Tensor4D;
+      };
+      return [at(table.cos), at(table.sin)];
     });
   }
 
   dispose(): void {
     for (const t of this.params.values()) t.dispose();
     this.params.clear();
-    this.invFreq.dispose();
+    this.ropeTable?.cos.dispose();
+    this.ropeTable?.sin.dispose();
+    this.ropeTable = null;
   }
 }
 

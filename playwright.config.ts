@@ -1,0 +1,53 @@
+import { defineConfig } from '@playwright/test';
+
+const PORT = Number(process.env.STUDIO_PORT ?? 4173);
+
+/**
+ * End-to-end tests drive the built app in Debian's Chromium (never a downloaded browser) with
+ * WebGPU on; headless it gets SwiftShader, a software adapter: correct and slow, so the tests
+ * train a 260K-parameter model for a few steps.
+ */
+export default defineConfig({
+  testDir: 'tests/e2e',
+  outputDir: 'test-results/playwright',
+  timeout: 300_000,
+  expect: { timeout: 60_000 },
+  fullyParallel: false,
+  workers: 1,
+  reporter: [['list']],
+  use: {
+    baseURL: `http://localhost:${PORT}`,
+    viewport: { width: 1280, height: 900 },
+    acceptDownloads: true,
+    trace: 'retain-on-failure',
+  },
+  projects: [
+    {
+      name: 'chromium',
+      use: {
+        browserName: 'chromium',
+        launchOptions: {
+          executablePath: '/usr/bin/chromium',
+          args: [
+            '--no-sandbox',
+            '--headless=new',
+            '--enable-unsafe-webgpu',
+            '--disable-background-networking',
+            '--disable-component-update',
+            '--disable-sync',
+            '--no-first-run',
+          ],
+        },
+      },
+    },
+  ],
+  webServer: {
+    // WebGPU needs a secure context, which http://localhost is.
+    command: `npx vite build && npx vite preview --port ${PORT} --strictPort`,
+    url: `http://localhost:${PORT}`,
+    reuseExistingServer: !process.env.CI,
+    timeout: 180_000,
+    stdout: 'ignore',
+    stderr: 'pipe',
+  },
+});

@@ -1,0 +1,22 @@
+/** Helpers for showing a DataReport. */
+import type { DatasetFormat } from '../../engine/data/dataset.ts';
+
+export const FORMAT_NAMES: Record<DatasetFormat, string> = {
+  messages: 'conversations (messages)',
+  prompt_completion: 'prompt / completion',
+  text: 'plain text',
+  alpaca: 'Alpaca (instruction / input / output)',
+  sharegpt: 'ShareGPT (conversations)',
+};
+
+/** Histogram bins as uPlot bars: each bar at its bin's left edge. */
+export function histogramBars(h: { bin_edges: number[]; counts: number[] }): { x: number[]; counts: number[] } | null {
+  if (h.counts.length === 0) return null;
+  return { x: h.bin_edges.slice(0, h.counts.length), counts: [...h.counts] };
+}
+
+/** A token as shown in the loss-mask view: line breaks and tabs made visible. */
+export function tokenText(text: string): string {
+  if (text === '') return '∅';
+  return text.replace(/\t/g, '→').replace(/\n/g, '↵\n');
+}

@@ -1,0 +1,101 @@
+/**
+ * Files the person hands to the page: picked with an <input type="file"> (one file, several, or a
+ * folder with `webkitdirectory`) or dropped (files, or a folder walked through the entries API).
+ * Everything comes out as paths relative to the dropped folder.
+ */
+import { unzipSync } from 'fflate';
+import type { FolderBytes } from '../../worker/protocol.ts';
+
+export interface PickedFile {
+  /** Path with '/' separators, including the picked folder's name when there is one. */
+  path: string;
+  file: File;
+}
+
+/** The folder every path starts with ("SmolLM2/config.json", "SmolLM2/tokenizer.json" → "SmolLM2"), or ''. */
+export function commonFolder(paths: string[]): string {
+  if (paths.length === 0) return '';
+  const first = paths[0].split('/');
+  if (first.length < 2) return '';
+  const top = first[0];
+  return paths.every((p) => p.startsWith(`${top}/`)) ? top : '';
+}
+
+/** Paths relative to their common folder; `name` is that folder (or `fallback`). */
+export function relativeTo(paths: string[], fallback: string): { name: string; paths: string[] } {
+  const top = commonFolder(paths);
+  return { name: top || fallback, paths: top ? paths.map((p) => p.slice(top.length + 1)) : paths };
+}
+
+export function fromInput(list: FileList | null): PickedFile[] {
+  return Array.from(list ?? [], (file) => ({ path: file.webkitRelativePath || file.name, file }));
+}
+
+/** Dropped files, walking into dropped folders. */
+export async function fromDrop(dt: DataTransfer): Promise<PickedFile[]> {
+  const entries = Array.from(dt.items ?? [])
+    .map((item) => (item.kind === 'file' ? item.webkitGetAsEntry?.() : null))
+    .filter((e): e is FileSystemEntry => e != null);
+  if (entries.length === 0) return fromInput(dt.files);
+  const out: PickedFile[] = [];
+  for (const entry of entries) await walk(entry, out);
+  return out;
+}
+
+async function walk(entry: FileSystemEntry, out: PickedFile[]): Promise<void> {
+  const path = entry.fullPath.replace(/^\//, '');
+  if (entry.isFile) {
+    const file = await new Promise<File>((resolve, reject) => (entry as FileSystemFileEntry).file(resolve, reject));
+    out.push({ path, file });
+    return;
+  }
+  const reader = (entry as FileSystemDirectoryEntry).createReader();
+  // readEntries hands out a directory in batches until it returns an empty one.
+  for (;;) {
+    const batch = await new Promise<FileSystemEntry[]>((resolve, reject) => reader.readEntries(resolve, reject));
+    if (batch.length === 0) break;
+    for (const child of batch) await walk(child, out);
+  }
+}
+
+/** The picked files as a folder: its name and each file's bytes by relative path. Hidden files are skipped. */
+export async function readFolder(picked: PickedFile[], fallbackName: string): Promise<{ name: string; files: FolderBytes }> {
+  const visible = picked.filter((p) => !p.path.split('/').some((part) => part.startsWith('.')));
+  const { name, paths } = relativeTo(visible.map((p) => p.path), fallbackName);
+  const files: FolderBytes = {};
+  for (let i = 0; i < visible.length; i++) files[paths[i]] = new Uint8Array(await visible[i].file.arrayBuffer());
+  return { name, files };
+}
+
+/**
+ * A zip (such as a downloaded adapter) as a folder: entries relative to their common folder,
+ * without directories or macOS metadata.
+ */
+export function unzipFolder(bytes: Uint8Array): FolderBytes {
+  const entries = unzipSync(bytes);
+  const names = Object.keys(entries).filter((n) => !n.endsWith('/') && !n.startsWith('__MACOSX/') && !n.split('/').some((p) => p.startsWith('.')));
+  const { paths } = relativeTo(names, '');
+  const out: FolderBytes = {};
+  names.forEach((n, i) => (out[paths[i]] = entries[n]));
+  return out;
+}
+
+/** Saves bytes as a file download through a Blob URL and an <a download>. */
+export function saveBytes(bytes: Uint8Array, fileName: string, type = 'application/zip'): void {
+  const url = URL.createObjectURL(new Blob([bytes as Uint8Array<ArrayBuffer>], { type }));
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = fileName;
+  a.style.display = 'none';
+  document.body.append(a);
+  a.click();
+  a.remove();
+  // The download has its own reference once started; the URL can go a little later.
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}
+
+/** A name safe for a downloaded file: "HuggingFaceTB/SmolLM2 run 3" → "SmolLM2-run-3". */
+export function fileSafe(name: string): string {
+  const last = name.split('/').pop() ?? name;
+  return last.replace(/[^\w.-]+/g, '-').replace(/^-+|-+$/g, '') || 'studio';
+}

@@ -1,0 +1,286 @@
+/**
+ * Model downloads from the Hugging Face Hub (or any server with the Hub's URL layout:
+ * `/api/models/{repo}/tree/{revision}` and `/{repo}/resolve/{revision}/{file}`), through
+ * @huggingface/hub. Every file lands in Cache Storage, so a second visit loads with no network;
+ * large files are fetched in parts that are cached as they arrive, so an interrupted download
+ * resumes where it stopped.
+ */
+import { downloadFile, listFiles, type ListFileEntry } from '@huggingface/hub';
+import type { FolderBytes } from '../../worker/protocol.ts';
+
+export const DEFAULT_HUB_URL = 'https://huggingface.co';
+export const MODEL_CACHE = 'studio-models-v1';
+/** Bytes fetched per request for large files; each part is cached on its own. */
+export const PART_BYTES = 32 * 1024 * 1024;
+
+/** An error whose message is a full sentence for the page. */
+export class HubError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'HubError';
+  }
+}
+
+/** The Hub address without trailing slashes; throws a HubError for anything but http(s). */
+export function normalizeHubUrl(input: string): string {
+  const trimmed = input.trim().replace(/\/+$/, '');
+  let url: URL;
+  try {
+    url = new URL(trimmed);
+  } catch {
+    throw new HubError(`"${input}" is not a web address; the Hub address looks like https://huggingface.co.`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new HubError(`The Hub address must start with http:// or https:// (got "${input}").`);
+  }
+  return trimmed;
+}
+
+/** The Hub address to use: `?hub=` in the page's address wins over the saved setting. */
+export function chooseHubUrl(search: string, saved: string | null): string {
+  const fromQuery = new URLSearchParams(search).get('hub');
+  for (const candidate of [fromQuery, saved]) {
+    if (!candidate) continue;
+    try {
+      return normalizeHubUrl(candidate);
+    } catch {
+      // An unusable value falls through to the next source.
+    }
+  }
+  return DEFAULT_HUB_URL;
+}
+
+/** "owner/name" with the Hub's allowed characters. */
+export function checkRepoId(repo: string): string {
+  const id = repo.trim();
+  if (!/^[A-Za-z0-9][\w.-]*\/[\w.-]+$/.test(id)) {
+    throw new HubError(`"${repo}" is not a Hub model id; it looks like "HuggingFaceTB/SmolLM2-135M-Instruct".`);
+  }
+  return id;
+}
+
+/** The address a file is served from, which is also its key in Cache Storage. */
+export function resolveUrl(hubUrl: string, repo: string, revision: string, file: string): string {
+  return `${hubUrl}/${repo}/resolve/${encodeURIComponent(revision)}/${file}`;
+}
+
+/** Where the list of a model's files is kept in Cache Storage (the Hub's tree endpoint). */
+export function treeUrl(hubUrl: string, repo: string, revision: string): string {
+  return `${hubUrl}/api/models/${repo}/tree/${encodeURIComponent(revision)}`;
+}
+
+function partUrl(fileUrl: string, index: number, count: number): string {
+  return `${fileUrl}?part=${index + 1}-of-${count}`;
+}
+
+export interface RemoteFile {
+  path: string;
+  size: number;
+}
+
+const CONFIG_FILES = [
+  'config.json',
+  'generation_config.json',
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'special_tokens_map.json',
+  'chat_template.jinja',
+];
+
+/**
+ * The files a model folder needs, from the repo's top-level listing: configs, tokenizer, chat
+ * template and safetensors weights (one file, or the index and its shards). Other formats
+ * (`original/`, ONNX, GGUF, pickles) are left on the Hub.
+ */
+export function pickModelFiles(entries: Pick<ListFileEntry, 'path' | 'size' | 'type'>[], repo: string): RemoteFile[] {
+  const files = entries.filter((e) => e.type === 'file' && !e.path.includes('/'));
+  const byPath = new Map(files.map((e) => [e.path, e]));
+  const out: RemoteFile[] = [];
+  for (const name of CONFIG_FILES) {
+    const e = byPath.get(name);
+    if (e) out.push({ path: e.path, size: e.size });
+  }
+  if (byPath.has('model.safetensors')) {
+    out.push({ path: 'model.safetensors', size: byPath.get('model.safetensors')!.size });
+  } else if (byPath.has('model.safetensors.index.json')) {
+    out.push({ path: 'model.safetensors.index.json', size: byPath.get('model.safetensors.index.json')!.size });
+    for (const e of files) {
+      if (/^model-\d+-of-\d+\.safetensors$/.test(e.path)) out.push({ path: e.path, size: e.size });
+    }
+  } else {
+    const other = files.some((e) => /\.(bin|pt|pth|gguf|onnx)$/.test(e.path))
+      ? ' (it has other weight formats; the studio reads safetensors only)'
+      : '';
+    throw new HubError(`${repo} has no model.safetensors${other}; pick a model stored in safetensors.`);
+  }
+  if (!byPath.has('config.json')) throw new HubError(`${repo} has no config.json, so it is not a transformers model folder.`);
+  if (!byPath.has('tokenizer.json')) throw new HubError(`${repo} has no tokenizer.json; the studio needs a fast (tokenizers) tokenizer.`);
+  return out;
+}
+
+/** A sentence for a failed Hub request. */
+export function hubErrorMessage(e: unknown, repo: string, hubUrl: string): string {
+  if (e instanceof HubError) return e.message;
+  const err = e as { statusCode?: number; message?: string; name?: string };
+  // A failure inside a streamed body reaches us as the message alone ("Api error with status 503…").
+  const status = err?.statusCode ?? Number(/Api error with status (\d+)/.exec(String(err?.message ?? e))?.[1] ?? Number.NaN);
+  if (status === 401 || status === 403) {
+    return `${repo} needs permission: it is gated or private. Accept its licence on the model page, then paste an access token with read access.`;
+  }
+  if (status === 404) return `${hubUrl} has no model ${repo} (check the spelling, or the Hub address in Settings).`;
+  if (Number.isFinite(status)) return `${hubUrl} answered ${status} for ${repo}; try again later (what has arrived stays cached, so the download resumes).`;
+  const message = String(err?.message ?? e);
+  if (/access token must start with 'hf_'/.test(message)) return 'An access token starts with "hf_"; copy it again from huggingface.co/settings/tokens.';
+  if (err?.name === 'AbortError' || /aborted/i.test(message)) return 'Download cancelled; start it again to continue where it stopped.';
+  return `Could not reach ${hubUrl} (${message}). Check your connection; files already downloaded stay cached, so the download resumes.`;
+}
+
+export interface DownloadProgress {
+  /** The file being fetched now. */
+  file: string;
+  /** Bytes of all files that are in hand (cached or downloaded). */
+  loaded: number;
+  total: number;
+  /** True while nothing needs the network. */
+  fromCache: boolean;
+}
+
+export interface DownloadOptions {
+  repo: string;
+  revision?: string;
+  hubUrl?: string;
+  accessToken?: string;
+  onProgress?: (p: DownloadProgress) => void;
+  signal?: AbortSignal;
+  /** Cache Storage to use; `globalThis.caches` by default, none where the browser has none. */
+  cacheStorage?: CacheStorage | null;
+  partBytes?: number;
+}
+
+/** The model's files, from Cache Storage where present and from the Hub otherwise. */
+export async function downloadModel(opts: DownloadOptions): Promise<FolderBytes> {
+  const repo = checkRepoId(opts.repo);
+  const revision = opts.revision ?? 'main';
+  const hubUrl = normalizeHubUrl(opts.hubUrl ?? DEFAULT_HUB_URL);
+  const partBytes = opts.partBytes ?? PART_BYTES;
+  const accessToken = opts.accessToken || undefined;
+  const storage = opts.cacheStorage !== undefined ? opts.cacheStorage : (globalThis.caches ?? null);
+  const cache = storage ? await storage.open(MODEL_CACHE) : null;
+  // The HTTP cache would keep a second copy of every byte that Cache Storage already holds.
+  const fetchFn: typeof fetch = (input, init) => fetch(input, { ...init, cache: 'no-store', signal: opts.signal });
+
+  try {
+    const listingKey = treeUrl(hubUrl, repo, revision);
+    let files: RemoteFile[] | null = null;
+    const cachedListing = await cache?.match(listingKey);
+    if (cachedListing) files = (await cachedListing.json()) as RemoteFile[];
+    if (!files) {
+      const entries: ListFileEntry[] = [];
+      for await (const e of listFiles({ repo, revision, hubUrl, accessToken, fetch: fetchFn })) entries.push(e);
+      files = pickModelFiles(entries, repo);
+      await cache?.put(listingKey, jsonResponse(files));
+    }
+
+    const total = files.reduce((a, f) => a + f.size, 0);
+    let loaded = 0;
+    let fromCache = true;
+    const report = (file: string) => opts.onProgress?.({ file, loaded, total, fromCache });
+    const out: FolderBytes = {};
+    for (const f of files) {
+      const url = resolveUrl(hubUrl, repo, revision, f.path);
+      const hit = await cache?.match(url);
+      if (hit) {
+        out[f.path] = new Uint8Array(await hit.arrayBuffer());
+        loaded += f.size;
+        report(f.path);
+        continue;
+      }
+      fromCache = false;
+      report(f.path);
+      const blob = await downloadFile({ repo, path: f.path, revision, hubUrl, accessToken, fetch: fetchFn });
+      if (!blob) throw new HubError(`${repo} lists ${f.path} but the Hub has no such file; try again later.`);
+      const size = blob.size;
+      const count = Math.max(1, Math.ceil(size / partBytes));
+      const parts: Uint8Array[] = [];
+      for (let i = 0; i < count; i++) {
+        const key = partUrl(url, i, count);
+        const cachedPart = count > 1 ? await cache?.match(key) : undefined;
+        let bytes: Uint8Array;
+        if (cachedPart) {
+          bytes = new Uint8Array(await cachedPart.arrayBuffer());
+          loaded += bytes.length;
+          report(f.path);
+        } else {
+          const slice = count > 1 ? blob.slice(i * partBytes, Math.min(size, (i + 1) * partBytes)) : blob;
+          bytes = await readAll(slice.stream(), (n) => {
+            loaded += n;
+            report(f.path);
+          }, opts.signal);
+          if (count > 1) await cache?.put(key, binaryResponse(bytes));
+        }
+        parts.push(bytes);
+      }
+      const whole = parts.length === 1 ? parts[0] : concat(parts);
+      await cache?.put(url, binaryResponse(whole));
+      if (count > 1) for (let i = 0; i < count; i++) await cache?.delete(partUrl(url, i, count));
+      out[f.path] = whole;
+    }
+    return out;
+  } catch (e) {
+    throw new HubError(hubErrorMessage(e, repo, hubUrl));
+  }
+}
+
+/** Whether every file of a model is in Cache Storage (so it loads offline). */
+export async function isCached(repo: string, hubUrl: string, revision = 'main', storage: CacheStorage | null = globalThis.caches ?? null): Promise<boolean> {
+  if (!storage) return false;
+  const cache = await storage.open(MODEL_CACHE);
+  const listing = await cache.match(treeUrl(hubUrl, repo, revision));
+  if (!listing) return false;
+  const files = (await listing.json()) as RemoteFile[];
+  for (const f of files) if (!(await cache.match(resolveUrl(hubUrl, repo, revision, f.path)))) return false;
+  return true;
+}
+
+/** Forgets every downloaded model. */
+export async function clearModelCache(storage: CacheStorage | null = globalThis.caches ?? null): Promise<void> {
+  await storage?.delete(MODEL_CACHE);
+}
+
+async function readAll(stream: ReadableStream<Uint8Array>, onBytes: (n: number) => void, signal?: AbortSignal): Promise<Uint8Array> {
+  const reader = stream.getReader();
+  const chunks: Uint8Array[] = [];
+  try {
+    for (;;) {
+      if (signal?.aborted) throw new DOMException('The download was aborted.', 'AbortError');
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      onBytes(value.length);
+    }
+  } catch (e) {
+    await reader.cancel().catch(() => {});
+    // WebBlob reports a failed fetch by aborting its stream with the message alone.
+    throw typeof e === 'string' ? new Error(e) : e;
+  }
+  return concat(chunks);
+}
+
+function concat(chunks: Uint8Array[]): Uint8Array {
+  const n = chunks.reduce((a, c) => a + c.length, 0);
+  const out = new Uint8Array(n);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}
+
+function binaryResponse(bytes: Uint8Array): Response {
+  return new Response(bytes as Uint8Array<ArrayBuffer>, { headers: { 'content-type': 'application/octet-stream', 'content-length': String(bytes.length) } });
+}
+
+function jsonResponse(value: unknown): Response {
+  return new Response(JSON.stringify(value), { headers: { 'content-type': 'application/json' } });
+}

@@ -1,0 +1,145 @@
+/**
+ * The contract between the page and the training Worker (reached through comlink). The page
+ * never imports engine modules that touch tensors; everything heavy happens behind this API.
+ * Callbacks passed from the page are wrapped with comlink's `proxy()`.
+ */
+import type { BackendInfo } from '../engine/backend/index.ts';
+import type { DatasetStats } from '../engine/data/sft.ts';
+import type { DatasetFormat } from '../engine/data/dataset.ts';
+import type { LogEntry } from '../engine/train/trainer.ts';
+import type { RecipeInput } from '../engine/recipe.ts';
+
+/** A model, adapter or checkpoint folder as plain bytes keyed by file name (transferable). */
+export type FolderBytes = Record<string, Uint8Array>;
+
+export interface ModelSummary {
+  /** Hub id or the dropped folder's name. */
+  name: string;
+  architecture: string;
+  num_parameters: number;
+  hidden_size: number;
+  num_hidden_layers: number;
+  vocab_size: number;
+  dtype: string;
+  has_chat_template: boolean;
+}
+
+/** What the data view shows about a dataset file before training. */
+export interface DataReport {
+  file: string;
+  format: DatasetFormat | null;
+  num_rows: number;
+  stats: DatasetStats | null;
+  /** Every bad row: line number and the full sentence. */
+  errors: { line: number; message: string }[];
+  dropped: { line: number; reason: string }[];
+  warnings: string[];
+  /** The first rows as chat transcripts (role/content), for the preview. */
+  preview: { line: number; messages: { role: string; content: string }[] }[];
+  /** Share of examples longer than max_length before truncation. */
+  truncated_share: number;
+  /** One example token by token: the decoded piece and whether it is trained on. */
+  mask_view: { line: number; tokens: { text: string; trained: boolean }[] } | null;
+}
+
+export type RunStatus = 'running' | 'paused' | 'stopped' | 'finished' | 'failed';
+
+/**
+ * What a run reports, in order: 'status' whenever its status changes (first 'running'; last
+ * 'paused', 'stopped', 'finished' or 'failed'); 'warning' for data problems that do not stop it;
+ * 'log' per logged step; 'checkpoint' once a checkpoint is safely stored; 'error' with the
+ * sentence to show when it fails, just before the 'failed' status.
+ */
+export interface RunEvent {
+  type: 'log' | 'checkpoint' | 'status' | 'warning' | 'error';
+  /** For 'log': the metrics of a step (loss, eval_loss, learning_rate, grad_norm, tokens_per_second, …). */
+  log?: LogEntry;
+  step?: number;
+  status?: RunStatus;
+  message?: string;
+  /** GPU/tensor memory in bytes from tf.memory(), sampled with each log. */
+  memory_bytes?: number;
+  total_steps?: number;
+}
+
+export interface RunRecord {
+  id: string;
+  name: string;
+  model: string;
+  method: string;
+  created: number;
+  updated: number;
+  status: RunStatus;
+  recipe: RecipeInput;
+  /** Last logged training loss. */
+  final_loss: number | null;
+  global_step: number;
+  total_steps: number;
+  /** Bytes of its latest checkpoint. */
+  size_bytes: number;
+  /** Step of the latest complete checkpoint, or null. */
+  checkpoint_step: number | null;
+}
+
+export interface MemoryEstimate {
+  /** Estimated peak bytes for weights, adapter + optimizer, activations and logits; total is their sum. */
+  weights: number;
+  trainable: number;
+  activations: number;
+  logits: number;
+  total: number;
+  /** The largest single tensor of a step (embedding, attention scores, MLP activations or a logits chunk). */
+  largest_buffer: number;
+  /** The smaller of the device's maxBufferSize and maxStorageBufferBindingSize (WebGPU only), else null. */
+  limit: number | null;
+  /** largest_buffer ≤ limit; WebGPU does not tell total GPU memory, so the total cannot be checked. */
+  fits: boolean;
+  /** When it does not fit: the one concrete change to make, as a sentence. */
+  suggestion: string | null;
+}
+
+export interface StudioApi {
+  init(preferred?: 'auto' | 'webgpu' | 'wasm' | 'cpu'): Promise<BackendInfo>;
+  /** A model folder's files (dropped, picked, or downloaded by the page). */
+  loadModel(name: string, files: FolderBytes): Promise<ModelSummary>;
+  inspectData(file: string, text: string, recipe: RecipeInput): Promise<DataReport>;
+  estimateMemory(recipe: RecipeInput): Promise<MemoryEstimate>;
+  /**
+   * Starts a run and resolves with its id once the recipe, model and data have been checked and
+   * the run stored; training goes on in the background, its events streaming to `onEvent`. The
+   * loaded model is the one trained: recipe.model and train_file are set to its and the file's
+   * names. With `resumeRunId`, that stored run continues exactly from its latest checkpoint with
+   * its own stored recipe and training file (`recipe` and `trainFile` are then not read); the
+   * same model must be loaded. recipe.init_adapter (any name) continues training the adapter
+   * dropped in with loadAdapter.
+   */
+  startTraining(recipe: RecipeInput, trainFile: { file: string; text: string }, onEvent: (e: RunEvent) => void, resumeRunId?: string): Promise<string>;
+  /** Stops after the current step with a checkpoint there (status 'paused'); resolves once it is stored. */
+  pause(): Promise<void>;
+  /** Continues the paused run from its checkpoint, events going to its original `onEvent`. */
+  resume(): Promise<void>;
+  /** Like pause, with status 'stopped'; a paused run is just marked stopped. */
+  stop(): Promise<void>;
+  /**
+   * A reply from the base model (adapter: false) or the trained one: the run's adapter (its
+   * weights, for freeze/full), else the adapter dropped in. `onText` receives the whole reply so
+   * far each time it grows; the promise resolves with the final reply. Refused while a run trains.
+   */
+  chat(messages: { role: string; content: string }[], opts: { adapter: boolean; max_new_tokens?: number; temperature?: number; seed?: number }, onText: (text: string) => void): Promise<string>;
+  /** Uses a PEFT adapter folder (a previous download) for chat or to continue training. */
+  loadAdapter(files: FolderBytes): Promise<void>;
+  listRuns(): Promise<RunRecord[]>;
+  deleteRun(id: string): Promise<void>;
+  /**
+   * Zip files, at the zip's root: the PEFT adapter, the merged model folder, or recipe.json +
+   * metrics.jsonl. Without `runId`: the run in memory (or the dropped-in adapter); a run still
+   * training is exported from its latest checkpoint. With `runId`: that stored run's latest
+   * checkpoint (merging an adapter needs its base model loaded).
+   */
+  exportZip(kind: 'adapter' | 'merged' | 'recipe', runId?: string): Promise<Uint8Array>;
+  /**
+   * Storage used and allowed for this origin. StorageManager.persist() exists in pages only, so
+   * the page must request persistence itself; `persisted` says whether it was granted.
+   */
+  storageEstimate(): Promise<{ usage: number; quota: number; persisted: boolean }>;
+}

@@ -1,0 +1,463 @@
+/**
+ * Everything the page asks of the training Worker (protocol.ts's StudioApi). The Worker entry
+ * exposes one Studio through comlink; Node tests construct it directly with fake-indexeddb and
+ * the CPU backend. It holds at most one base model, one run (training, paused or ended) and one
+ * dropped-in adapter, and frees tensors before loading more: browsers have little GPU memory.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { zipSync, type Zippable } from 'fflate';
+import { initBackend, type BackendInfo } from '../engine/backend/index.ts';
+import { UserError } from '../engine/errors.ts';
+import { memoryFiles, type FileSource } from '../engine/io/files.ts';
+import { generate } from '../engine/model/generate.ts';
+import type { LoraAdapter } from '../engine/model/lora.ts';
+import { parseRecipe, type Recipe, type RecipeInput } from '../engine/recipe.ts';
+import { adapterFiles, loadAdapter, loadModel, modelFiles, savedDType, type LoadedModel } from '../engine/run.ts';
+import type { TextTokenizer } from '../engine/data/tokenizer.ts';
+import { dataReport } from './data_report.ts';
+import { activeDevice } from './device_guard.ts';
+import { countParameters, estimateMemory } from './estimate.ts';
+import type { DataReport, FolderBytes, MemoryEstimate, ModelSummary, RunEvent, RunRecord, StudioApi } from './protocol.ts';
+import { TrainingSession } from './session.ts';
+import * as store from './store.ts';
+
+export interface StudioOptions {
+  /** Where runs are kept; Node tests pass fake-indexeddb's factory. Defaults to the global indexedDB. */
+  idbFactory?: IDBFactory;
+  dbName?: string;
+  /** Folder of the tfjs-backend-wasm binaries, for initBackend (the Worker entry maps them itself). */
+  wasmPaths?: string;
+}
+
+type BackendChoice = 'auto' | 'webgpu' | 'wasm' | 'cpu';
+type ChatOptions = Parameters<StudioApi['chat']>[1];
+
+interface BaseModel {
+  name: string;
+  /** The folder's bytes: a run loads its own copy from them, and a lost GPU is recovered from them. */
+  files: FolderBytes;
+  summary: ModelSummary;
+  tokenizer: TextTokenizer;
+  /** The base weights when they are in memory outside a run; loaded again on demand. */
+  loaded: LoadedModel | null;
+}
+
+/** Files a checkpoint holds besides the model part. */
+const TRAINER_FILES = new Set(['optimizer.safetensors', 'trainer_state.json']);
+const ADAPTER_FILES = ['adapter_model.safetensors', 'adapter_config.json'];
+
+export class Studio implements StudioApi {
+  private backend: BackendInfo | null = null;
+  private preferred: BackendChoice = 'auto';
+  private device: GPUDevice | null = null;
+  private deviceLost = false;
+  private dbOpen: Promise<store.StudioDb> | null = null;
+  private model: BaseModel | null = null;
+  private session: TrainingSession | null = null;
+  private dropped: { files: FolderBytes; adapter: LoraAdapter } | null = null;
+  /** The last paused run and where its events go, for resume(). */
+  private paused: { id: string; emit: (e: RunEvent) => void } | null = null;
+  /** What is being changed right now (a sentence fragment), while models and runs are swapped. */
+  private busy: string | null = null;
+  private chats = 0;
+
+  constructor(private readonly options: StudioOptions = {}) {}
+
+  async init(preferred: BackendChoice = 'auto'): Promise<BackendInfo> {
+    this.preferred = preferred;
+    const info = await initBackend(preferred, { wasmPaths: this.options.wasmPaths });
+    const device = activeDevice();
+    this.backend = info;
+    this.device = device;
+    this.deviceLost = false;
+    device?.lost.then(() => {
+      if (this.device === device) this.deviceLost = true;
+    });
+    return info;
+  }
+
+  /** The backend, initialised on first use and again after the GPU device was lost. */
+  private async ready(): Promise<BackendInfo> {
+    if (this.deviceLost) {
+      // Every tensor went with the device; the base model is loaded again from its bytes.
+      this.dropTensors();
+      tf.removeBackend('webgpu');
+      this.backend = null;
+    }
+    return this.backend ?? this.init(this.preferred);
+  }
+
+  private db(): Promise<store.StudioDb> {
+    this.dbOpen ??= store.openStudioDb(this.options.dbName, this.options.idbFactory);
+    return this.dbOpen;
+  }
+
+  async loadModel(name: string, files: FolderBytes): Promise<ModelSummary> {
+    return this.exclusive('loading a model', async () => {
+      await this.ready();
+      // The old model goes first: two models rarely fit in a browser's GPU memory at once.
+      this.dropTensors();
+      this.model = null;
+      const loaded = await loadModel(memoryFiles(name, files));
+      const { config } = loaded.model;
+      const summary: ModelSummary = {
+        name,
+        architecture: config.architecture,
+        num_parameters: countParameters(loaded.model),
+        hidden_size: config.hidden_size,
+        num_hidden_layers: config.num_hidden_layers,
+        vocab_size: config.vocab_size,
+        dtype: loaded.folder.weightsDType,
+        has_chat_template: loaded.tokenizer.hasChatTemplate,
+      };
+      this.model = { name, files, summary, tokenizer: loaded.tokenizer, loaded };
+      return summary;
+    });
+  }
+
+  async inspectData(file: string, text: string, recipe: RecipeInput): Promise<DataReport> {
+    const model = this.requireModel();
+    return dataReport(file, text, model.tokenizer, parseRecipe({ ...recipe, model: model.name, train_file: file }, 'recipe'));
+  }
+
+  async estimateMemory(recipe: RecipeInput): Promise<MemoryEstimate> {
+    if (this.busy) throw new UserError(`The studio is busy ${this.busy}; estimate once that has finished.`);
+    const model = this.requireModel();
+    const info = await this.ready();
+    // The data file may not be chosen yet; the estimate does not depend on it.
+    const parsed = parseRecipe({ ...recipe, train_file: recipe.train_file || 'train.jsonl', model: model.name }, 'recipe');
+    const weights = this.session?.alive ? this.session.prepared.loaded.model : (await this.baseModel()).model;
+    return estimateMemory(weights, parsed, info.limits);
+  }
+
+  async startTraining(recipe: RecipeInput, trainFile: { file: string; text: string }, onEvent: (e: RunEvent) => void, resumeRunId?: string): Promise<string> {
+    const emit = detached(onEvent);
+    return this.exclusive('preparing a run', async () => {
+      if (resumeRunId !== undefined) return this.begin(await this.resumePoint(resumeRunId), emit);
+      const model = this.requireModel();
+      const parsed = parseRecipe({ ...recipe, model: model.name, train_file: trainFile.file }, 'recipe');
+      if (parsed.eval_file !== undefined) {
+        throw new UserError('recipe: eval_file is a path, which the browser cannot open; hold out part of the training file with eval_split instead.', { field: 'eval_file' });
+      }
+      if (parsed.resume_from_checkpoint !== undefined) {
+        throw new UserError('recipe: resume_from_checkpoint is a path, which the browser cannot open; resume a run from the runs list instead.', { field: 'resume_from_checkpoint' });
+      }
+      return this.begin({ recipe: parsed, train: trainFile, existing: null, resumeFrom: null }, emit);
+    });
+  }
+
+  /** A stored run's recipe, data and latest checkpoint, checked against the loaded model. */
+  private async resumePoint(id: string): Promise<RunStart> {
+    const db = await this.db();
+    const model = this.requireModel();
+    const record = await store.getRun(db, id);
+    if (!record) throw new UserError(`There is no saved run ${id}; it may have been deleted.`);
+    if (record.status === 'finished') {
+      throw new UserError(`Run "${record.name}" has finished all ${record.total_steps} steps; to train further, start a new run from its adapter (download it and drop it in).`);
+    }
+    if (record.model !== model.name) {
+      throw new UserError(`Run "${record.name}" trains ${record.model}, but the loaded model is ${model.name}; load ${record.model} to resume it.`);
+    }
+    const checkpoint = await store.latestCheckpoint(db, id);
+    const train = await store.getRunData(db, id);
+    if (!checkpoint || !train) throw new UserError(`Run "${record.name}" has no checkpoint to resume from; start it again.`);
+    return {
+      recipe: parseRecipe(record.recipe, `run "${record.name}"`),
+      train,
+      existing: record,
+      resumeFrom: memoryFiles(`${record.name}/checkpoint-${checkpoint.step}`, checkpoint.files),
+    };
+  }
+
+  private async begin(start: RunStart, emit: (e: RunEvent) => void): Promise<string> {
+    const model = this.requireModel();
+    const info = await this.ready();
+    const initAdapter = start.resumeFrom === null && start.recipe.init_adapter !== undefined ? this.droppedAdapterFolder() : null;
+    // prepareRun loads its own copy of the weights; nothing else may hold one meanwhile.
+    this.dropTensors();
+    const session = await TrainingSession.open(
+      await this.db(),
+      start.recipe,
+      { model: memoryFiles(model.name, model.files), train: start.train, initAdapter, resumeFrom: start.resumeFrom },
+      start.existing,
+      emit,
+      info.limits,
+    );
+    this.session = session;
+    this.paused = null;
+    session.start();
+    return session.record.id;
+  }
+
+  /** recipe.init_adapter names the adapter folder dropped in with loadAdapter; its bytes start the run. */
+  private droppedAdapterFolder(): FileSource {
+    if (!this.dropped) {
+      throw new UserError('recipe: init_adapter asks to continue training an adapter, but none was dropped in; drop the adapter folder first or remove init_adapter.', { field: 'init_adapter' });
+    }
+    return memoryFiles('adapter', this.dropped.files);
+  }
+
+  async pause(): Promise<void> {
+    const session = this.runningSession();
+    await session.requestStop('paused');
+    if (session.status === 'paused') this.paused = { id: session.record.id, emit: session.emit };
+  }
+
+  async resume(): Promise<void> {
+    const paused = this.paused;
+    if (!paused) throw new UserError('There is no paused run to resume.');
+    await this.exclusive('resuming a run', async () => {
+      await this.begin(await this.resumePoint(paused.id), paused.emit);
+    });
+  }
+
+  async stop(): Promise<void> {
+    const session = this.session;
+    if (session?.status === 'paused' && this.paused?.id === session.record.id) {
+      this.paused = null;
+      await session.markStopped();
+      return;
+    }
+    await this.runningSession().requestStop('stopped');
+  }
+
+  async chat(messages: { role: string; content: string }[], opts: ChatOptions, onText: (text: string) => void): Promise<string> {
+    if (this.busy) throw new UserError(`The studio is busy ${this.busy}; chat once that has finished.`);
+    if (this.session?.status === 'running') throw new UserError('Chat is available while a run is paused and after it ends; pause the run first.');
+    this.requireModel();
+    this.chats++;
+    try {
+      await this.ready();
+      const { loaded, adapter } = opts.adapter ? await this.trainedModel() : { loaded: await this.baseModel(), adapter: null };
+      const { tokenizer } = loaded;
+      const templated = tokenizer.hasChatTemplate;
+      const prompt = templated ? tokenizer.applyChatTemplate(messages, { add_generation_prompt: true }) : messages.map((m) => m.content).join('\n');
+      // A chat template writes its own special tokens (BOS included), as transformers assumes.
+      const ids = tokenizer.encode(prompt, { add_special_tokens: !templated });
+      const gc = (loaded.folder.generationConfig ?? {}) as Record<string, unknown>;
+      const send = detached(onText);
+      const reply: number[] = [];
+      let sent = '';
+      await generate(loaded.model, [ids], {
+        adapter,
+        max_new_tokens: opts.max_new_tokens ?? 256,
+        do_sample: opts.temperature !== undefined ? opts.temperature > 0 : gc.do_sample === true,
+        temperature: opts.temperature ?? (typeof gc.temperature === 'number' ? gc.temperature : 1),
+        top_p: typeof gc.top_p === 'number' ? gc.top_p : 1,
+        top_k: typeof gc.top_k === 'number' ? gc.top_k : 50,
+        seed: opts.seed ?? 0,
+        eos_token_id: tokenizer.eosTokenIds,
+        pad_token_id: tokenizer.padTokenId,
+        onTokens: ([token]) => {
+          if (token < 0 || tokenizer.eosTokenIds.includes(token)) return;
+          reply.push(token);
+          // The whole reply each time, with a trailing half of a multi-byte character held back.
+          const text = tokenizer.decode(reply, { skip_special_tokens: true }).replace(/\uFFFD+$/, '');
+          if (text !== sent) send((sent = text));
+        },
+      });
+      return tokenizer.decode(reply, { skip_special_tokens: true });
+    } finally {
+      this.chats--;
+    }
+  }
+
+  async loadAdapter(files: FolderBytes): Promise<void> {
+    await this.exclusive('loading an adapter', async () => {
+      if (this.session?.status === 'running') throw new UserError('Pause or stop the run before dropping in an adapter.');
+      this.requireModel();
+      await this.ready();
+      const adapter = await loadAdapter((await this.baseModel()).model, memoryFiles('adapter', files));
+      // The dropped adapter replaces the run as what chat and downloads use; the run stays resumable from its checkpoint.
+      this.releaseSession();
+      this.dropped?.adapter.dispose();
+      this.dropped = { files, adapter };
+    });
+  }
+
+  async listRuns(): Promise<RunRecord[]> {
+    const live = this.session?.status === 'running' ? this.session.record.id : null;
+    // A run left 'running' by a closed or crashed tab is not running: it can be resumed from its checkpoint.
+    return (await store.listRuns(await this.db())).map((r) => (r.status === 'running' && r.id !== live ? { ...r, status: 'stopped' } : r));
+  }
+
+  async deleteRun(id: string): Promise<void> {
+    await this.exclusive('deleting a run', async () => {
+      if (this.session?.record.id === id) {
+        if (this.session.status === 'running') throw new UserError('Stop the run before deleting it.');
+        this.releaseSession();
+      }
+      if (this.paused?.id === id) this.paused = null;
+      await store.deleteRun(await this.db(), id);
+    });
+  }
+
+  async exportZip(kind: 'adapter' | 'merged' | 'recipe', runId?: string): Promise<Uint8Array> {
+    if (this.busy) throw new UserError(`The studio is busy ${this.busy}; download once that has finished.`);
+    const session = this.session;
+    // A run in progress changes its weights under the reader: its latest checkpoint is exported instead.
+    const id = runId ?? (session && (session.status === 'running' || !session.alive) ? session.record.id : undefined);
+    return zip(id !== undefined ? await this.storedRunFiles(kind, id) : await this.liveFiles(kind));
+  }
+
+  private async liveFiles(kind: 'adapter' | 'merged' | 'recipe'): Promise<FolderBytes> {
+    const session = this.session?.alive ? this.session : null;
+    if (kind === 'recipe') {
+      if (!session) throw new UserError('There is no run to download the recipe of; pick one in the runs list.');
+      return recipeFiles(session.record, await store.getMetrics(await this.db(), session.record.id));
+    }
+    if (session) {
+      const { adapter, loaded, recipe } = session.prepared;
+      if (kind === 'adapter') {
+        if (!adapter) throw fullRunNeedsMerged(recipe.peft.type);
+        return adapterFiles(adapter, recipe.model);
+      }
+      return modelFiles(loaded.folder, loaded.model, savedDType(loaded.folder), adapter);
+    }
+    if (!this.dropped) throw new UserError('There is nothing trained to download yet: train a run or drop in an adapter.');
+    if (kind === 'adapter') return pick(this.dropped.files, ADAPTER_FILES);
+    await this.ready();
+    const base = await this.baseModel();
+    return modelFiles(base.folder, base.model, savedDType(base.folder), this.dropped.adapter);
+  }
+
+  private async storedRunFiles(kind: 'adapter' | 'merged' | 'recipe', id: string): Promise<FolderBytes> {
+    const db = await this.db();
+    const record = await store.getRun(db, id);
+    if (!record) throw new UserError(`There is no saved run ${id}; it may have been deleted.`);
+    if (kind === 'recipe') return recipeFiles(record, await store.getMetrics(db, id));
+    const checkpoint = await store.latestCheckpoint(db, id);
+    if (!checkpoint) throw new UserError(`Run "${record.name}" has no checkpoint yet; the first is saved at step ${parseRecipe(record.recipe, 'recipe').save_steps}.`);
+    const files = checkpoint.files;
+    const isAdapter = 'adapter_model.safetensors' in files;
+    if (kind === 'adapter') {
+      if (!isAdapter) throw fullRunNeedsMerged(parseRecipe(record.recipe, 'recipe').peft.type);
+      return pick(files, ADAPTER_FILES);
+    }
+    // A freeze or full checkpoint already is a whole model folder, written in f32.
+    if (!isAdapter) return Object.fromEntries(Object.entries(files).filter(([name]) => !TRAINER_FILES.has(name)));
+    const model = this.requireModel();
+    if (record.model !== model.name) {
+      throw new UserError(`Run "${record.name}" trains ${record.model}, but the loaded model is ${model.name}; load ${record.model} to download the merged model.`);
+    }
+    await this.ready();
+    const base = await this.baseModel();
+    const adapter = await loadAdapter(base.model, memoryFiles(`${record.name}/checkpoint-${checkpoint.step}`, files));
+    try {
+      return await modelFiles(base.folder, base.model, savedDType(base.folder), adapter);
+    } finally {
+      adapter.dispose();
+    }
+  }
+
+  async storageEstimate(): Promise<{ usage: number; quota: number; persisted: boolean }> {
+    return store.storageEstimate();
+  }
+
+  /** The weights chat and merging treat as the base: a LoRA run's model is untouched by training. */
+  private async baseModel(): Promise<LoadedModel> {
+    const model = this.requireModel();
+    const session = this.session?.alive ? this.session : null;
+    if (session?.prepared.adapter) return session.prepared.loaded;
+    model.loaded ??= await loadModel(memoryFiles(model.name, model.files));
+    return model.loaded;
+  }
+
+  /** The run's model with its adapter (or its trained weights), else the base with the dropped adapter. */
+  private async trainedModel(): Promise<{ loaded: LoadedModel; adapter: LoraAdapter | null }> {
+    const session = this.session?.alive ? this.session : null;
+    if (session) return { loaded: session.prepared.loaded, adapter: session.prepared.adapter };
+    if (this.dropped) return { loaded: await this.baseModel(), adapter: this.dropped.adapter };
+    throw new UserError('There is no trained adapter to chat with yet: train a run or drop in an adapter.');
+  }
+
+  private releaseSession(): void {
+    const base = this.session?.release() ?? null;
+    this.session = null;
+    if (base && this.model) {
+      this.model.loaded?.model.dispose();
+      this.model.loaded = base;
+    }
+  }
+
+  /** Frees every tensor the studio holds; the base model's bytes stay, to load it again. */
+  private dropTensors(): void {
+    this.session?.dispose();
+    this.session = null;
+    this.dropped?.adapter.dispose();
+    this.dropped = null;
+    if (this.model?.loaded) {
+      this.model.loaded.model.dispose();
+      this.model.loaded = null;
+    }
+  }
+
+  private requireModel(): BaseModel {
+    if (!this.model) throw new UserError('Load a model first.');
+    return this.model;
+  }
+
+  private runningSession(): TrainingSession {
+    if (this.session?.status !== 'running') throw new UserError('No run is training.');
+    return this.session;
+  }
+
+  /** Operations that swap models, adapters or runs run one at a time, and never under a chat. */
+  private async exclusive<T>(what: string, work: () => Promise<T>): Promise<T> {
+    if (this.busy) throw new UserError(`The studio is busy ${this.busy}; try again once that has finished.`);
+    if (this.chats > 0) throw new UserError('Wait for the chat reply to finish first.');
+    if (this.session?.status === 'running' && what !== 'deleting a run') {
+      throw new UserError('A run is training; pause or stop it first.');
+    }
+    this.busy = what;
+    try {
+      return await work();
+    } finally {
+      this.busy = null;
+    }
+  }
+}
+
+interface RunStart {
+  recipe: Recipe;
+  train: { file: string; text: string };
+  existing: RunRecord | null;
+  resumeFrom: FileSource | null;
+}
+
+/**
+ * A callback from the page that can never stop the Worker: through comlink it answers with a
+ * promise, which rejects if the page has gone away.
+ */
+function detached<A extends unknown[]>(callback: (...args: A) => unknown): (...args: A) => void {
+  return (...args) => {
+    try {
+      Promise.resolve(callback(...args)).catch(() => undefined);
+    } catch {
+      // A page that throws in its own handler does not stop training either.
+    }
+  };
+}
+
+function pick(files: FolderBytes, names: string[]): FolderBytes {
+  return Object.fromEntries(names.map((n) => [n, files[n]]));
+}
+
+function recipeFiles(record: RunRecord, metrics: unknown[]): FolderBytes {
+  const enc = new TextEncoder();
+  return {
+    'recipe.json': enc.encode(JSON.stringify(record.recipe, null, 2) + '\n'),
+    'metrics.jsonl': enc.encode(metrics.map((m) => JSON.stringify(m) + '\n').join('')),
+  };
+}
+
+function fullRunNeedsMerged(type: string): UserError {
+  return new UserError(`This run trained the model's own weights (peft.type "${type}"), so it has no adapter; download the merged model instead.`);
+}
+
+/** Safetensors hardly compress and can be gigabytes, so they are stored; the JSON files are deflated. */
+function zip(files: FolderBytes): Uint8Array {
+  const entries: Zippable = {};
+  for (const [name, data] of Object.entries(files)) entries[name] = [data, { level: name.endsWith('.safetensors') ? 0 : 6 }];
+  return zipSync(entries);
+}

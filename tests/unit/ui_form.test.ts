@@ -1,0 +1,164 @@
+import { describe, expect, it } from 'vitest';
+import { RECIPE_FIELDS, parseRecipe } from '../../src/engine/recipe.ts';
+import { UserError } from '../../src/engine/errors.ts';
+import {
+  PAGE_FIELDS,
+  STUDIO_DEFAULTS,
+  defaultForm,
+  exportRecipe,
+  formFromRecipe,
+  formGroups,
+  formToJson,
+  fromRaw,
+  groupApplies,
+  importRecipe,
+  learningRatePlaceholder,
+  toRaw,
+  validateForm,
+} from '../../src/ui/recipe/form.ts';
+
+const PAGE = { model: 'HuggingFaceTB/SmolLM2-135M-Instruct', train_file: 'chat.jsonl' };
+
+describe('recipe form groups', () => {
+  it('shows every recipe field the page does not fill itself, exactly once', () => {
+    const shown = formGroups().flatMap((g) => g.fields);
+    const expected = Object.keys(RECIPE_FIELDS).filter((f) => !PAGE_FIELDS.has(f));
+    expect([...shown].sort()).toEqual([...expected].sort());
+    expect(new Set(shown).size).toBe(shown.length);
+  });
+
+  it('puts a field it does not know under "More"', () => {
+    const fields = { ...RECIPE_FIELDS, future_field: { ...RECIPE_FIELDS.seed } };
+    const more = formGroups(fields).find((g) => g.id === 'more');
+    expect(more?.fields).toEqual(['future_field']);
+  });
+
+  it('shows LoRA settings for lora and the layer count for freeze', () => {
+    const groups = formGroups();
+    const lora = groups.find((g) => g.id === 'lora')!;
+    const freeze = groups.find((g) => g.id === 'freeze')!;
+    const form = defaultForm();
+    expect(groupApplies(lora, form)).toBe(true);
+    expect(groupApplies(freeze, form)).toBe(false);
+    form['peft.type'] = 'freeze';
+    expect(groupApplies(lora, form)).toBe(false);
+    expect(groupApplies(freeze, form)).toBe(true);
+  });
+});
+
+describe('recipe form values', () => {
+  it('starts from the engine defaults, with per-step logging for the charts', () => {
+    const form = defaultForm();
+    expect(form['peft.r']).toBe('16');
+    expect(form['peft.target_modules']).toEqual(['all-linear']);
+    expect(form['shuffle']).toBe(true);
+    expect(form['max_length']).toBe('1024');
+    expect(form['system_prompt']).toBe('');
+    expect(form['learning_rate']).toBe('');
+    expect(form['logging_steps']).toBe(String(STUDIO_DEFAULTS.logging_steps));
+    const recipe = validateForm(form, PAGE).recipe!;
+    expect(recipe).toEqual(parseRecipe({ ...PAGE, ...STUDIO_DEFAULTS }, 'x'));
+    expect(recipe.learning_rate).toBe(2e-4);
+  });
+
+  it('converts inputs to recipe values by the field kind', () => {
+    expect(fromRaw(RECIPE_FIELDS['peft.r'], ' 8 ')).toBe(8);
+    expect(fromRaw(RECIPE_FIELDS['learning_rate'], '1e-4')).toBe(1e-4);
+    expect(fromRaw(RECIPE_FIELDS['learning_rate'], '')).toBeUndefined();
+    expect(fromRaw(RECIPE_FIELDS['max_length'], '')).toBeNull();
+    expect(fromRaw(RECIPE_FIELDS['max_length'], 'abc')).toBe('abc');
+    expect(fromRaw(RECIPE_FIELDS['system_prompt'], '')).toBeNull();
+    expect(fromRaw(RECIPE_FIELDS['peft.target_modules'], ['q_proj', 'v_proj'])).toEqual(['q_proj', 'v_proj']);
+    expect(fromRaw(RECIPE_FIELDS['peft.target_modules'], ['all-linear', 'q_proj'])).toBe('all-linear');
+    expect(toRaw(RECIPE_FIELDS['max_length'], null)).toBe('');
+    expect(toRaw(RECIPE_FIELDS['peft.target_modules'], ['q_proj'])).toEqual(['q_proj']);
+  });
+
+  it('nests peft fields in the JSON', () => {
+    const form = defaultForm();
+    form['peft.r'] = '8';
+    const json = formToJson(form, PAGE);
+    expect(json.model).toBe(PAGE.model);
+    expect((json.peft as Record<string, unknown>).r).toBe(8);
+  });
+
+  it('follows the method for the learning rate placeholder', () => {
+    const form = defaultForm();
+    expect(learningRatePlaceholder(form)).toBe('0.0002');
+    form['peft.type'] = 'full';
+    expect(learningRatePlaceholder(form)).toBe('0.00002');
+    expect(validateForm(form, PAGE).recipe!.learning_rate).toBe(2e-5);
+  });
+});
+
+describe('recipe form validation', () => {
+  it('explains every bad field at once, in the engine’s words', () => {
+    const form = defaultForm();
+    form['peft.r'] = '0';
+    form['learning_rate'] = 'fast';
+    form['peft.target_modules'] = [];
+    const v = validateForm(form, PAGE);
+    expect(v.recipe).toBeNull();
+    expect(Object.keys(v.errors).sort()).toEqual(['learning_rate', 'peft.r', 'peft.target_modules']);
+    expect(v.errors['peft.r']).toBe('"peft.r" must be an integer of at least 1 (got 0).');
+    expect(v.errors['learning_rate']).toBe('"learning_rate" must be a number greater than 0 (got "fast").');
+    expect(v.errors['peft.target_modules']).toMatch(/^"peft.target_modules" must be "all-linear" or a list/);
+    expect(v.general).toBeNull();
+  });
+
+  it('accepts a fixed form again', () => {
+    const form = defaultForm();
+    form['peft.r'] = '0';
+    expect(validateForm(form, PAGE).recipe).toBeNull();
+    form['peft.r'] = '32';
+    expect(validateForm(form, PAGE).recipe!.peft.r).toBe(32);
+  });
+});
+
+describe('recipe import and export', () => {
+  it('round-trips through the exported JSON', () => {
+    const form = defaultForm();
+    form['peft.r'] = '8';
+    form['peft.lora_alpha'] = '16';
+    form['system_prompt'] = 'You are terse.';
+    form['peft.target_modules'] = ['q_proj', 'v_proj'];
+    const recipe = validateForm(form, PAGE).recipe!;
+    const text = exportRecipe(recipe);
+    const back = importRecipe(text, 'recipe.json', PAGE);
+    expect(back.model).toBe(PAGE.model);
+    expect(validateForm(back.form, PAGE).recipe).toEqual(recipe);
+  });
+
+  it('leaves out fields at engine defaults, with the page filling model and train_file', () => {
+    const { form, model } = importRecipe('{"peft": {"r": 4}, "max_steps": 10}', 'mine.json', PAGE);
+    expect(model).toBeNull();
+    expect(form['peft.r']).toBe('4');
+    expect(form['max_steps']).toBe('10');
+    // An imported recipe means what it says: the engine's logging_steps, not the studio's.
+    expect(form['logging_steps']).toBe(String(RECIPE_FIELDS.logging_steps.default));
+  });
+
+  it('rejects a bad file with the engine’s sentence naming it', () => {
+    expect(() => importRecipe('{"lora_r": 8}', 'mine.json', PAGE)).toThrow(UserError);
+    expect(() => importRecipe('{"lora_r": 8}', 'mine.json', PAGE)).toThrow(/mine\.json: "lora_r" is not a recipe field \(did you mean "peft\.r"\?\)/);
+    expect(() => importRecipe('{"seed": 1,}', 'mine.json', PAGE)).toThrow(/mine\.json is not valid JSON at line 1/);
+  });
+
+  it('restores a run’s recipe into the form', () => {
+    const recipe = parseRecipe({ ...PAGE, peft: { type: 'freeze', layers_to_train: 3 }, max_length: null }, 'run');
+    const form = formFromRecipe(recipe);
+    expect(form['peft.type']).toBe('freeze');
+    expect(form['peft.layers_to_train']).toBe('3');
+    expect(form['max_length']).toBe('');
+    expect(validateForm(form, PAGE).recipe).toEqual(recipe);
+  });
+});
+
+describe('continuing a dropped-in adapter', () => {
+  it('takes the LoRA shape from adapter_config.json', async () => {
+    const { formWithAdapterConfig } = await import('../../src/ui/recipe/form.ts');
+    const form = formWithAdapterConfig(defaultForm(), { peft_type: 'LORA', r: 4, lora_alpha: 8, lora_dropout: 0, target_modules: ['v_proj', 'q_proj'], use_rslora: false });
+    const recipe = validateForm(form, PAGE).recipe!;
+    expect(recipe.peft).toMatchObject({ type: 'lora', r: 4, lora_alpha: 8, lora_dropout: 0, target_modules: ['v_proj', 'q_proj'], use_rslora: false });
+  });
+});
