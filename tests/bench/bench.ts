@@ -2,7 +2,7 @@
  * `npm run bench`: training and generation speed of the engine on the real stories260K model,
  * on each backend this machine has (CPU always; WebGPU in Node through Dawn when an adapter is
  * found — SwiftShader here, a real GPU on a GPU machine). Prints one table; nothing is asserted.
- * Usage: npm run bench [-- --backends cpu,webgpu --steps 5 --batch 4 --seq 64]
+ * Usage: npm run bench [-- --backends cpu,wasm,webgpu --steps 5 --batch 4 --seq 64]
  */
 import * as tf from '@tensorflow/tfjs';
 import { fileURLToPath } from 'node:url';
@@ -21,7 +21,7 @@ import { Rng } from '../../src/engine/rng.ts';
 
 const { values } = parseArgs({
   options: {
-    backends: { type: 'string', default: 'cpu,webgpu' },
+    backends: { type: 'string', default: 'cpu,wasm,webgpu' },
     steps: { type: 'string', default: '5' },
     batch: { type: 'string', default: '4' },
     seq: { type: 'string', default: '64' },
@@ -73,7 +73,7 @@ for (const name of values.backends.split(',') as BackendName[]) {
   const genS = (performance.now() - g0) / 1000;
   rows.push({
     backend: name,
-    adapter: info.adapter ? `${info.adapter.vendor} ${info.adapter.description || info.adapter.device}`.trim() : 'host CPU (tfjs JavaScript kernels)',
+    adapter: info.adapter ? `${info.adapter.vendor} ${info.adapter.description || info.adapter.device}`.trim() : name === 'wasm' ? 'host CPU (XNNPACK, WebAssembly)' : 'host CPU (JavaScript kernels)',
     train_tok_s: Math.round((batch * seq) / (stepMs / 1000)),
     step_ms: Math.round(stepMs),
     gen_tok_s: Math.round((out[0].length / genS) * 10) / 10,

@@ -25,7 +25,7 @@ describe('summarizeBackend', () => {
 
   it('marks SwiftShader as a software adapter', () => {
     const s = summarizeBackend({ name: 'webgpu', adapter: { vendor: 'google', architecture: 'swiftshader', device: '', description: '' }, limits });
-    expect(s.adapter).toBe('google swiftshader');
+    expect(s.adapter).toBe('SwiftShader (software)');
     expect(s.warning).toMatch(/software GPU/);
   });
 

@@ -25,10 +25,12 @@ export function summarizeBackend(info: BackendInfo): BackendSummary {
   }
   const a = info.adapter;
   const parts = a ? [a.description, a.device].filter((s) => s && s.trim() !== '') : [];
-  let adapter = parts[0] ?? (a ? [a.vendor, a.architecture].filter(Boolean).join(' ') : '');
-  const software = a?.isFallbackAdapter === true || /swiftshader/i.test(`${a?.description} ${a?.architecture} ${a?.vendor}`);
+  const swiftshader = /swiftshader/i.test(`${a?.description} ${a?.architecture} ${a?.device}`);
+  const software = a?.isFallbackAdapter === true || swiftshader;
+  // Chrome often leaves the description empty; then vendor and architecture are all there is.
+  let adapter = parts[0] ?? (swiftshader ? 'SwiftShader' : a ? [a.vendor, a.architecture].filter(Boolean).join(' ') : '');
   if (!adapter) adapter = 'unnamed adapter';
-  if (software && !/swiftshader/i.test(adapter)) adapter += ' (SwiftShader)';
+  if (software) adapter += ' (software)';
   const limits: [string, string][] = [];
   const l = info.limits;
   if (l) {
