@@ -17,7 +17,7 @@ import { tokenizeSft, type SftData } from './data/sft.ts';
 import { Rng } from './rng.ts';
 import type { Recipe } from './recipe.ts';
 import { Trainer, type TrainerCallbacks } from './train/trainer.ts';
-import { countTrainable, type Example } from './train/batch.ts';
+import type { Example } from './train/batch.ts';
 
 export interface LoadedModel {
   folder: ModelFolder;
@@ -67,14 +67,6 @@ export function prepareSftData(text: string, file: string, tokenizer: TextTokeni
     system_prompt: recipe.system_prompt,
   }, file);
   if (data.errors.length > 0) throw rowErrors(data.errors, file);
-  // A first token is never predicted (nothing comes before it), so a row whose only trained label
-  // is its first, such as a text row cut to max_length 1, has nothing to learn.
-  const unlearnable = data.examples.filter((e) => countTrainable(e) === 0);
-  if (unlearnable.length > 0) {
-    data.examples = data.examples.filter((e) => countTrainable(e) > 0);
-    data.dropped.push(...unlearnable.map((e) => ({ line: e.line, reason: 'no token after the first is trained, and the first is never predicted' })));
-    data.dropped.sort((a, b) => a.line - b.line);
-  }
   if (data.examples.length === 0) {
     throw new UserError(`${file}: no row has a token left to train on (${data.dropped.length} dropped${data.dropped[0] ? `, e.g. line ${data.dropped[0].line}: ${data.dropped[0].reason}` : ''}).`, { file });
   }

@@ -112,10 +112,19 @@ function transcript(row: SftRow): { role: string; content: string }[] {
   }
 }
 
-/** Each token decoded on its own, so the view shows exactly where training starts and stops. */
+/**
+ * Each token's own text, so the view shows exactly where training starts and stops. A token is
+ * decoded after its predecessor and the predecessor's text cut off, because SentencePiece-style
+ * decoders drop the leading space of a text's first token, which would glue the pieces together.
+ */
 function maskView(example: SftExample, tokenizer: TextTokenizer): NonNullable<DataReport['mask_view']> {
-  return {
-    line: example.line,
-    tokens: example.input_ids.map((id, i) => ({ text: tokenizer.decode([id]), trained: example.labels[i] !== IGNORE_INDEX })),
+  const ids = example.input_ids;
+  const piece = (i: number): string => {
+    const alone = tokenizer.decode([ids[i]]);
+    if (i === 0) return alone;
+    const before = tokenizer.decode([ids[i - 1]]);
+    const both = tokenizer.decode([ids[i - 1], ids[i]]);
+    return both.startsWith(before) ? both.slice(before.length) : alone;
   };
+  return { line: example.line, tokens: ids.map((_, i) => ({ text: piece(i), trained: example.labels[i] !== IGNORE_INDEX })) };
 }

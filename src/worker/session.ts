@@ -44,7 +44,7 @@ export class TrainingSession {
     s.prepared = await prepareRun(recipe, sources, {
       onLog: (entry) => s.onLog(entry),
       onCheckpoint: (step, files) => s.onCheckpoint(step, files),
-      shouldStop: () => s.stopAs !== null || s.guard.beforeStep(),
+      shouldStop: () => s.stopAs !== null || s.guard.beforeStep(s.prepared.trainer.state.global_step + 1),
     });
     try {
       const { trainer } = s.prepared;
@@ -104,6 +104,8 @@ export class TrainingSession {
   }
 
   private async loop(): Promise<void> {
+    // The first step's synchronous part (shader compilation on WebGPU) can take seconds; startTraining answers the page first.
+    await new Promise((resolve) => setTimeout(resolve, 0));
     const { trainer } = this.prepared;
     let error: unknown = null;
     try {
@@ -118,7 +120,7 @@ export class TrainingSession {
         await this.onCheckpoint(step, await trainer.checkpointFiles());
       } catch (e) {
         error = e;
-        problem = await this.guard.check();
+        problem = await this.guard.check(step);
       }
     }
     if (error !== null || problem !== null) {
@@ -137,7 +139,7 @@ export class TrainingSession {
 
   private async onCheckpoint(step: number, files: FolderBytes): Promise<void> {
     // A step that hit an allocation failure computed garbage; it must not replace a good checkpoint.
-    const problem = await this.guard.check();
+    const problem = await this.guard.check(step);
     if (problem) throw new Error(problem.detail);
     this.record = await saveCheckpoint(this.db, this.record.id, step, files, { ...this.record, global_step: step });
     this.emit({ type: 'checkpoint', step, total_steps: this.record.total_steps });
@@ -157,7 +159,8 @@ export class TrainingSession {
   }
 
   private failureMessage(error: unknown, problem: DeviceProblem | null, step: number): string {
-    const at = step + 1;
+    // An allocation failure is reported a step or two late; its scope knows the step it watched.
+    const at = problem?.kind === 'oom' ? problem.step : step + 1;
     const saved = this.record.checkpoint_step;
     const kept = saved === null ? 'no checkpoint had been saved yet' : `the checkpoint from step ${saved} is kept`;
     if (problem?.kind === 'lost') {

@@ -15,7 +15,7 @@ import { parseRecipe, type Recipe, type RecipeInput } from '../engine/recipe.ts'
 import { adapterFiles, loadAdapter, loadModel, modelFiles, savedDType, type LoadedModel } from '../engine/run.ts';
 import type { TextTokenizer } from '../engine/data/tokenizer.ts';
 import { dataReport } from './data_report.ts';
-import { activeDevice } from './device_guard.ts';
+import { activeDevice, lostSoon } from './device_guard.ts';
 import { countParameters, estimateMemory } from './estimate.ts';
 import type { DataReport, FolderBytes, MemoryEstimate, ModelSummary, RunEvent, RunRecord, StudioApi } from './protocol.ts';
 import { TrainingSession } from './session.ts';
@@ -36,7 +36,6 @@ interface BaseModel {
   name: string;
   /** The folder's bytes: a run loads its own copy from them, and a lost GPU is recovered from them. */
   files: FolderBytes;
-  summary: ModelSummary;
   tokenizer: TextTokenizer;
   /** The base weights when they are in memory outside a run; loaded again on demand. */
   loaded: LoadedModel | null;
@@ -59,7 +58,8 @@ export class Studio implements StudioApi {
   private paused: { id: string; emit: (e: RunEvent) => void } | null = null;
   /** What is being changed right now (a sentence fragment), while models and runs are swapped. */
   private busy: string | null = null;
-  private chats = 0;
+  /** Chats, estimates and downloads under way, which read the tensors a swap would free. */
+  private readers = 0;
 
   constructor(private readonly options: StudioOptions = {}) {}
 
@@ -110,7 +110,7 @@ export class Studio implements StudioApi {
         dtype: loaded.folder.weightsDType,
         has_chat_template: loaded.tokenizer.hasChatTemplate,
       };
-      this.model = { name, files, summary, tokenizer: loaded.tokenizer, loaded };
+      this.model = { name, files, tokenizer: loaded.tokenizer, loaded };
       return summary;
     });
   }
@@ -121,13 +121,14 @@ export class Studio implements StudioApi {
   }
 
   async estimateMemory(recipe: RecipeInput): Promise<MemoryEstimate> {
-    if (this.busy) throw new UserError(`The studio is busy ${this.busy}; estimate once that has finished.`);
-    const model = this.requireModel();
-    const info = await this.ready();
-    // The data file may not be chosen yet; the estimate does not depend on it.
-    const parsed = parseRecipe({ ...recipe, train_file: recipe.train_file || 'train.jsonl', model: model.name }, 'recipe');
-    const weights = this.session?.alive ? this.session.prepared.loaded.model : (await this.baseModel()).model;
-    return estimateMemory(weights, parsed, info.limits);
+    return this.reading('estimate', async () => {
+      const model = this.requireModel();
+      const info = await this.ready();
+      // The data file may not be chosen yet; the estimate does not depend on it.
+      const parsed = parseRecipe({ ...recipe, train_file: recipe.train_file || 'train.jsonl', model: model.name }, 'recipe');
+      const weights = this.session?.alive ? this.session.prepared.loaded.model : (await this.baseModel()).model;
+      return estimateMemory(weights, parsed, info.limits);
+    });
   }
 
   async startTraining(recipe: RecipeInput, trainFile: { file: string; text: string }, onEvent: (e: RunEvent) => void, resumeRunId?: string): Promise<string> {
@@ -222,10 +223,13 @@ export class Studio implements StudioApi {
   }
 
   async chat(messages: { role: string; content: string }[], opts: ChatOptions, onText: (text: string) => void): Promise<string> {
-    if (this.busy) throw new UserError(`The studio is busy ${this.busy}; chat once that has finished.`);
     if (this.session?.status === 'running') throw new UserError('Chat is available while a run is paused and after it ends; pause the run first.');
     this.requireModel();
-    this.chats++;
+    return this.reading('chat', () => this.reply(messages, opts, onText));
+  }
+
+  private async reply(messages: { role: string; content: string }[], opts: ChatOptions, onText: (text: string) => void): Promise<string> {
+    const device = this.device;
     try {
       await this.ready();
       const { loaded, adapter } = opts.adapter ? await this.trainedModel() : { loaded: await this.baseModel(), adapter: null };
@@ -257,14 +261,14 @@ export class Studio implements StudioApi {
         },
       });
       return tokenizer.decode(reply, { skip_special_tokens: true });
-    } finally {
-      this.chats--;
+    } catch (e) {
+      if (await lostSoon(device)) throw new UserError('The GPU device was lost while replying; send the message again to reload the model on a new device.');
+      throw e;
     }
   }
 
   async loadAdapter(files: FolderBytes): Promise<void> {
     await this.exclusive('loading an adapter', async () => {
-      if (this.session?.status === 'running') throw new UserError('Pause or stop the run before dropping in an adapter.');
       this.requireModel();
       await this.ready();
       const adapter = await loadAdapter((await this.baseModel()).model, memoryFiles('adapter', files));
@@ -293,11 +297,10 @@ export class Studio implements StudioApi {
   }
 
   async exportZip(kind: 'adapter' | 'merged' | 'recipe', runId?: string): Promise<Uint8Array> {
-    if (this.busy) throw new UserError(`The studio is busy ${this.busy}; download once that has finished.`);
     const session = this.session;
     // A run in progress changes its weights under the reader: its latest checkpoint is exported instead.
     const id = runId ?? (session && (session.status === 'running' || !session.alive) ? session.record.id : undefined);
-    return zip(id !== undefined ? await this.storedRunFiles(kind, id) : await this.liveFiles(kind));
+    return this.reading('download', async () => zip(id !== undefined ? await this.storedRunFiles(kind, id) : await this.liveFiles(kind)));
   }
 
   private async liveFiles(kind: 'adapter' | 'merged' | 'recipe'): Promise<FolderBytes> {
@@ -397,15 +400,26 @@ export class Studio implements StudioApi {
     return this.model;
   }
 
+  /** Chats, estimates and downloads may overlap one another (base and adapter replies side by side), not a swap. */
+  private async reading<T>(what: string, work: () => Promise<T>): Promise<T> {
+    if (this.busy) throw new UserError(`The studio is busy ${this.busy}; ${what} once that has finished.`);
+    this.readers++;
+    try {
+      return await work();
+    } finally {
+      this.readers--;
+    }
+  }
+
   private runningSession(): TrainingSession {
     if (this.session?.status !== 'running') throw new UserError('No run is training.');
     return this.session;
   }
 
-  /** Operations that swap models, adapters or runs run one at a time, and never under a chat. */
+  /** Operations that swap models, adapters or runs run one at a time, and never under a reader. */
   private async exclusive<T>(what: string, work: () => Promise<T>): Promise<T> {
     if (this.busy) throw new UserError(`The studio is busy ${this.busy}; try again once that has finished.`);
-    if (this.chats > 0) throw new UserError('Wait for the chat reply to finish first.');
+    if (this.readers > 0) throw new UserError('Wait for the chat reply or download to finish first.');
     if (this.session?.status === 'running' && what !== 'deleting a run') {
       throw new UserError('A run is training; pause or stop it first.');
     }

@@ -12,6 +12,7 @@ import { startHubServer, type HubServer } from './hub_server.ts';
 
 const SHOTS = 'test-results/screenshots';
 const REPO = 'test-org/stories260K';
+const STEPS = 12;
 
 mkdirSync(SHOTS, { recursive: true });
 
@@ -97,10 +98,11 @@ test.describe('studio', () => {
     await setField(page, 'peft.r', '8');
     await setField(page, 'peft.lora_alpha', '16');
     await setField(page, 'learning_rate', '0.005');
-    await setField(page, 'max_steps', '30');
-    await setField(page, 'per_device_train_batch_size', '4');
-    await setField(page, 'max_length', '48');
-    await setField(page, 'save_steps', '3');
+    // SwiftShader takes about 3 s for a step of 32 tokens on two cores; a dozen steps show the flow.
+    await setField(page, 'max_steps', String(STEPS));
+    await setField(page, 'per_device_train_batch_size', '1');
+    await setField(page, 'max_length', '32');
+    await setField(page, 'save_steps', '2');
     await expect(page.getByTestId('recipe-errors')).toHaveCount(0);
     await expect(page.getByTestId('preflight-total')).toContainText('GPU memory');
     await shot(page, '3-recipe');
@@ -125,19 +127,23 @@ test.describe('studio', () => {
     await expect(page.getByTestId('train-status')).toHaveText('running');
     await expect(page.getByTestId('nav-model')).toContainText('stories260K');
     await expect(page.getByTestId('train-status')).toHaveText('finished', { timeout: 240_000 });
-    await expect(page.getByTestId('train-step')).toHaveText('30');
+    await expect(page.getByTestId('train-step')).toHaveText(String(STEPS));
     // The resumed run logs every step after its checkpoint.
-    expect(await chartPoints(page, 'chart-loss')).toBeGreaterThanOrEqual(30 - from);
+    expect(await chartPoints(page, 'chart-loss')).toBe(STEPS - from);
     await shot(page, '4-train');
     lap('training finished');
 
     // Chat: base and adapter side by side.
     await page.getByTestId('nav-chat').click();
+    // Generation takes one to two seconds a token on SwiftShader.
+    await page.getByTestId('chat-max-tokens').fill('6');
     await page.getByTestId('chat-input').fill('Once upon a time');
     await page.getByTestId('chat-send').click();
-    await expect(page.getByTestId('chat-base-assistant')).toHaveText(/\w{2,}/);
+    await expect(page.getByTestId('chat-send')).toHaveText('Send', { timeout: 120_000 });
+    // stories260K continues the story as in its greedy reference; the adapter says something too.
+    await expect(page.getByTestId('chat-base-assistant')).toHaveText(/^, there was/);
     await expect(page.getByTestId('chat-adapter-assistant')).toHaveText(/\w{2,}/);
-    await expect(page.getByTestId('chat-send')).toHaveText('Send');
+    await expect(page.getByTestId('chat-error')).toHaveCount(0);
     await shot(page, '5-chat');
     lap('chat replied');
 
@@ -165,9 +171,9 @@ test.describe('studio', () => {
 
     const recipeZip = unzipSync(await download(page, () => row.getByTestId('download-recipe').click()));
     const recipe = JSON.parse(new TextDecoder().decode(recipeZip['recipe.json']));
-    expect(recipe).toMatchObject({ model: REPO, train_file: 'stories.jsonl', max_steps: 30, peft: { r: 8, lora_alpha: 16 } });
+    expect(recipe).toMatchObject({ model: REPO, train_file: 'stories.jsonl', max_steps: STEPS, peft: { r: 8, lora_alpha: 16 } });
     const metrics = new TextDecoder().decode(recipeZip['metrics.jsonl']).trim().split('\n').map((l) => JSON.parse(l));
-    expect(metrics.filter((m) => m.loss !== undefined).map((m) => m.step)).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
+    expect(metrics.filter((m) => m.loss !== undefined).map((m) => m.step)).toEqual(Array.from({ length: STEPS }, (_, i) => i + 1));
 
     const merged = unzipSync(await download(page, () => row.getByTestId('download-merged').click()));
     expect(Object.keys(merged)).toEqual(expect.arrayContaining(['config.json', 'model.safetensors', 'tokenizer.json']));

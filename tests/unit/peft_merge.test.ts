@@ -1,8 +1,10 @@
 // PEFT adapters out and back in, and merged-model export, on tiny random models built in memory:
 // the exact file layout PEFT reads, identical logits after a round trip, rsLoRA's scale, and a
 // merged folder that loads as a plain model computing what base + adapter computed.
+import { rm } from 'node:fs/promises';
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
+import { nodeFolder } from '../../src/cli/fs_files.ts';
 import { UserError } from '../../src/engine/errors.ts';
 import { memoryFiles } from '../../src/engine/io/files.ts';
 import { loadModelFolder } from '../../src/engine/io/model_folder.ts';
@@ -12,7 +14,7 @@ import type { CausalLM } from '../../src/engine/model/llama.ts';
 import { LoraAdapter, type LoraConfig } from '../../src/engine/model/lora.ts';
 import { Rng } from '../../src/engine/rng.ts';
 import { adapterFiles, loadAdapter, loadModel, modelFiles, savedDType, type LoadedModel } from '../../src/engine/run.ts';
-import { buildTinyModelFolder, type TinyModelOptions } from './helpers/tiny_model.ts';
+import { buildTinyModelFolder, writeTinyModel, type TinyModelOptions } from './helpers/tiny_model.ts';
 import { maxAbsDiff } from './helpers/golden.ts';
 
 beforeAll(async () => {
@@ -20,6 +22,7 @@ beforeAll(async () => {
 });
 
 const QWEN2: TinyModelOptions = { architecture: 'Qwen2ForCausalLM', tokenizer: 'stories', seed: 7 };
+const LLAMA_UNTIED: TinyModelOptions = { architecture: 'LlamaForCausalLM', tokenizer: 'stories', seed: 8, tie: false };
 const IDS = [1, 403, 407, 261, 378, 29, 16, 300, 42];
 
 function loraConfig(overrides: Partial<LoraConfig> = {}): LoraConfig {
@@ -147,8 +150,11 @@ describe('PEFT adapter files', () => {
 });
 
 describe('merged export', () => {
-  it('loads as a plain model whose logits equal base + adapter within 1e-5 (F32)', async () => {
-    const { folder, model } = await load(buildTinyModelFolder(QWEN2));
+  it.each([
+    ['Qwen2', QWEN2],
+    ['Llama with an untied lm_head', LLAMA_UNTIED],
+  ])('of %s loads as a plain model whose logits equal base + adapter within 1e-5 (F32)', async (_, options) => {
+    const { folder, model } = await load(buildTinyModelFolder(options));
     const adapter = randomAdapter(model, loraConfig());
     const files = await modelFiles(folder, model, 'F32', adapter);
     expect(Object.keys(files).sort()).toEqual(['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
@@ -161,7 +167,8 @@ describe('merged export', () => {
     // Only the targeted linear weights changed; norms, biases and embeddings are copied bit for bit.
     const st = parseSafetensors(files['model.safetensors'], 'model.safetensors');
     expect(st.metadata).toEqual({ format: 'pt' });
-    for (const name of ['model.embed_tokens.weight', 'model.layers.0.self_attn.q_proj.bias', 'model.layers.1.input_layernorm.weight', 'model.norm.weight']) {
+    const untouched = ['model.embed_tokens.weight', 'model.layers.0.self_attn.q_proj.bias', 'model.layers.1.input_layernorm.weight', 'model.norm.weight', 'lm_head.weight'];
+    for (const name of untouched.filter((n) => model.params.has(n))) {
       expect(tensorToFloat32(st, name), name).toEqual(Float32Array.from((await model.weight(name).data()) as Float32Array));
     }
     adapter.dispose();
@@ -185,7 +192,10 @@ describe('merged export', () => {
       const rounded = tensorToFloat32(f32, name).map((x) => bf16BitsToFloat32(float32ToBf16Bits(x)));
       expect(w.data, name).toEqual(rounded);
     }
-    const merged = await load(files, 'merged-bf16');
+    // Read back from disk, as the CLI's export is.
+    const dir = await writeTinyModel(undefined, files);
+    const merged = await loadModel(nodeFolder(dir)).finally(() => rm(dir, { recursive: true, force: true }));
+    expect(merged.folder.weightsDType).toBe('BF16');
     // bf16 keeps 8 significant bits, so the merged model is close to, not equal to, base + adapter.
     expect(maxAbsDiff(await logits(merged.model), await logits(model, adapter))).toBeLessThan(0.1);
     adapter.dispose();

@@ -88,7 +88,8 @@ describe('Studio on stories260K', () => {
       num_hidden_layers: 5,
       vocab_size: 512,
       dtype: 'F32',
-      has_chat_template: false,
+      // Its tokenizer_config.json has a template that joins the contents with newlines.
+      has_chat_template: true,
     });
   });
 
@@ -113,7 +114,7 @@ describe('Studio on stories260K', () => {
       { prompt: 'One day, a cat found a box.', completion: ' She jumped in and played all day long.' },
     ];
     const text = rows.map((r) => JSON.stringify(r)).join('\n');
-    const report = await studio.inspectData('pc.jsonl', text, { ...RECIPE, max_length: 12 });
+    const report = await studio.inspectData('pc.jsonl', text, { ...RECIPE, max_length: 24 });
     expect(report.format).toBe('prompt_completion');
     expect(report.errors).toEqual([]);
     expect(report.preview[1].messages).toEqual([{ role: 'user', content: rows[1].prompt }, { role: 'assistant', content: rows[1].completion }]);
@@ -121,8 +122,10 @@ describe('Studio on stories260K', () => {
     expect(stats.num_examples).toBe(3);
     expect(stats.histogram.counts.reduce((a, b) => a + b, 0)).toBe(3);
     expect(stats.histogram.bin_edges).toHaveLength(stats.histogram.counts.length + 1);
-    expect(stats.length.max).toBe(12);
-    expect(report.truncated_share).toBeGreaterThan(0);
+    // Row 3 has 34 tokens, cut to max_length.
+    expect(stats.length.max).toBe(24);
+    expect(stats.num_truncated).toBe(1);
+    expect(report.truncated_share).toBeCloseTo(1 / 3);
 
     const mask = report.mask_view!;
     expect(mask.line).toBe(1);
@@ -133,7 +136,8 @@ describe('Studio on stories260K', () => {
     expect(trained.slice(firstTrained).every(Boolean)).toBe(true);
     expect(mask.tokens[0]).toEqual({ text: '<s>', trained: false });
     expect(mask.tokens.at(-1)).toEqual({ text: '</s>', trained: true });
-    expect(mask.tokens.slice(1, firstTrained).map((t) => t.text).join('')).toContain('red ball');
+    expect(mask.tokens.slice(1, firstTrained).map((t) => t.text).join('')).toBe(' Tom had a red ball.');
+    expect(mask.tokens.slice(firstTrained).map((t) => t.text).join('')).toBe(' He liked to play with it.</s>');
   });
 
   it('estimates memory from the model and the recipe', async () => {
@@ -267,7 +271,7 @@ describe('Studio on stories260K', () => {
 
   it('a diverging run fails with the engine\'s sentence and keeps its last checkpoint', async () => {
     const run = recorder();
-    const id = await studio.startTraining({ ...RECIPE, learning_rate: 1e12, max_grad_norm: 0, save_steps: 1, lr_scheduler_type: 'constant' }, TRAIN, run.onEvent);
+    const id = await studio.startTraining({ ...RECIPE, learning_rate: 1e30, max_grad_norm: 0, save_steps: 1, lr_scheduler_type: 'constant' }, TRAIN, run.onEvent);
     expect((await run.end()).status).toBe('failed');
     const message = run.events.find((e) => e.type === 'error')?.message ?? '';
     const failedAt = Number(/^Training stopped at step (\d+): the loss became .+; lower learning_rate or check the data\.$/.exec(message)?.[1]);
@@ -275,6 +279,19 @@ describe('Studio on stories260K', () => {
     const record = (await studio.listRuns()).find((r) => r.id === id)!;
     expect(record.status).toBe('failed');
     expect(record.checkpoint_step).toBe(failedAt > 1 ? failedAt - 1 : null);
+  });
+
+  it('chats with a model that has no chat template by joining the messages', async () => {
+    const config = JSON.parse(new TextDecoder().decode(modelFiles['tokenizer_config.json']));
+    delete config.chat_template;
+    const plain = { ...modelFiles, 'tokenizer_config.json': new TextEncoder().encode(JSON.stringify(config)) };
+    expect((await studio.loadModel('plain', plain)).has_chat_template).toBe(false);
+    const reply = await studio.chat([{ role: 'user', content: 'Once upon a time' }], { adapter: false, temperature: 0, max_new_tokens: 12 }, () => undefined);
+    expect(reply.startsWith(', there was a little girl')).toBe(true);
+    await expect(studio.chat([{ role: 'user', content: 'Hi' }], { adapter: true }, () => undefined)).rejects.toThrow(
+      'There is no trained adapter to chat with yet: train a run or drop in an adapter.',
+    );
+    await studio.loadModel(MODEL, modelFiles);
   });
 
   it('deletes a run with everything it stored', async () => {

@@ -41,6 +41,11 @@ export interface SftData {
   warnings: string[];
 }
 
+/** A label at position 0 is never predicted (nothing comes before it), so it does not count. */
+function hasPredictedLabel(labels: number[]): boolean {
+  return labels.some((l, i) => i > 0 && l !== IGNORE_INDEX);
+}
+
 export function tokenizeSft(
   rows: DatasetRow[],
   format: DatasetFormat,
@@ -74,7 +79,7 @@ export function tokenizeSft(
     if (sequence.assistantSpansFailed) noAssistantSpans.push(row.line);
 
     const { input_ids, labels } = sequence;
-    if (!labels.some((l) => l !== IGNORE_INDEX)) {
+    if (!hasPredictedLabel(labels)) {
       const reason =
         opts.assistant_only_loss && row.kind === 'messages' && !row.messages.some((m) => m.role === 'assistant')
           ? 'no assistant message to train on'
@@ -84,8 +89,8 @@ export function tokenizeSft(
     }
     if (opts.max_length !== null && input_ids.length > opts.max_length) {
       const kept = labels.slice(0, opts.max_length);
-      if (!kept.some((l) => l !== IGNORE_INDEX)) {
-        const firstTrained = labels.findIndex((l) => l !== IGNORE_INDEX) + 1;
+      if (!hasPredictedLabel(kept)) {
+        const firstTrained = labels.findIndex((l, i) => i > 0 && l !== IGNORE_INDEX) + 1;
         data.dropped.push({
           line: row.line,
           reason: `its ${input_ids.length} tokens are cut to max_length ${opts.max_length}, but training starts at token ${firstTrained}`,

@@ -191,7 +191,7 @@ export class CausalLM {
    * `length`. They come from tables computed on the host, as torch computes them (the float32
    * angle, then its cos and sin): GPU sin and cos are approximations (WGSL promises only 2^-11
    * absolute, and SwiftShader's are off by 2e-4 at a few radians), which left every layer's
-   * attention 1e-4 away from the CPU's. The tables grow by doubling, so their sizes stay few.
+   * attention 1e-4 away from the CPU's. The tables grow by doubling, so only a few sizes are ever made.
    */
   private rope(positions: tf.Tensor2D, length: number): [tf.Tensor4D, tf.Tensor4D] {
     if (this.ropeTable === null || this.ropeTable.length < length) {

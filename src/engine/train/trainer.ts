@@ -171,7 +171,9 @@ export class Trainer {
         windowLoss = windowSteps = windowTokens = 0;
         windowStart = now();
       }
-      if (this.o.eval && r.eval_steps && (step % r.eval_steps === 0 || last)) {
+      // eval_steps null means transformers' eval_strategy "epoch": after the last step of each epoch.
+      const epochEnd = this.state.batch_index * r.per_device_train_batch_size >= this.state.order.length;
+      if (this.o.eval && (last || (r.eval_steps ? step % r.eval_steps === 0 : epochEnd))) {
         const ev = await this.evaluate();
         await this.log({ step, epoch: round(this.epoch()), eval_loss: ev.loss, eval_num_tokens: ev.num_tokens });
       }

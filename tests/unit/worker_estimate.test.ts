@@ -1,0 +1,63 @@
+// The memory estimate against a device's buffer limit, and the change it suggests for a run that
+// does not fit or ran out of memory.
+import { beforeAll, describe, expect, it } from 'vitest';
+import * as tf from '@tensorflow/tfjs';
+import { nodeFolder } from '../../src/cli/fs_files.ts';
+import type { DeviceLimits } from '../../src/engine/backend/index.ts';
+import type { CausalLM } from '../../src/engine/model/llama.ts';
+import { parseRecipe, type RecipeInput } from '../../src/engine/recipe.ts';
+import { loadModel } from '../../src/engine/run.ts';
+import { estimateMemory, shrinkAdvice } from '../../src/worker/estimate.ts';
+import { isAllocationError } from '../../src/worker/session.ts';
+import { STORIES_DIR } from './helpers/tiny_model.ts';
+
+let model: CausalLM;
+beforeAll(async () => {
+  await tf.setBackend('cpu');
+  model = (await loadModel(nodeFolder(STORIES_DIR))).model;
+});
+
+const recipe = (r: Partial<RecipeInput> = {}) => parseRecipe({ model: 'stories260K', train_file: 't.jsonl', ...r }, 'recipe');
+const limits = (bytes: number) => ({ maxBufferSize: bytes, maxStorageBufferBindingSize: bytes }) as DeviceLimits;
+
+describe('estimateMemory', () => {
+  it('fits when the largest buffer is within the limit, and names the change when it is not', () => {
+    // Batch 8 × 1024 tokens: one layer's attention scores are 8 · 8 heads · 1024² · 4 bytes = 256 MiB.
+    const r = recipe({ per_device_train_batch_size: 8, max_length: 1024 });
+    const roomy = estimateMemory(model, r, limits(2 ** 30));
+    expect(roomy.largest_buffer).toBe(8 * 8 * 1024 * 1024 * 4);
+    expect(roomy).toMatchObject({ fits: true, suggestion: null, limit: 2 ** 30 });
+
+    const tight = estimateMemory(model, r, limits(128 * 2 ** 20));
+    expect(tight.fits).toBe(false);
+    expect(tight.suggestion).toBe(
+      'One attention-score buffer needs 256 MiB and this GPU allows 128 MiB; lower max_length to 512 (attention memory grows with its square).',
+    );
+
+    // 256 × 16 tokens: a chunk of at most 2²² logits, here all 4096 rows × 512 words.
+    const logits = estimateMemory(model, recipe({ per_device_train_batch_size: 256, max_length: 16, gradient_accumulation_steps: 2 }), limits(2 ** 20));
+    expect(logits.suggestion).toBe(
+      'One logits buffer needs 8 MiB and this GPU allows 1 MiB; halve per_device_train_batch_size to 128 and double gradient_accumulation_steps to 4, which keeps the effective batch.',
+    );
+
+    const embedding = estimateMemory(model, recipe({ per_device_train_batch_size: 1, max_length: 4 }), limits(64 * 1024));
+    expect(embedding.suggestion).toBe('The embedding matrix alone needs 1 MiB in one buffer and this GPU allows 1 MiB; choose a smaller model.');
+  });
+
+  it('counts full fine-tuning as gradients and moments on top of the weights', () => {
+    const small = recipe({ peft: { type: 'full' }, max_length: 8, per_device_train_batch_size: 1 });
+    const full = estimateMemory(model, small, undefined);
+    expect(full.trainable).toBe(3 * full.weights);
+    expect(full.limit).toBeNull();
+    expect(shrinkAdvice(full, small, model)).toBe(
+      'use peft.type "lora" instead of "full", which trains a small adapter instead of the weights',
+    );
+  });
+
+  it('recognises allocation failures of the CPU and WASM backends', () => {
+    expect(isAllocationError(new RangeError('Array buffer allocation failed'))).toBe(true);
+    expect(isAllocationError(new Error('Aborted(OOM)'))).toBe(true);
+    expect(isAllocationError(new Error('Cannot enlarge memory arrays to size 4294967296 bytes'))).toBe(true);
+    expect(isAllocationError(new Error('Shapes do not match'))).toBe(false);
+  });
+});
