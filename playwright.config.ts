@@ -1,6 +1,8 @@
 import { defineConfig } from '@playwright/test';
 
 const PORT = Number(process.env.STUDIO_PORT ?? 4173);
+const CHROMIUM = '/usr/bin/chromium';
+const ARGS = ['--no-sandbox', '--headless=new', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
 
 /**
  * End-to-end tests drive the built app in Debian's Chromium (never a downloaded browser) with
@@ -24,21 +26,14 @@ export default defineConfig({
   projects: [
     {
       name: 'chromium',
-      use: {
-        browserName: 'chromium',
-        launchOptions: {
-          executablePath: '/usr/bin/chromium',
-          args: [
-            '--no-sandbox',
-            '--headless=new',
-            '--enable-unsafe-webgpu',
-            '--disable-background-networking',
-            '--disable-component-update',
-            '--disable-sync',
-            '--no-first-run',
-          ],
-        },
-      },
+      testIgnore: /wasm\.spec\.ts/,
+      use: { browserName: 'chromium', launchOptions: { executablePath: CHROMIUM, args: ['--enable-unsafe-webgpu', ...ARGS] } },
+    },
+    {
+      // The same browser without WebGPU, as most Linux browsers still are.
+      name: 'no-webgpu',
+      testMatch: /wasm\.spec\.ts/,
+      use: { browserName: 'chromium', launchOptions: { executablePath: CHROMIUM, args: ARGS } },
     },
   ],
   webServer: {

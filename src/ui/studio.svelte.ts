@@ -3,6 +3,7 @@
  * `StudioApi` contract; everything heavy (tokenising, training, generating) happens there.
  */
 import type { Remote } from 'comlink';
+import { unzipSync } from 'fflate';
 import type { BackendInfo } from '../engine/backend/index.ts';
 import { parseRecipe, type Recipe } from '../engine/recipe.ts';
 import type { DataReport, FolderBytes, MemoryEstimate, ModelSummary, RunEvent, RunRecord, RunStatus, StudioApi } from '../worker/protocol.ts';
@@ -13,7 +14,7 @@ import { SpeedMeter, estimateEta } from './lib/format.ts';
 import { chooseHubUrl, downloadModel, isCached, normalizeHubUrl, type DownloadProgress } from './model/hub.ts';
 import { CATALOG } from './model/catalog.ts';
 import { defaultForm, formToJson, formWithAdapterConfig, validateForm, type RawForm } from './recipe/form.ts';
-import { addLog, emptySeries, type Series } from './train/series.ts';
+import { addLog, emptySeries, seriesFromMetrics, type Series } from './train/series.ts';
 
 export type View = 'model' | 'data' | 'recipe' | 'train' | 'chat' | 'runs';
 
@@ -90,6 +91,8 @@ export class Studio {
   validation = $derived(validateForm(this.form, this.pageValues));
   estimate = $state.raw<MemoryEstimate | null>(null);
   estimateError = $state<string | null>(null);
+  /** True from a recipe change until its estimate is back, so an old figure is not read as the new one. */
+  estimatePending = $state(false);
   private estimateSeq = 0;
 
   // ---- training ----
@@ -294,11 +297,12 @@ export class Studio {
 
   async runEstimate(): Promise<void> {
     const recipe = this.validation.recipe;
+    const seq = ++this.estimateSeq;
     if (!this.api || !this.model || !recipe) {
       this.estimate = null;
+      this.estimatePending = false;
       return;
     }
-    const seq = ++this.estimateSeq;
     try {
       const estimate = await this.api.estimateMemory(recipe);
       if (seq === this.estimateSeq) {
@@ -310,6 +314,8 @@ export class Studio {
         this.estimate = null;
         this.estimateError = errorText(e);
       }
+    } finally {
+      if (seq === this.estimateSeq) this.estimatePending = false;
     }
   }
 
@@ -369,12 +375,26 @@ export class Studio {
         this.pushLog('info', `Loading ${run.model} from the browser cache…`);
         if (!(await this.loadFromHub(run.model))) throw new Error(this.modelError ?? `${run.model} could not be loaded`);
       }
+      await this.restoreCurves(run);
       // The Worker keeps each run's recipe and training file; only the model must be loaded again.
       await this.launch(run.recipe as Recipe, { file: String(run.recipe.train_file), text: '' }, run.id);
     } catch (e) {
       this.status = 'idle';
       const { message } = describeError(e);
       this.trainError = message.replace(/^Something went wrong: /, 'To resume, ');
+    }
+  }
+
+  /** The curves up to the checkpoint a run resumes from, read from its stored metrics. */
+  private async restoreCurves(run: RunRecord): Promise<void> {
+    try {
+      const zip = unzipSync(await this.api!.exportZip('recipe', run.id));
+      const metrics = zip['metrics.jsonl'];
+      if (metrics) this.series = seriesFromMetrics(new TextDecoder().decode(metrics), run.checkpoint_step ?? 0);
+      this.step = run.checkpoint_step ?? 0;
+      this.totalSteps = run.total_steps;
+    } catch {
+      // Without its history the curve starts at the checkpoint; training is unaffected.
     }
   }
 

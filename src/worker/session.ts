@@ -89,7 +89,10 @@ export class TrainingSession {
       const first = train.dropped[0];
       this.emit({ type: 'warning', message: `${train.dropped.length} row${train.dropped.length > 1 ? 's were' : ' was'} left out for having no token to train on (first: line ${first.line}, ${first.reason}).` });
     }
-    this.done = this.loop();
+    this.done = this.loop().catch((e: unknown) => {
+      // Only the store can fail here, recording the end; the checkpoints written before stand.
+      this.emit({ type: 'error', message: isUserError(e) ? e.message : `The run's end could not be recorded (${e instanceof Error ? e.message : String(e)}).` });
+    });
   }
 
   /** Ends training after the current step with a checkpoint there; resolves once the run has ended. */

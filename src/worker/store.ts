@@ -63,11 +63,13 @@ function runKeys(runId: string, fromStep = -Infinity): IDBKeyRange {
 /** Creates a run together with its training file, in one transaction. */
 export async function createRun(db: StudioDb, record: RunRecord, data: RunData): Promise<void> {
   const tx = db.transaction(['runs', 'data'], 'readwrite');
-  await commit(tx, (issue) => {
-    issue(tx.objectStore('runs').put(record));
-    issue(tx.objectStore('data').put(data, record.id));
-  }, (e) =>
-    storageFailure(e, 'the new run and its training file were not saved', null),
+  await commit(
+    tx,
+    (issue) => {
+      issue(tx.objectStore('runs').put(record));
+      issue(tx.objectStore('data').put(data, record.id));
+    },
+    (e) => storageFailure(e, 'the new run and its training file were not saved', null),
   );
 }
 

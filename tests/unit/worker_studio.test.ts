@@ -157,6 +157,12 @@ describe('Studio on stories260K', () => {
   it('trains: logs every step with memory, checkpoints every save_steps, finishes, and stores it all', async () => {
     const run = recorder();
     straightId = await studio.startTraining(RECIPE, TRAIN, run.onEvent);
+    // While it trains: no chat or swap, and downloads come from its stored checkpoint (none yet).
+    await expect(studio.chat([{ role: 'user', content: 'Hi' }], { adapter: false }, () => undefined)).rejects.toThrow(
+      'Chat is available while a run is paused and after it ends; pause the run first.',
+    );
+    await expect(studio.loadModel(MODEL, modelFiles)).rejects.toThrow('A run is training; pause or stop it first.');
+    await expect(studio.exportZip('adapter')).rejects.toThrow(`Run "${TRAIN.file}" has no checkpoint yet; the first is saved at step 2.`);
     expect((await run.end()).status).toBe('finished');
 
     const logs = run.events.filter((e) => e.type === 'log');
