@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { UserError, isUserError } from '../engine/errors.ts';
 import { initBackend, type BackendName } from '../engine/backend/index.ts';
 import { parseRecipe, parseRecipeJson, applyOverrides } from '../engine/recipe.ts';
-import { loadAdapter, loadModel, loadTokenizer, modelFiles, prepareRun, prepareSftData, savedDType, type LoadedModel } from '../engine/run.ts';
+import { loadAdapter, loadModel, loadTokenizer, modelFiles, prepareRun, prepareSftData, savedDType, sftOptions, type LoadedModel } from '../engine/run.ts';
 import { detectFormat, parseDatasetText } from '../engine/data/dataset.ts';
 import { datasetStats, tokenizeSft } from '../engine/data/sft.ts';
 import { sftEvalLoss } from '../engine/train/sft.ts';
@@ -181,19 +181,19 @@ async function evaluate(argv: string[]): Promise<void> {
 
 async function data(argv: string[]): Promise<void> {
   const args = parseArgs(argv, 'data');
-  checkFlags(args, 'data', ['model', 'method', 'max_length', 'dump', 'system_prompt', 'completion_only_loss', 'assistant_only_loss']);
+  checkFlags(args, 'data', ['model', 'method', 'max_length', 'dump', 'system_prompt', 'completion_only_loss', 'assistant_only_loss', 'use_chat_template']);
   methodFlag(args, 'data');
   const [path] = args.positionals;
   if (!path) throw new UserError('finetune data: give the dataset file, e.g. finetune data train.jsonl --model DIR.');
   const file = await textFile(path, 'dataset');
   const tokenizer = await loadTokenizer(folder(required(args, 'data', 'model'), 'model'));
-  const overrides = Object.fromEntries([...args.flags].filter(([k]) => ['max_length', 'system_prompt', 'completion_only_loss', 'assistant_only_loss'].includes(k)));
+  const overrides = Object.fromEntries([...args.flags].filter(([k]) => ['max_length', 'system_prompt', 'completion_only_loss', 'assistant_only_loss', 'use_chat_template'].includes(k)));
   const recipe = parseRecipe(applyOverrides({ model: '-', train_file: path }, overrides, 'command line'), 'data options');
 
   const parsed = parseDatasetText(file.text, path);
   const format = parsed.rows.length ? detectFormat(parsed.rows, path) : null;
   const sft = format
-    ? tokenizeSft(parsed.rows, format, tokenizer, { max_length: recipe.max_length, completion_only_loss: recipe.completion_only_loss, assistant_only_loss: recipe.assistant_only_loss, system_prompt: recipe.system_prompt }, path)
+    ? tokenizeSft(parsed.rows, format, tokenizer, sftOptions(recipe), path)
     : null;
   const errors = [...parsed.errors, ...(sft?.errors ?? [])].sort((a, b) => a.line - b.line);
   console.log(`${path}: ${format ?? 'no valid row'} format, ${parsed.rows.length + parsed.errors.length} rows`);

@@ -13,7 +13,7 @@ import { CausalLM, expectedWeights } from './model/llama.ts';
 import { LoraAdapter, parseAdapterConfig, resolveTargetModules } from './model/lora.ts';
 import { TextTokenizer } from './data/tokenizer.ts';
 import { detectFormat, parseDatasetText } from './data/dataset.ts';
-import { tokenizeSft, type SftData } from './data/sft.ts';
+import { tokenizeSft, type SftData, type SftOptions } from './data/sft.ts';
 import { Rng } from './rng.ts';
 import type { Recipe } from './recipe.ts';
 import { Trainer, type TrainerCallbacks } from './train/trainer.ts';
@@ -55,17 +55,23 @@ export async function loadAdapter(model: CausalLM, source: FileSource): Promise<
   return LoraAdapter.fromSafetensors(model.config, config, st);
 }
 
+/** The recipe's data settings, as the tokeniser takes them. */
+export function sftOptions(recipe: Recipe): SftOptions {
+  return {
+    max_length: recipe.max_length,
+    completion_only_loss: recipe.completion_only_loss,
+    assistant_only_loss: recipe.assistant_only_loss,
+    system_prompt: recipe.system_prompt,
+    use_chat_template: recipe.use_chat_template,
+  };
+}
+
 /** Reads, checks and tokenises a dataset file for SFT; any bad row stops here with its line. */
 export function prepareSftData(text: string, file: string, tokenizer: TextTokenizer, recipe: Recipe): SftData {
   const parsed = parseDatasetText(text, file);
   if (parsed.errors.length > 0) throw rowErrors(parsed.errors, file);
   const format = detectFormat(parsed.rows, file);
-  const data = tokenizeSft(parsed.rows, format, tokenizer, {
-    max_length: recipe.max_length,
-    completion_only_loss: recipe.completion_only_loss,
-    assistant_only_loss: recipe.assistant_only_loss,
-    system_prompt: recipe.system_prompt,
-  }, file);
+  const data = tokenizeSft(parsed.rows, format, tokenizer, sftOptions(recipe), file);
   if (data.errors.length > 0) throw rowErrors(data.errors, file);
   if (data.examples.length === 0) {
     throw new UserError(`${file}: no row has a token left to train on (${data.dropped.length} dropped${data.dropped[0] ? `, e.g. line ${data.dropped[0].line}: ${data.dropped[0].reason}` : ''}).`, { file });

@@ -13,7 +13,7 @@ import { fileSafe, saveBytes, unzipFolder, type PickedFile, readFolder } from '.
 import { SpeedMeter, estimateEta } from './lib/format.ts';
 import { chooseHubUrl, downloadModel, isCached, normalizeHubUrl, type DownloadProgress } from './model/hub.ts';
 import { CATALOG } from './model/catalog.ts';
-import { defaultForm, formToJson, formWithAdapterConfig, validateForm, type RawForm } from './recipe/form.ts';
+import { defaultForm, formWithAdapterConfig, validateForm, type RawForm } from './recipe/form.ts';
 import { addLog, emptySeries, seriesFromMetrics, type Series } from './train/series.ts';
 
 export type View = 'model' | 'data' | 'recipe' | 'train' | 'chat' | 'runs';
@@ -79,7 +79,7 @@ export class Studio {
   private abortDownload: AbortController | null = null;
 
   // ---- data ----
-  dataset = $state.raw<{ file: string; text: string; size: number } | null>(null);
+  dataset = $state.raw<{ file: string; data: Blob; size: number } | null>(null);
   report = $state.raw<DataReport | null>(null);
   dataBusy = $state(false);
   dataError = $state<string | null>(null);
@@ -191,7 +191,7 @@ export class Studio {
       writeSetting(STORAGE.lastModel, repo);
       this.download = null;
       await this.loadFiles(repo, files);
-      await this.refreshCached();
+      await Promise.all([this.refreshCached(), this.refreshRuns()]);
       return true;
     } catch (e) {
       this.modelError = errorText(e);
@@ -245,8 +245,9 @@ export class Studio {
       return;
     }
     try {
-      // One read of the whole file, off the main thread's critical path (File.text() is async).
-      await this.setDataset(file.name, await file.text());
+      // The File goes to the Worker as a handle (structured clone shares a Blob's bytes), so the
+      // page never holds the text and the Worker reads it once.
+      await this.setDataset(file.name, file);
     } catch (e) {
       this.dataError = errorText(e);
     }
@@ -257,14 +258,14 @@ export class Studio {
     try {
       const res = await fetch(`${import.meta.env.BASE_URL}samples/${file}`);
       if (!res.ok) throw new Error(`the sample ${file} could not be fetched (${res.status})`);
-      await this.setDataset(file, await res.text());
+      await this.setDataset(file, await res.blob());
     } catch (e) {
       this.dataError = errorText(e);
     }
   }
 
-  async setDataset(file: string, text: string): Promise<void> {
-    this.dataset = { file, text, size: new Blob([text]).size };
+  async setDataset(file: string, data: Blob): Promise<void> {
+    this.dataset = { file, data, size: data.size };
     this.report = null;
     await this.inspect();
   }
@@ -277,11 +278,11 @@ export class Studio {
   async inspect(): Promise<void> {
     if (!this.api || !this.dataset || !this.model) return;
     const seq = ++this.inspectSeq;
-    const { file, text } = this.dataset;
+    const { file, data } = this.dataset;
     this.dataBusy = true;
     this.dataError = null;
     try {
-      const report = await this.api.inspectData(file, text, this.recipeForWorker());
+      const report = await this.api.inspectData(file, data, this.recipeForWorker());
       if (seq === this.inspectSeq) this.report = report;
     } catch (e) {
       if (seq === this.inspectSeq) {
@@ -367,22 +368,21 @@ export class Studio {
     this.resetRun();
     this.status = 'starting';
     this.pushLog('info', `Resuming ${run.name} from step ${run.checkpoint_step}…`);
-    try {
-      if (this.model?.name !== run.model) {
-        if (!(await isCached(run.model, this.hubUrl))) {
-          throw new Error(`load the model ${run.model} first (Model view), then resume`);
-        }
-        this.pushLog('info', `Loading ${run.model} from the browser cache…`);
-        if (!(await this.loadFromHub(run.model))) throw new Error(this.modelError ?? `${run.model} could not be loaded`);
-      }
-      await this.restoreCurves(run);
-      // The Worker keeps each run's recipe and training file; only the model must be loaded again.
-      await this.launch(run.recipe as Recipe, { file: String(run.recipe.train_file), text: '' }, run.id);
-    } catch (e) {
+    const giveUp = (message: string) => {
       this.status = 'idle';
-      const { message } = describeError(e);
-      this.trainError = message.replace(/^Something went wrong: /, 'To resume, ');
+      this.trainError = message;
+    };
+    // The Worker keeps each run's recipe and training file; only the model must be loaded again,
+    // which a model from the Hub is, from Cache Storage.
+    if (this.model?.name !== run.model) {
+      if (!(await isCached(run.model, this.hubUrl))) {
+        return giveUp(`To resume ${run.name}, load ${run.model} first (Model), then press Resume again.`);
+      }
+      this.pushLog('info', `Loading ${run.model} from the browser cache…`);
+      if (!(await this.loadFromHub(run.model))) return giveUp(this.modelError ?? `${run.model} could not be loaded from the browser cache.`);
     }
+    await this.restoreCurves(run);
+    await this.launch(run.recipe as Recipe, { file: String(run.recipe.train_file), data: '' }, run.id);
   }
 
   /** The curves up to the checkpoint a run resumes from, read from its stored metrics. */
@@ -398,24 +398,30 @@ export class Studio {
     }
   }
 
-  private async launch(recipe: Recipe, data: { file: string; text: string }, resumeRunId: string | undefined): Promise<void> {
+  private async launch(recipe: Recipe, data: { file: string; data: Blob | string }, resumeRunId: string | undefined): Promise<void> {
     if (!resumeRunId) this.resetRun();
     this.status = 'starting';
     this.view = 'train';
     this.dismissedResume = true;
     this.runId = resumeRunId ?? null;
+    // The Worker frees a dropped-in adapter when a run starts (a run may have continued from it).
+    this.hasAdapter = false;
+    this.adapterLabel = null;
+    this.continueFromAdapter = false;
+    this.chat = { base: [], adapter: [] };
     this.pushLog('info', resumeRunId ? 'Resuming from the last checkpoint…' : `Starting ${recipe.peft.type.toUpperCase()} ${recipe.method.toUpperCase()} on ${data.file}…`);
     void this.persistStorage();
     const onEvent = proxy((e: RunEvent) => this.onRunEvent(e));
     try {
-      const id = await this.api!.startTraining(JSON.parse(JSON.stringify(recipe)), { file: data.file, text: data.text }, onEvent, resumeRunId);
+      const id = await this.api!.startTraining(JSON.parse(JSON.stringify(recipe)), { file: data.file, data: data.data }, onEvent, resumeRunId);
       this.runId = id;
       if (this.status === 'starting') this.status = 'running';
     } catch (e) {
       const shown = describeError(e);
       this.trainError = shown.message;
       this.pushLog('error', shown.message);
-      if (this.status === 'starting' || this.status === 'running') this.status = 'failed';
+      // A run that never started leaves nothing to show as failed.
+      if (this.status === 'starting') this.status = 'idle';
     }
     await this.refreshRuns();
   }
@@ -456,8 +462,8 @@ export class Studio {
         this.status = e.status;
         // Time spent paused is not training time; the ETA restarts its clock.
         if (e.status === 'running') this.pace = null;
-        if (e.status !== 'running') this.hasAdapter = true;
-        if (e.status === 'finished' || e.status === 'stopped') this.adapterLabel = null;
+        // A failed run's tensors are gone (they may hold NaNs); the others stay for chat and downloads.
+        this.hasAdapter = e.status === 'paused' || e.status === 'stopped' || e.status === 'finished';
         this.pushLog(e.status === 'failed' ? 'error' : 'info', e.message ?? `Run ${e.status}${e.step !== undefined ? ` at step ${e.step}` : ''}.`);
         if (e.status !== 'running') void this.refreshRuns();
         break;
@@ -591,11 +597,6 @@ export class Studio {
     } catch (e) {
       return errorText(e);
     }
-  }
-
-  /** The recipe form as the Worker would get it, even when invalid (for export of a draft). */
-  draftJson(): Record<string, unknown> {
-    return formToJson(this.form, this.pageValues);
   }
 }
 

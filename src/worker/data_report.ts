@@ -9,6 +9,7 @@ import { datasetStats, IGNORE_INDEX, tokenizeSft, type SftData, type SftExample 
 import type { TextTokenizer } from '../engine/data/tokenizer.ts';
 import type { Recipe } from '../engine/recipe.ts';
 import type { DataReport } from './protocol.ts';
+import { sftOptions } from '../engine/run.ts';
 
 /** Characters parsed at a time; most datasets fit in one slice, which keeps warnings exact. */
 const SLICE = 32 * 2 ** 20;
@@ -57,12 +58,7 @@ export function dataReport(file: string, text: string, tokenizer: TextTokenizer,
 
   const data: SftData = { format, examples: [], dropped: [], truncated: 0, errors: [], warnings: [] };
   const preview: DataReport['preview'] = [];
-  const options = {
-    max_length: recipe.max_length,
-    completion_only_loss: recipe.completion_only_loss,
-    assistant_only_loss: recipe.assistant_only_loss,
-    system_prompt: recipe.system_prompt,
-  };
+  const options = sftOptions(recipe);
   for (const slice of rowSlices(text, file)) {
     numRows += slice.rows.length + slice.errors.length;
     errors.push(...slice.errors);

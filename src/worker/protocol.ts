@@ -102,7 +102,8 @@ export interface StudioApi {
   init(preferred?: 'auto' | 'webgpu' | 'wasm' | 'cpu'): Promise<BackendInfo>;
   /** A model folder's files (dropped, picked, or downloaded by the page). */
   loadModel(name: string, files: FolderBytes): Promise<ModelSummary>;
-  inspectData(file: string, text: string, recipe: RecipeInput): Promise<DataReport>;
+  /** `data` is the dropped File itself where possible: a Blob crosses to the Worker without copying its bytes. */
+  inspectData(file: string, data: Blob | string, recipe: RecipeInput): Promise<DataReport>;
   estimateMemory(recipe: RecipeInput): Promise<MemoryEstimate>;
   /**
    * Starts a run and resolves with its id once the recipe, model and data have been checked and
@@ -113,7 +114,7 @@ export interface StudioApi {
    * same model must be loaded. recipe.init_adapter (any name) continues training the adapter
    * dropped in with loadAdapter.
    */
-  startTraining(recipe: RecipeInput, trainFile: { file: string; text: string }, onEvent: (e: RunEvent) => void, resumeRunId?: string): Promise<string>;
+  startTraining(recipe: RecipeInput, trainFile: { file: string; data: Blob | string }, onEvent: (e: RunEvent) => void, resumeRunId?: string): Promise<string>;
   /** Stops after the current step with a checkpoint there (status 'paused'); resolves once it is stored. */
   pause(): Promise<void>;
   /** Continues the paused run from its checkpoint, events going to its original `onEvent`. */

@@ -53,6 +53,7 @@ export class Studio implements StudioApi {
   private dbOpen: Promise<store.StudioDb> | null = null;
   private model: BaseModel | null = null;
   private session: TrainingSession | null = null;
+  private readonly texts = new WeakMap<Blob, string>();
   private dropped: { files: FolderBytes; adapter: LoraAdapter } | null = null;
   /** The last paused run and where its events go, for resume(). */
   private paused: { id: string; emit: (e: RunEvent) => void } | null = null;
@@ -115,9 +116,24 @@ export class Studio implements StudioApi {
     });
   }
 
-  async inspectData(file: string, text: string, recipe: RecipeInput): Promise<DataReport> {
+  async inspectData(file: string, data: Blob | string, recipe: RecipeInput): Promise<DataReport> {
     const model = this.requireModel();
-    return dataReport(file, text, model.tokenizer, parseRecipe({ ...recipe, model: model.name, train_file: file }, 'recipe'));
+    const parsed = parseRecipe({ ...recipe, model: model.name, train_file: file }, 'recipe');
+    return dataReport(file, await this.textOf(data), model.tokenizer, parsed);
+  }
+
+  /**
+   * A dataset's text, read once per File: the data view re-inspects it whenever a setting that
+   * changes tokenisation does, and training starts from the same File.
+   */
+  private async textOf(data: Blob | string): Promise<string> {
+    if (typeof data === 'string') return data;
+    let text = this.texts.get(data);
+    if (text === undefined) {
+      text = await data.text();
+      this.texts.set(data, text);
+    }
+    return text;
   }
 
   async estimateMemory(recipe: RecipeInput): Promise<MemoryEstimate> {
@@ -131,7 +147,7 @@ export class Studio implements StudioApi {
     });
   }
 
-  async startTraining(recipe: RecipeInput, trainFile: { file: string; text: string }, onEvent: (e: RunEvent) => void, resumeRunId?: string): Promise<string> {
+  async startTraining(recipe: RecipeInput, trainFile: { file: string; data: Blob | string }, onEvent: (e: RunEvent) => void, resumeRunId?: string): Promise<string> {
     const emit = detached(onEvent);
     return this.exclusive('preparing a run', async () => {
       if (resumeRunId !== undefined) return this.begin(await this.resumePoint(resumeRunId), emit);
@@ -143,7 +159,7 @@ export class Studio implements StudioApi {
       if (parsed.resume_from_checkpoint !== undefined) {
         throw new UserError('recipe: resume_from_checkpoint is a path, which the browser cannot open; resume a run from the runs list instead.', { field: 'resume_from_checkpoint' });
       }
-      return this.begin({ recipe: parsed, train: trainFile, existing: null, resumeFrom: null }, emit);
+      return this.begin({ recipe: parsed, train: { file: trainFile.file, text: await this.textOf(trainFile.data) }, existing: null, resumeFrom: null }, emit);
     });
   }
 
@@ -234,8 +250,10 @@ export class Studio implements StudioApi {
       await this.ready();
       const { loaded, adapter } = opts.adapter ? await this.trainedModel() : { loaded: await this.baseModel(), adapter: null };
       const { tokenizer } = loaded;
-      const templated = tokenizer.hasChatTemplate;
-      const prompt = templated ? tokenizer.applyChatTemplate(messages, { add_generation_prompt: true }) : messages.map((m) => m.content).join('\n');
+      // Talk to the adapter the way it was trained: a run with use_chat_template off saw plain text.
+      const trainedPlain = opts.adapter && this.session?.prepared.recipe.use_chat_template === false;
+      const templated = tokenizer.hasChatTemplate && !trainedPlain;
+      const prompt = templated ? tokenizer.applyChatTemplate(messages, { add_generation_prompt: true }) : messages.map((m) => m.content).join('\n') + (trainedPlain ? '\n' : '');
       // A chat template writes its own special tokens (BOS included), as transformers assumes.
       const ids = tokenizer.encode(prompt, { add_special_tokens: !templated });
       const gc = (loaded.folder.generationConfig ?? {}) as Record<string, unknown>;

@@ -117,6 +117,16 @@ test.describe('studio', () => {
     await expect(page.getByTestId('train-log')).toContainText('Checkpoint saved at step');
     lap(`training, at step ${await page.getByTestId('train-step').innerText()}`);
 
+    // Pause stores a checkpoint where it stops; resume continues from it.
+    await page.getByTestId('train-pause').click();
+    await expect(page.getByTestId('train-status')).toHaveText('paused');
+    const pausedAt = Number(await page.getByTestId('train-step').innerText());
+    await expect(page.getByTestId('train-log')).toContainText(`Checkpoint saved at step ${pausedAt}.`);
+    await page.getByTestId('train-resume').click();
+    await expect(page.getByTestId('train-status')).toHaveText('running');
+    await expect.poll(async () => Number(await page.getByTestId('train-step').innerText())).toBeGreaterThan(pausedAt);
+    lap(`paused at step ${pausedAt} and resumed`);
+
     // The Hub goes away and the page reloads mid-run: the model comes from Cache Storage and the run resumes.
     await hub.close();
     hub = null;

@@ -236,3 +236,17 @@ describe('datasetStats', () => {
     expect(stats.histogram.bin_edges).toHaveLength(stats.histogram.counts.length + 1);
   });
 });
+
+describe('use_chat_template false', () => {
+  it('turns conversations into plain text and conversational prompt/completion into plain prompt/completion', () => {
+    const messages = [{ role: 'user', content: 'Hi there' }, { role: 'assistant', content: 'Hello!' }];
+    const plain = sft([{ messages }], { use_chat_template: false });
+    const asText = sft([{ text: 'Hi there\nHello!' }]);
+    expect(plain.examples.map((e) => e.input_ids)).toEqual(asText.examples.map((e) => e.input_ids));
+    expect(plain.warnings).toEqual([]);
+
+    const pc = sft([{ prompt: [{ role: 'user', content: 'Name a colour.' }], completion: [{ role: 'assistant', content: 'Blue.' }] }], { use_chat_template: false });
+    const asPlain = sft([{ prompt: 'Name a colour.\n', completion: 'Blue.' }]);
+    expect(pc.examples).toEqual(asPlain.examples);
+  });
+});

@@ -63,6 +63,7 @@ describe('parseRecipe defaults', () => {
       completion_only_loss: true,
       assistant_only_loss: true,
       system_prompt: null,
+      use_chat_template: true,
       eval_steps: null,
       save_steps: 500,
       save_total_limit: null,
@@ -239,7 +240,7 @@ describe('RECIPE_FIELDS', () => {
     expect(paths).toContain('learning_rate');
     expect(paths).toContain('peft.r');
     expect(paths).not.toContain('peft');
-    expect(paths.length).toBe(40);
+    expect(paths.length).toBe(41);
     for (const [path, f] of Object.entries(RECIPE_FIELDS)) {
       expect(f.doc.length, path).toBeGreaterThan(10);
       expect(f.trl.length, path).toBeGreaterThan(0);

@@ -2,6 +2,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { STORIES_260K as STORIES } from '../e2e/fixtures.ts';
 import { startHubServer, type HubServer } from '../e2e/hub_server.ts';
 import {
   DEFAULT_HUB_URL,
@@ -17,8 +18,6 @@ import {
   type DownloadProgress,
 } from '../../src/ui/model/hub.ts';
 
-const STORIES = '/work/shared/models/stories260K';
-const STORIES_DIR = new URL('../../../shared/models/stories260K/', import.meta.url);
 
 /** Cache Storage as the browser has it, in memory: enough of the API for the downloader. */
 class MemoryCacheStorage {
@@ -113,7 +112,7 @@ describe('downloadModel against a server in the Hub layout', () => {
     const progress: DownloadProgress[] = [];
     const files = await downloadModel({ repo: 'karpathy/stories260K', hubUrl: hub.url, cacheStorage: storage(cache), onProgress: (p) => progress.push(p) });
     expect(Object.keys(files).sort()).toEqual(['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
-    expect(Buffer.from(files['model.safetensors']).equals(readFileSync(new URL('model.safetensors', STORIES_DIR)))).toBe(true);
+    expect(Buffer.from(files['model.safetensors']).equals(readFileSync(join(STORIES, 'model.safetensors')))).toBe(true);
     const last = progress.at(-1)!;
     expect(last.loaded).toBe(last.total);
     expect(last.fromCache).toBe(false);

@@ -19,7 +19,7 @@ if (!hasWebGPU) console.warn("the Studio on WebGPU (skipped: Dawn found no adapt
 const MODEL = 'tiny-llama';
 const TRAIN = {
   file: 'stories.jsonl',
-  text: ['Tom had a red ball.', 'Lily saw a big dog.', 'A cat found a box.', 'Ben went to the beach.'].map((text) => JSON.stringify({ text })).join('\n'),
+  data: ['Tom had a red ball.', 'Lily saw a big dog.', 'A cat found a box.', 'Ben went to the beach.'].map((text) => JSON.stringify({ text })).join('\n'),
 };
 const RECIPE: RecipeInput = {
   model: MODEL,

@@ -25,7 +25,7 @@ const STORY_ROWS = [
   'One day, a little cat found a box. She jumped in and played all day.',
   'Ben and Sue went to the beach. They made a big sand castle.',
 ];
-const TRAIN = { file: 'stories.jsonl', text: STORY_ROWS.map((text) => JSON.stringify({ text })).join('\n') + '\n' };
+const TRAIN = { file: 'stories.jsonl', data: STORY_ROWS.map((text) => JSON.stringify({ text })).join('\n') + '\n' };
 
 // Shuffling and dropout make an exact resume depend on the restored data order and RNG.
 const RECIPE: RecipeInput = {
@@ -94,7 +94,7 @@ describe('Studio on stories260K', () => {
   });
 
   it('reports a malformed line with its number and still reports the valid rows', async () => {
-    const lines = TRAIN.text.trim().split('\n');
+    const lines = TRAIN.data.trim().split('\n');
     lines.splice(2, 0, '{"text": "The sun was hot."');
     const report = await studio.inspectData('bad.jsonl', lines.join('\n') + '\n', RECIPE);
     expect(report.errors).toHaveLength(1);
@@ -254,7 +254,7 @@ describe('Studio on stories260K', () => {
     await reloaded.loadModel(MODEL, modelFiles);
     expect((await reloaded.listRuns()).find((r) => r.id === id)).toMatchObject({ status: 'stopped', checkpoint_step: 1 });
     const second = recorder();
-    expect(await reloaded.startTraining({ model: 'ignored', train_file: 'ignored.jsonl' }, { file: 'ignored.jsonl', text: '' }, second.onEvent, id)).toBe(id);
+    expect(await reloaded.startTraining({ model: 'ignored', train_file: 'ignored.jsonl' }, { file: 'ignored.jsonl', data: '' }, second.onEvent, id)).toBe(id);
     expect((await second.end()).status).toBe('finished');
     expect(second.events.filter((e) => e.type === 'log').map((e) => e.step)).toEqual([2, 3, 4]);
     expect(unzipped(await reloaded.exportZip('adapter'))['adapter_model.safetensors']).toEqual(straightAdapter);

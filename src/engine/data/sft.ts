@@ -21,6 +21,8 @@ export interface SftOptions {
   assistant_only_loss: boolean;
   /** Prepended as a system message to conversations that do not start with one. */
   system_prompt?: string | null;
+  /** false: conversations become plain text (contents joined by newlines) instead of going through the chat template. */
+  use_chat_template?: boolean;
 }
 
 export interface SftExample {
@@ -65,7 +67,8 @@ export function tokenizeSft(
 
   const boundaryMismatch: number[] = [];
   const noAssistantSpans: number[] = [];
-  for (const row of converted.rows) {
+  for (const chatRow of converted.rows) {
+    const row = opts.use_chat_template === false ? withoutChatTemplate(chatRow) : chatRow;
     let sequence: Sequence;
     try {
       sequence = tokenizeRow(row, tokenizer, opts);
@@ -117,6 +120,14 @@ export function tokenizeSft(
   return data;
 }
 
+/** A conversation as plain text: the contents joined by newlines, prompt and completion kept apart. */
+function withoutChatTemplate(row: SftRow): SftRow {
+  const join = (messages: ChatMessage[]) => messages.map((m) => m.content).join('\n');
+  if (row.kind === 'messages') return { kind: 'text', line: row.line, text: join(row.messages) };
+  if (row.kind === 'chat_prompt_completion') return { kind: 'prompt_completion', line: row.line, prompt: join(row.prompt) + '\n', completion: join(row.completion) };
+  return row;
+}
+
 interface Sequence {
   input_ids: number[];
   labels: number[];
@@ -146,8 +157,11 @@ function tokenizeRow(row: SftRow, tokenizer: TextTokenizer, opts: SftOptions): S
       const promptIds = tokenizer.encode(tokenizer.applyChatTemplate(row.prompt, { add_generation_prompt: true }), {
         add_special_tokens: false,
       });
-      const assistant = opts.assistant_only_loss ? assistantMask(tokenizer, messages, text, ids) : null;
-      return maskCompletion(ids, promptIds, assistant, opts);
+      // The completion mask already keeps the assistant's reply; assistant spans only matter
+      // when the prompt's turns are trained too.
+      const wantSpans = opts.assistant_only_loss && !opts.completion_only_loss;
+      const assistant = wantSpans ? assistantMask(tokenizer, messages, text, ids) : null;
+      return { ...maskCompletion(ids, promptIds, assistant, opts), assistantSpansFailed: wantSpans && assistant === null };
     }
     case 'messages': {
       const text = tokenizer.applyChatTemplate(row.messages);
@@ -175,7 +189,7 @@ function maskCompletion(
     input_ids: ids,
     labels,
     promptMismatch: !startsWith(ids, promptIds),
-    assistantSpansFailed: opts.assistant_only_loss && assistant === null,
+    assistantSpansFailed: false,
   };
 }
 

@@ -37,7 +37,7 @@ const GROUPS: FieldGroup[] = [
   {
     id: 'data',
     title: 'Data',
-    fields: ['max_length', 'system_prompt', 'completion_only_loss', 'assistant_only_loss', 'shuffle', 'eval_split', 'eval_steps', 'per_device_eval_batch_size'],
+    fields: ['max_length', 'use_chat_template', 'system_prompt', 'completion_only_loss', 'assistant_only_loss', 'shuffle', 'eval_split', 'eval_steps', 'per_device_eval_batch_size'],
   },
   { id: 'optimizer', title: 'Optimizer', fields: ['optim', 'weight_decay', 'adam_beta1', 'adam_beta2', 'adam_epsilon', 'max_grad_norm', 'seed'] },
   { id: 'saving', title: 'Logging and checkpoints', fields: ['logging_steps', 'save_steps', 'save_total_limit'] },
