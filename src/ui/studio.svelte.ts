@@ -3,7 +3,6 @@
  * `StudioApi` contract; everything heavy (tokenising, training, generating) happens there.
  */
 import type { Remote } from 'comlink';
-import { unzipSync } from 'fflate';
 import type { BackendInfo } from '../engine/backend/index.ts';
 import { parseRecipe, type Recipe } from '../engine/recipe.ts';
 import type { DataReport, FolderBytes, MemoryEstimate, ModelSummary, RunEvent, RunRecord, RunStatus, StudioApi } from '../worker/protocol.ts';
@@ -388,9 +387,7 @@ export class Studio {
   /** The curves up to the checkpoint a run resumes from, read from its stored metrics. */
   private async restoreCurves(run: RunRecord): Promise<void> {
     try {
-      const zip = unzipSync(await this.api!.exportZip('recipe', run.id));
-      const metrics = zip['metrics.jsonl'];
-      if (metrics) this.series = seriesFromMetrics(new TextDecoder().decode(metrics), run.checkpoint_step ?? 0);
+      this.series = seriesFromMetrics(await this.api!.runMetrics(run.id), run.checkpoint_step ?? 0);
       this.step = run.checkpoint_step ?? 0;
       this.totalSteps = run.total_steps;
     } catch {

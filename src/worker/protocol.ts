@@ -130,6 +130,8 @@ export interface StudioApi {
   /** Uses a PEFT adapter folder (a previous download) for chat or to continue training. */
   loadAdapter(files: FolderBytes): Promise<void>;
   listRuns(): Promise<RunRecord[]>;
+  /** A stored run's logged metrics (metrics.jsonl's lines), oldest first. */
+  runMetrics(id: string): Promise<LogEntry[]>;
   deleteRun(id: string): Promise<void>;
   /**
    * Zip files, at the zip's root: the PEFT adapter, the merged model folder, or recipe.json +

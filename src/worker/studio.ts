@@ -18,6 +18,7 @@ import { dataReport } from './data_report.ts';
 import { activeDevice, lostSoon } from './device_guard.ts';
 import { countParameters, estimateMemory } from './estimate.ts';
 import type { DataReport, FolderBytes, MemoryEstimate, ModelSummary, RunEvent, RunRecord, StudioApi } from './protocol.ts';
+import type { LogEntry } from '../engine/train/trainer.ts';
 import { TrainingSession } from './session.ts';
 import * as store from './store.ts';
 
@@ -301,6 +302,10 @@ export class Studio implements StudioApi {
     const live = this.session?.status === 'running' ? this.session.record.id : null;
     // A run left 'running' by a closed or crashed tab is not running: it can be resumed from its checkpoint.
     return (await store.listRuns(await this.db())).map((r) => (r.status === 'running' && r.id !== live ? { ...r, status: 'stopped' } : r));
+  }
+
+  async runMetrics(id: string): Promise<LogEntry[]> {
+    return store.getMetrics(await this.db(), id);
   }
 
   async deleteRun(id: string): Promise<void> {

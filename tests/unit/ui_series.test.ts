@@ -47,13 +47,13 @@ describe('training series', () => {
 describe('seriesFromMetrics', () => {
   it('rebuilds the curves of a stored run up to its checkpoint', async () => {
     const { seriesFromMetrics } = await import('../../src/ui/train/series.ts');
-    const jsonl = [
+    const logged = [
       { step: 1, epoch: 0.1, loss: 2 },
       { step: 2, epoch: 0.2, loss: 1.5 },
       { step: 2, epoch: 0.2, eval_loss: 1.7 },
       { step: 3, epoch: 0.3, loss: 1.2 },
-    ].map((e) => JSON.stringify(e)).join('\n') + '\n';
-    const s = seriesFromMetrics(jsonl, 2);
+    ];
+    const s = seriesFromMetrics(logged, 2);
     expect(s.step).toEqual([1, 2]);
     expect(s.values.loss).toEqual([2, 1.5]);
     expect(s.values.eval_loss).toEqual([null, 1.7]);

@@ -204,6 +204,7 @@ describe('Studio on stories260K', () => {
     expect(JSON.parse(new TextDecoder().decode(recipe['recipe.json']))).toMatchObject({ model: MODEL, train_file: TRAIN.file, max_steps: 4, learning_rate: 1e-2 });
     const metrics = new TextDecoder().decode(recipe['metrics.jsonl']).trim().split('\n').map((l) => JSON.parse(l));
     expect(metrics.map((m) => m.step)).toEqual([1, 2, 3, 4]);
+    expect(await studio.runMetrics(straightId)).toEqual(metrics);
   });
 
   it('chats with the base model greedily, streaming the growing reply', async () => {

@@ -53,13 +53,9 @@ export function hasPoints(s: Series, m: Metric): boolean {
   return s.values[m].some((v) => v !== null);
 }
 
-/** The curves of a stored run from its metrics.jsonl, up to and including step `upTo` (where a resumed run picks up). */
-export function seriesFromMetrics(jsonl: string, upTo: number): Series {
+/** The curves of a stored run from its logged metrics, up to and including step `upTo` (where a resumed run picks up). */
+export function seriesFromMetrics(entries: LogEntry[], upTo: number): Series {
   let s = emptySeries();
-  for (const line of jsonl.split('\n')) {
-    if (line.trim() === '') continue;
-    const entry = JSON.parse(line) as LogEntry;
-    if (entry.step <= upTo) s = addLog(s, entry);
-  }
+  for (const entry of entries) if (entry.step <= upTo) s = addLog(s, entry);
   return s;
 }
