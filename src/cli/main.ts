@@ -2,6 +2,7 @@
  * `finetune`: the engine from a terminal. Every command checks all of its input before it
  * writes anything; a mistake prints one sentence and exits with status 2.
  */
+import './quiet_tfjs.ts';
 import { existsSync, statSync } from 'node:fs';
 import { appendFile, mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';

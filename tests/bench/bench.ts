@@ -4,6 +4,7 @@
  * found — SwiftShader here, a real GPU on a GPU machine). Prints one table; nothing is asserted.
  * Usage: npm run bench [-- --backends cpu,wasm,webgpu --steps 5 --batch 4 --seq 64]
  */
+import '../../src/cli/quiet_tfjs.ts';
 import * as tf from '@tensorflow/tfjs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';

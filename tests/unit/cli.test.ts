@@ -13,9 +13,7 @@ const BIN = join(ROOT, 'bin/finetune.js');
 
 function finetune(args: string[], cwd: string) {
   const r = spawnSync(process.execPath, [BIN, ...args], { cwd, encoding: 'utf8', env: { ...process.env, FORCE_COLOR: '0' } });
-  // tfjs-backend-cpu greets Node users on stderr; that banner is not ours.
-  const stderr = r.stderr.replace(/\n?=+\nHi, looks like you are running TensorFlow\.js in Node\.js[^\n]*\n=+\n?/g, '').trim();
-  return { code: r.status, stdout: r.stdout.trim(), stderr };
+  return { code: r.status, stdout: r.stdout.trim(), stderr: r.stderr.trim() };
 }
 
 const STORY_ROWS = [
