@@ -8,7 +8,7 @@ import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../errors.ts';
 import { LINEAR_MODULES, linearPath, linearShape, parseModelConfig, type LinearModule, type ModelConfig } from './config.ts';
 import type { LoraAdapter } from './lora.ts';
-import { gatherRows } from './ops.ts';
+import { frozenLinear, gatherRows } from './ops.ts';
 import type { ModelFolder, WeightTensor } from '../io/model_folder.ts';
 
 /** Keys and values of past positions, one entry per layer, each [batch, kv_heads, past, head_dim]. */
@@ -173,7 +173,7 @@ export class CausalLM {
     const [B, T, inp] = x.shape;
     const x2 = tf.reshape(x, [B * T, inp]) as tf.Tensor2D;
     const W = this.weight(`${path}.weight`) as tf.Tensor2D;
-    let y: tf.Tensor2D = tf.matMul(x2, W, false, true);
+    let y: tf.Tensor2D = W instanceof tf.Variable ? tf.matMul(x2, W, false, true) : frozenLinear(x2, W);
     const b = this.params.get(`${path}.bias`);
     if (b) y = tf.add(y, b);
     const lora = opts.adapter?.modules.get(path);

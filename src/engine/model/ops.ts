@@ -18,3 +18,17 @@ export function gatherRows(x: tf.Tensor2D, indices: tf.Tensor1D): tf.Tensor2D {
   });
   return f(x, indices) as tf.Tensor2D;
 }
+
+/**
+ * x Wᵀ for a frozen W, whose gradient needs nothing from the forward pass: dx = dy W. tfjs's own
+ * matMul saves both inputs for its backward pass by cloning them, and on the WASM backend a clone
+ * is a copy, so every step would duplicate every weight matrix of the model. W is closed over
+ * rather than passed in, so the tape neither keeps it nor asks for its gradient.
+ */
+export function frozenLinear(x: tf.Tensor2D, W: tf.Tensor2D): tf.Tensor2D {
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const x = args[0] as tf.Tensor2D;
+    return { value: tf.matMul(x, W, false, true), gradFunc: (dy: tf.Tensor) => tf.matMul(dy as tf.Tensor2D, W) };
+  });
+  return f(x) as tf.Tensor2D;
+}
