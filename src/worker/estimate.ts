@@ -16,10 +16,13 @@ const F32 = 4;
 /** selectedLogProbs' chunk: the LM head runs on at most this many logits at once. */
 const LOGIT_CHUNK_ELEMENTS = 1 << 22;
 /**
- * Activations the tape keeps per token, layer and hidden unit: norms, q/k/v/o, RoPE, the MLP's
- * gate/up/product, residuals and LoRA's low-rank products, each unfused in tfjs.
+ * Activation floats per token, layer and hidden unit, from tf.profile's peak of one LoRA step
+ * (r 16 on every linear layer, dropout 0.05): 257–262 on a SmolLM2-135M-shaped layer, about 310
+ * on stories260K (hidden 64, where r and the attention heads weigh more). It counts what tfjs
+ * keeps unfused for the backward pass, including the clones the tape saves (shared on CPU and
+ * WebGPU, real copies on WASM), so it is an upper bound there.
  */
-const ACTIVATION_FLOATS = 34;
+const ACTIVATION_FLOATS = 320;
 
 export function countParameters(model: CausalLM): number {
   return expectedWeights(model.config).reduce((n, [, shape]) => n + shape.reduce((a, b) => a * b, 1), 0);
@@ -53,10 +56,11 @@ export function estimateMemory(model: CausalLM, recipe: Recipe, limits: DeviceLi
   const trainable = trainableParameters(model, recipe) * copies * F32;
   // Attention scores and their softmax ([B, heads, T, T] each) are kept for the backward pass too.
   const activations = tokens * c.num_hidden_layers * (ACTIVATION_FLOATS * c.hidden_size + 2 * c.num_attention_heads * T) * F32;
-  // Chunking bounds each logits buffer, but the tape keeps every chunk's logits and one-hot targets.
-  const logits = tokens * c.vocab_size * 2 * F32;
-
+  // The LM head runs a chunk of rows at a time, forward and backward (it recomputes rather than
+  // keeps its logits): one chunk's logits, softmax and one-hot targets exist at once.
   const chunkRows = Math.max(1, Math.floor(LOGIT_CHUNK_ELEMENTS / c.vocab_size));
+  const logits = Math.min(tokens, chunkRows) * c.vocab_size * 3 * F32;
+
   const buffers = {
     embedding: c.vocab_size * c.hidden_size * F32,
     attention: B * c.num_attention_heads * T * T * F32,

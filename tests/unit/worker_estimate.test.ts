@@ -10,6 +10,10 @@ import { loadModel } from '../../src/engine/run.ts';
 import { estimateMemory, shrinkAdvice } from '../../src/worker/estimate.ts';
 import { isAllocationError } from '../../src/worker/session.ts';
 import { STORIES_DIR } from './helpers/tiny_model.ts';
+import { LoraAdapter, resolveTargetModules } from '../../src/engine/model/lora.ts';
+import { collate } from '../../src/engine/train/batch.ts';
+import { sftLossSum } from '../../src/engine/train/sft.ts';
+import { Rng } from '../../src/engine/rng.ts';
 
 let model: CausalLM;
 beforeAll(async () => {
@@ -44,8 +48,30 @@ describe('estimateMemory', () => {
     expect(embedding.suggestion).toBe('The embedding matrix alone needs 1 MiB in one buffer and this GPU allows 1 MiB; choose a smaller model.');
   });
 
+  it('bounds the measured peak of a real LoRA step from above, within a factor of three', async () => {
+    const r = recipe({ per_device_train_batch_size: 2, max_length: 64, peft: { r: 16, lora_dropout: 0.05 } });
+    const estimate = estimateMemory(model, r, undefined);
+    const rng = new Rng(0);
+    const adapter = LoraAdapter.init(model.config, { r: 16, lora_alpha: 32, lora_dropout: 0.05, target_modules: resolveTargetModules('all-linear'), use_rslora: false, layers_to_transform: null }, rng);
+    const rows = [0, 1].map(() => {
+      const ids = Array.from({ length: 64 }, () => 3 + rng.int(500));
+      return { input_ids: ids, labels: ids };
+    });
+    const batch = collate(rows, 0);
+    const resident = tf.memory().numBytes;
+    const profile = await tf.profile(() => {
+      const { value, grads } = tf.variableGrads(() => sftLossSum(model, batch, { adapter, dropoutSeed: () => rng.nextU32() }), [...adapter.variables().values()]);
+      tf.dispose([value, ...Object.values(grads)]);
+    });
+    adapter.dispose();
+    const measured = profile.peakBytes - resident;
+    const predicted = estimate.activations + estimate.logits;
+    expect(predicted).toBeGreaterThanOrEqual(measured);
+    expect(predicted).toBeLessThan(3 * measured);
+  });
+
   it('counts full fine-tuning as gradients and moments on top of the weights', () => {
-    const small = recipe({ peft: { type: 'full' }, max_length: 8, per_device_train_batch_size: 1 });
+    const small = recipe({ peft: { type: 'full' }, max_length: 2, per_device_train_batch_size: 1 });
     const full = estimateMemory(model, small, undefined);
     expect(full.trainable).toBe(3 * full.weights);
     expect(full.limit).toBeNull();
