@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { userErrorFrom } from './helpers/errors.ts';
 import { UserError } from '../../src/engine/errors.ts';
 import {
   type DatasetRow,
@@ -17,15 +18,6 @@ function load(text: string, file = 'train.jsonl', system_prompt?: string) {
   return { format, parsed, ...converted };
 }
 
-function thrown(fn: () => unknown): UserError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(UserError);
-    return e as UserError;
-  }
-  throw new Error('expected a UserError');
-}
 
 describe('format detection and conversion', () => {
   it('text', () => {
@@ -231,10 +223,10 @@ describe('parsing', () => {
   });
 
   it('reports a broken .json file by line, and a .json file that is not an array', () => {
-    expect(thrown(() => parseDatasetText('[\n  {"text": "a"},\n  {"text" "b"}\n]', 'train.json')).message).toMatch(
+    expect(userErrorFrom(() => parseDatasetText('[\n  {"text": "a"},\n  {"text" "b"}\n]', 'train.json')).message).toMatch(
       /^train\.json, line 3: not valid JSON \(/,
     );
-    expect(thrown(() => parseDatasetText('{"text": "a"}\n{"text": "b"}\n', 'train.json')).message).toMatch(
+    expect(userErrorFrom(() => parseDatasetText('{"text": "a"}\n{"text": "b"}\n', 'train.json')).message).toMatch(
       /^train\.json: expected a JSON array of row objects.*\.jsonl\.$/,
     );
   });
@@ -242,7 +234,7 @@ describe('parsing', () => {
   it('refuses an empty file, listing the accepted shapes', () => {
     for (const text of ['', '\n\n']) {
       const { rows } = parseDatasetText(text, 'train.jsonl');
-      const error = thrown(() => detectFormat(rows, 'train.jsonl'));
+      const error = userErrorFrom(() => detectFormat(rows, 'train.jsonl'));
       expect(error.message).toMatch(/^train\.jsonl has no rows; accepted rows are /);
       for (const key of ['"text"', '"prompt"', '"messages"', '"instruction"', '"conversations"']) {
         expect(error.message).toContain(key);
@@ -253,7 +245,7 @@ describe('parsing', () => {
 
   it('refuses rows with no recognised keys', () => {
     const { rows } = parseDatasetText(jsonl({ question: 'q', answer: 'a' }), 'train.jsonl');
-    expect(thrown(() => detectFormat(rows, 'train.jsonl')).message).toMatch(
+    expect(userErrorFrom(() => detectFormat(rows, 'train.jsonl')).message).toMatch(
       /^train\.jsonl: no row has a recognised shape \(the first has keys "question", "answer"\); accepted rows are /,
     );
   });

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { userErrorFrom } from './helpers/errors.ts';
 import { UserError } from '../../src/engine/errors.ts';
 import {
   RECIPE_FIELDS,
@@ -12,19 +13,10 @@ import {
 const FILE = 'recipe.json';
 const MINIMAL = { model: 'HuggingFaceTB/SmolLM2-135M', train_file: 'train.jsonl' };
 
-function userError(fn: () => unknown): UserError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(UserError);
-    return e as UserError;
-  }
-  throw new Error('expected a UserError');
-}
 
 /** The message for one bad recipe, checked to be a single sentence that names the file. */
 function message(json: unknown): { message: string; field: string | undefined } {
-  const e = userError(() => parseRecipe(json, FILE));
+  const e = userErrorFrom(() => parseRecipe(json, FILE));
   expect(e.message.startsWith(`${FILE}: `) || e.message.startsWith(`${FILE} `)).toBe(true);
   expect(e.message.endsWith('.')).toBe(true);
   expect(e.message).not.toContain('\n');
@@ -159,14 +151,14 @@ describe('parseRecipeText', () => {
   });
 
   it('names the file and line of a JSON syntax error', () => {
-    const e = userError(() => parseRecipeText('{\n  "model": "m",\n  "train_file": "t.jsonl",,\n}', FILE));
+    const e = userErrorFrom(() => parseRecipeText('{\n  "model": "m",\n  "train_file": "t.jsonl",,\n}', FILE));
     expect(e.message).toMatch(/^recipe\.json is not valid JSON( at line 3, column \d+)?: .+\.$/);
     expect(e.message).not.toContain('\n');
     expect(e.file).toBe(FILE);
   });
 
   it('checks the parsed document like parseRecipe', () => {
-    expect(userError(() => parseRecipeText('{"train_file": "t.jsonl"}', 'my.json')).message).toBe(
+    expect(userErrorFrom(() => parseRecipeText('{"train_file": "t.jsonl"}', 'my.json')).message).toBe(
       'my.json: "model" is required; set it to a folder path or a Hugging Face Hub model id.',
     );
   });
@@ -209,28 +201,28 @@ describe('applyOverrides', () => {
   });
 
   it('rejects an unknown field with a suggestion', () => {
-    const e = userError(() => applyOverrides(MINIMAL, { learning_rte: '1e-4' }));
+    const e = userErrorFrom(() => applyOverrides(MINIMAL, { learning_rte: '1e-4' }));
     expect(e.message).toBe('command line: --learning_rte is not a recipe field (did you mean --learning_rate?).');
     expect(e.field).toBe('learning_rte');
-    expect(userError(() => applyOverrides(MINIMAL, { 'peft.r': '8', bogus_field_name: '1' }, 'URL')).message).toBe(
+    expect(userErrorFrom(() => applyOverrides(MINIMAL, { 'peft.r': '8', bogus_field_name: '1' }, 'URL')).message).toBe(
       'URL: --bogus_field_name is not a recipe field.',
     );
-    expect(userError(() => applyOverrides(MINIMAL, { peft: 'lora' })).message).toBe(
+    expect(userErrorFrom(() => applyOverrides(MINIMAL, { peft: 'lora' })).message).toBe(
       'command line: --peft is a group of fields; set one of them, such as --peft.r.',
     );
   });
 
   it('rejects a value that does not convert or fit, naming the flag', () => {
-    expect(userError(() => applyOverrides(MINIMAL, { 'peft.r': 'eight' })).message).toBe(
+    expect(userErrorFrom(() => applyOverrides(MINIMAL, { 'peft.r': 'eight' })).message).toBe(
       'command line: --peft.r must be an integer of at least 1 (got "eight").',
     );
-    expect(userError(() => applyOverrides(MINIMAL, { 'peft.r': '0' })).message).toBe('command line: --peft.r must be an integer of at least 1 (got "0").');
-    expect(userError(() => applyOverrides(MINIMAL, { shuffle: 'yes' })).message).toBe('command line: --shuffle must be true or false (got "yes").');
-    expect(userError(() => applyOverrides(MINIMAL, { save_steps: 'null' })).message).toBe('command line: --save_steps must be an integer of at least 1 (got "null").');
-    expect(userError(() => applyOverrides(MINIMAL, { method: 'grpo' })).message).toBe(
+    expect(userErrorFrom(() => applyOverrides(MINIMAL, { 'peft.r': '0' })).message).toBe('command line: --peft.r must be an integer of at least 1 (got "0").');
+    expect(userErrorFrom(() => applyOverrides(MINIMAL, { shuffle: 'yes' })).message).toBe('command line: --shuffle must be true or false (got "yes").');
+    expect(userErrorFrom(() => applyOverrides(MINIMAL, { save_steps: 'null' })).message).toBe('command line: --save_steps must be an integer of at least 1 (got "null").');
+    expect(userErrorFrom(() => applyOverrides(MINIMAL, { method: 'grpo' })).message).toBe(
       'command line: --method must be "sft", the only method available in this version (got "grpo").',
     );
-    expect(userError(() => applyOverrides(MINIMAL, { 'peft.target_modules': 'q_proj,lm_head' })).message).toContain('--peft.target_modules must be "all-linear"');
+    expect(userErrorFrom(() => applyOverrides(MINIMAL, { 'peft.target_modules': 'q_proj,lm_head' })).message).toContain('--peft.target_modules must be "all-linear"');
   });
 });
 

@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { userErrorFrom } from './helpers/errors.ts';
 import { UserError } from '../../src/engine/errors.ts';
 import {
   bf16BitsToFloat32,
@@ -26,17 +27,11 @@ function raw(header: unknown, dataLength: number): Uint8Array {
 }
 
 function userError(fn: () => unknown): UserError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(UserError);
-    const err = e as UserError;
-    expect(err.message).toContain(FILE);
-    expect(err.message).not.toContain('\n');
-    expect(err.message.endsWith('.')).toBe(true);
-    return err;
-  }
-  throw new Error('expected a UserError');
+  const err = userErrorFrom(fn);
+  expect(err.message).toContain(FILE);
+  expect(err.message).not.toContain('\n');
+  expect(err.message.endsWith('.')).toBe(true);
+  return err;
 }
 
 /** The 16-bit words of a written tensor's data, read straight from the file bytes. */
