@@ -5,6 +5,7 @@
  * CLI read `RECIPE_FIELDS` instead of repeating the text.
  */
 import { z } from 'zod';
+import { LINEAR_MODULES } from './model/config.ts';
 import { UserError } from './errors.ts';
 
 /** How a field's value is written on a command line, so an override string can be converted. */
@@ -110,7 +111,7 @@ function optional<S extends z.ZodType>(type: FieldType<S>, doc: string, trl: str
   return schema;
 }
 
-export const LORA_TARGET_MODULES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
+const LORA_TARGET_MODULES = LINEAR_MODULES;
 
 const targetModules: FieldType<z.ZodType<'all-linear' | (typeof LORA_TARGET_MODULES)[number][]>> = {
   schema: z.union([z.literal('all-linear'), z.array(z.enum(LORA_TARGET_MODULES)).min(1)]),

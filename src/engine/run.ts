@@ -6,7 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from './errors.ts';
-import { readText, type FileSource } from './io/files.ts';
+import { pathIn, readJsonObject, readText, type FileSource } from './io/files.ts';
 import { loadModelFolder, type ModelFolder } from './io/model_folder.ts';
 import { parseSafetensors, writeSafetensors, type TensorToWrite } from './io/safetensors.ts';
 import { CausalLM, expectedWeights } from './model/llama.ts';
@@ -28,7 +28,7 @@ export interface LoadedModel {
 export async function loadModel(source: FileSource): Promise<LoadedModel> {
   const folder = await loadModelFolder(source);
   await adoptChatTemplateFile(source, folder.tokenizerConfig);
-  const tokenizer = TextTokenizer.fromFiles(folder.tokenizerJson, folder.tokenizerConfig, folder.generationConfig, `${source.location}/tokenizer_config.json`);
+  const tokenizer = TextTokenizer.fromFiles(folder.tokenizerJson, folder.tokenizerConfig, folder.generationConfig, pathIn(source, 'tokenizer_config.json'));
   const model = CausalLM.fromFolder(folder);
   // Weights now live in tensors; the Float32Arrays would double the memory.
   folder.weights.clear();
@@ -37,21 +37,15 @@ export async function loadModel(source: FileSource): Promise<LoadedModel> {
 
 /** A PEFT adapter folder (adapter_config.json + adapter_model.safetensors) for this model. */
 export async function loadAdapter(model: CausalLM, source: FileSource): Promise<LoraAdapter> {
-  const where = source.location.replace(/\/$/, '');
   for (const name of ['adapter_config.json', 'adapter_model.safetensors']) {
     if (!source.has(name)) {
       const hint = source.has('adapter_model.bin') ? ' (adapter_model.bin pickles are not supported; save with safetensors)' : '';
-      throw new UserError(`${where}/${name} is missing: an adapter folder needs adapter_config.json and adapter_model.safetensors${hint}.`, { file: `${where}/${name}` });
+      throw new UserError(`${pathIn(source, name)} is missing: an adapter folder needs adapter_config.json and adapter_model.safetensors${hint}.`, { file: pathIn(source, name) });
     }
   }
-  let raw: Record<string, unknown>;
-  try {
-    raw = JSON.parse(await readText(source, 'adapter_config.json'));
-  } catch (e) {
-    throw new UserError(`${where}/adapter_config.json is not valid JSON (${(e as Error).message}).`, { file: `${where}/adapter_config.json` });
-  }
-  const config = parseAdapterConfig(raw, `${where}/adapter_config.json`);
-  const st = parseSafetensors(await source.read('adapter_model.safetensors'), `${where}/adapter_model.safetensors`);
+  const raw = await readJsonObject(source, 'adapter_config.json');
+  const config = parseAdapterConfig(raw, pathIn(source, 'adapter_config.json'));
+  const st = parseSafetensors(await source.read('adapter_model.safetensors'), pathIn(source, 'adapter_model.safetensors'));
   return LoraAdapter.fromSafetensors(model.config, config, st);
 }
 
@@ -194,7 +188,7 @@ export function trainableNames(model: CausalLM, type: 'freeze' | 'full', layersT
 }
 
 async function loadWeightsInto(model: CausalLM, source: FileSource, names: string[]): Promise<void> {
-  const where = `${source.location}/model.safetensors`;
+  const where = pathIn(source, 'model.safetensors');
   if (!source.has('model.safetensors')) throw new UserError(`${where} is missing; the checkpoint has no model weights.`, { file: where });
   const folder = await loadModelFolder(source);
   for (const name of names) {
@@ -250,22 +244,16 @@ export function savedDType(folder: ModelFolder): 'F32' | 'F16' | 'BF16' {
 
 /** The tokenizer of a model folder, without reading its weights (for `finetune data`). */
 export async function loadTokenizer(source: FileSource): Promise<TextTokenizer> {
-  const where = source.location.replace(/\/$/, '');
-  const json = async (name: string, optional = false): Promise<Record<string, unknown> | null> => {
+  for (const name of ['tokenizer.json', 'tokenizer_config.json']) {
     if (!source.has(name)) {
-      if (optional) return null;
-      throw new UserError(`${where}/${name} is missing: a model folder needs config.json, tokenizer.json and tokenizer_config.json.`, { file: `${where}/${name}` });
+      throw new UserError(`${pathIn(source, name)} is missing: a model folder needs config.json, tokenizer.json and tokenizer_config.json.`, { file: pathIn(source, name) });
     }
-    try {
-      return JSON.parse(await readText(source, name));
-    } catch (e) {
-      throw new UserError(`${where}/${name} is not valid JSON (${(e as Error).message}).`, { file: `${where}/${name}` });
-    }
-  };
-  const tokenizerJson = (await json('tokenizer.json'))!;
-  const tokenizerConfig = (await json('tokenizer_config.json'))!;
+  }
+  const tokenizerJson = await readJsonObject(source, 'tokenizer.json');
+  const tokenizerConfig = await readJsonObject(source, 'tokenizer_config.json');
   await adoptChatTemplateFile(source, tokenizerConfig);
-  return TextTokenizer.fromFiles(tokenizerJson, tokenizerConfig, await json('generation_config.json', true), `${where}/tokenizer_config.json`);
+  const generationConfig = source.has('generation_config.json') ? await readJsonObject(source, 'generation_config.json') : null;
+  return TextTokenizer.fromFiles(tokenizerJson, tokenizerConfig, generationConfig, pathIn(source, 'tokenizer_config.json'));
 }
 
 /** Newer Hub repos keep the chat template in chat_template.jinja instead of tokenizer_config.json. */

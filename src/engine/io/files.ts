@@ -1,3 +1,5 @@
+import { UserError } from '../errors.ts';
+
 /**
  * A folder of files as the engine sees it: a model folder, an adapter folder, a checkpoint.
  * Node reads a directory; the browser wraps dropped or downloaded files. Nothing else in the
@@ -38,4 +40,20 @@ export function pathIn(source: FileSource, name: string): string {
 
 export async function readText(source: FileSource, name: string): Promise<string> {
   return new TextDecoder().decode(await source.read(name));
+}
+
+/** A JSON file that must hold an object; anything else is one sentence naming the file. */
+export async function readJsonObject(source: FileSource, name: string): Promise<Record<string, unknown>> {
+  const file = pathIn(source, name);
+  let value: unknown;
+  try {
+    value = JSON.parse(await readText(source, name));
+  } catch (e) {
+    const why = e instanceof Error ? ` (${e.message})` : '';
+    throw new UserError(`${file} is not valid JSON${why}.`, { file });
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new UserError(`${file} must hold a JSON object.`, { file });
+  }
+  return value as Record<string, unknown>;
 }

@@ -4,7 +4,7 @@
  * Every weight comes out as f32; `weightsDType` remembers what the folder stored.
  */
 import { UserError } from '../errors.ts';
-import { type FileSource, pathIn, readText } from './files.ts';
+import { type FileSource, pathIn, readJsonObject } from './files.ts';
 import { type SafetensorsFile, type TensorInfo, parseSafetensors, tensorToFloat32 } from './safetensors.ts';
 
 export interface WeightTensor {
@@ -72,21 +72,6 @@ function requireFile(source: FileSource, name: string): void {
   if (!source.has(name)) {
     throw new UserError(`${pathIn(source, name)} is missing: ${NEEDS}.`, { file: pathIn(source, name) });
   }
-}
-
-async function readJsonObject(source: FileSource, name: string): Promise<Record<string, unknown>> {
-  const file = pathIn(source, name);
-  let value: unknown;
-  try {
-    value = JSON.parse(await readText(source, name));
-  } catch (e) {
-    const why = e instanceof Error ? ` (${e.message})` : '';
-    throw new UserError(`${file} is not valid JSON${why}.`, { file });
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw new UserError(`${file} must hold a JSON object.`, { file });
-  }
-  return value as Record<string, unknown>;
 }
 
 async function readSingle(source: FileSource): Promise<Map<string, WeightTensor>> {

@@ -53,13 +53,6 @@ export function collate(examples: Example[], padTokenId: number, bucket = true):
   return { batch: B, length: T, input_ids, attention_mask, positions: Int32Array.from(positions), targets: Int32Array.from(targets), num_tokens };
 }
 
-/** Trainable tokens of an example after the shift: what TRL counts in num_items_in_batch. */
-export function countTrainable(e: Example): number {
-  let n = 0;
-  for (let t = 1; t < e.labels.length; t++) if (e.labels[t] !== -100) n++;
-  return n;
-}
-
 export function batchTensors(b: HostBatch): { inputIds: tf.Tensor2D; attentionMask: tf.Tensor2D } {
   return {
     inputIds: tf.tensor2d(b.input_ids, [b.batch, b.length], 'int32'),

@@ -1,11 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import type { HostBatch } from './batch.ts';
-import { clipGradNorm } from './optim.ts';
-
-/** Something that updates variables from gradients at a learning rate (AdamW, SGD). */
-export interface Optimizer {
-  step(grads: Map<string, tf.Tensor>, lr: number): void;
-}
+import { clipGradNorm, type Optimizer } from './optim.ts';
 
 export interface StepResult {
   /** Token-mean loss over every trainable token of the step's micro-batches. */

@@ -11,7 +11,7 @@ import { Rng, type RngState } from '../rng.ts';
 import type { Recipe } from '../recipe.ts';
 import type { CausalLM } from '../model/llama.ts';
 import type { LoraAdapter } from '../model/lora.ts';
-import { collate, countTrainable, type Example, type HostBatch } from './batch.ts';
+import { collate, type Example, type HostBatch } from './batch.ts';
 import { createOptimizer, type Optimizer, type OptimizerState } from './optim.ts';
 import { learningRateAt } from './schedule.ts';
 import { sftEvalLoss, sftLossSum } from './sft.ts';
@@ -258,11 +258,6 @@ export class Trainer {
   dispose(): void {
     this.optimizer.dispose();
   }
-}
-
-/** Trainable tokens in a set of examples (after the shift). */
-export function trainableTokens(examples: Example[]): number {
-  return examples.reduce((n, e) => n + countTrainable(e), 0);
 }
 
 function round(x: number): number {
