@@ -32,7 +32,7 @@ export function linearForward(x: tf.Tensor2D, w: FrozenWeight, bias?: tf.Tensor1
   return tf.tidy(() => {
     const W = unpackWeight(w);
     const y = tf.matMul(x, W, false, true);
-    return bias ? tf.add(y, bias) : y;
+    return (bias ? tf.add(y, bias) : y) as tf.Tensor2D;
   });
 }
 
