@@ -61,13 +61,13 @@ describe.each(GOLDEN_CASES)('%s matches PyTorch', (name) => {
     model.dispose();
   });
 
-  it('LoRA gradients within 1e-4 (base weights frozen)', () => {
+  it.each([false, true])('LoRA gradients within 1e-4 (base weights frozen), gradient_checkpointing %s', (gradientCheckpointing) => {
     const { golden: g, model } = loadGolden(name);
     const adapter = adapterFrom(name, 'lora_grad_init.safetensors', g, model);
     const expected = allTensors(readGoldenSafetensors(name, 'lora_grad_expected.safetensors'));
     const vars = adapter.variables();
     const batch = collate(examples(g), g.pad_token_id);
-    const { value, grads } = tf.variableGrads(() => tf.div(sftLossSum(model, batch, { adapter }), batch.targets.length) as tf.Scalar, [...vars.values()]);
+    const { value, grads } = tf.variableGrads(() => tf.div(sftLossSum(model, batch, { adapter, gradientCheckpointing }), batch.targets.length) as tf.Scalar, [...vars.values()]);
     expect(Math.abs(value.dataSync()[0] - g.lora_grad_loss) / g.lora_grad_loss).toBeLessThanOrEqual(1e-5);
     // Only adapter tensors get gradients: nothing was computed for the frozen base weights.
     expect(Object.keys(grads).length).toBe(vars.size);
@@ -80,7 +80,7 @@ describe.each(GOLDEN_CASES)('%s matches PyTorch', (name) => {
     model.dispose();
   });
 
-  it('adapter after 3 AdamW steps (2 micro-batches each, clipped) within 1e-5', async () => {
+  it.each([false, true])('adapter after 3 AdamW steps (2 micro-batches each, clipped) within 1e-5, gradient_checkpointing %s', async (gradientCheckpointing) => {
     const { golden: g, model } = loadGolden(name);
     const adapter = adapterFrom(name, 'lora_init.safetensors', g, model);
     const expected = allTensors(readGoldenSafetensors(name, 'lora_after_3_steps.safetensors'));
@@ -91,7 +91,7 @@ describe.each(GOLDEN_CASES)('%s matches PyTorch', (name) => {
     const micro = t.micro_batches.map((rows) => collate(rows.map((r) => ex[r]), g.pad_token_id));
     let after1 = 0;
     for (let s = 0; s < t.steps; s++) {
-      const r = await trainStep(params, micro, (b) => sftLossSum(model, b, { adapter }), optimizer, t.lr, t.max_grad_norm);
+      const r = await trainStep(params, micro, (b) => sftLossSum(model, b, { adapter, gradientCheckpointing }), optimizer, t.lr, t.max_grad_norm);
       expect(Math.abs(r.loss - t.losses[s])).toBeLessThanOrEqual(1e-5);
       expect(Math.abs(r.grad_norm - t.grad_norms[s])).toBeLessThanOrEqual(1e-5);
       // No tensor leaks across steps.

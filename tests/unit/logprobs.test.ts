@@ -1,8 +1,10 @@
 // The chunked LM head + log-softmax with a recomputing gradient, against tfjs's own autodiff of
-// the plain composition, with several chunks, for a frozen head and for a trained one.
+// the plain composition, with several chunks, for a frozen head and for a trained one, with the
+// probabilities kept from the forward pass and recomputed.
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { chunkedLogProbs } from '../../src/engine/model/logprobs.ts';
+import { frozenWeightF32 } from '../../src/engine/backend/kernels/linear.ts';
 import { Rng } from '../../src/engine/rng.ts';
 import { maxAbsDiff } from './helpers/golden.ts';
 
@@ -25,7 +27,7 @@ function plain(x: tf.Tensor2D, w: tf.Tensor2D, tgt: tf.Tensor1D): tf.Tensor1D {
 }
 
 describe('chunkedLogProbs', () => {
-  it.each([[1 << 22], [V * 4], [V * 5], [V]])('equals the plain composition and its gradients with chunks of %i logits', (chunkElements) => {
+  it.each([[1 << 22, 1 << 24], [V * 4, 1 << 24], [V * 5, 0], [V, 0], [1 << 22, 0]])('equals the plain composition and its gradients with chunks of %i logits (keeping up to %i)', (chunkElements, keepElements) => {
     const x = tf.variable(tf.tensor2d(xData, [N, H]));
     const wFrozen = tf.tensor2d(wData, [V, H]);
     const wTrained = tf.variable(tf.tensor2d(wData, [V, H]));
@@ -34,8 +36,8 @@ describe('chunkedLogProbs', () => {
     const objective = (f: () => tf.Tensor1D) => () => tf.sum(tf.mul(f(), scale)) as tf.Scalar;
 
     const ref = tf.variableGrads(objective(() => plain(x, wTrained, tgt)), [x, wTrained]);
-    const frozen = tf.variableGrads(objective(() => chunkedLogProbs(x, wFrozen, tgt, chunkElements)), [x]);
-    const trained = tf.variableGrads(objective(() => chunkedLogProbs(x, wTrained, tgt, chunkElements)), [x, wTrained]);
+    const frozen = tf.variableGrads(objective(() => chunkedLogProbs(x, frozenWeightF32(wFrozen), tgt, chunkElements, keepElements)), [x]);
+    const trained = tf.variableGrads(objective(() => chunkedLogProbs(x, wTrained, tgt, chunkElements, keepElements)), [x, wTrained]);
 
     expect(Math.abs(frozen.value.dataSync()[0] - ref.value.dataSync()[0])).toBeLessThan(1e-4);
     expect(maxAbsDiff(frozen.grads[x.name].dataSync(), ref.grads[x.name].dataSync())).toBeLessThan(1e-5);
@@ -50,7 +52,7 @@ describe('chunkedLogProbs', () => {
     const x = tf.tidy(() => tf.variable(tf.tensor2d(xData, [N, H])));
     const w = tf.tensor2d(wData, [V, H]);
     const tgt = tf.tensor1d(targets, 'int32');
-    const { value, grads } = tf.variableGrads(() => tf.sum(chunkedLogProbs(x, w, tgt, V * 3)) as tf.Scalar, [x]);
+    const { value, grads } = tf.variableGrads(() => tf.sum(chunkedLogProbs(x, frozenWeightF32(w), tgt, V * 3)) as tf.Scalar, [x]);
     tf.dispose([value, ...Object.values(grads), x, w, tgt]);
     expect(tf.memory().numTensors).toBe(before);
   });

@@ -40,6 +40,7 @@ describe('parseRecipe defaults', () => {
       per_device_train_batch_size: 8,
       per_device_eval_batch_size: 8,
       gradient_accumulation_steps: 1,
+      gradient_checkpointing: true,
       lr_scheduler_type: 'linear',
       warmup_steps: 0,
       warmup_ratio: 0,
@@ -232,7 +233,7 @@ describe('RECIPE_FIELDS', () => {
     expect(paths).toContain('learning_rate');
     expect(paths).toContain('peft.r');
     expect(paths).not.toContain('peft');
-    expect(paths.length).toBe(41);
+    expect(paths.length).toBe(42);
     for (const [path, f] of Object.entries(RECIPE_FIELDS)) {
       expect(f.doc.length, path).toBeGreaterThan(10);
       expect(f.trl.length, path).toBeGreaterThan(0);
@@ -276,6 +277,7 @@ describe('recipeToTrlConfig', () => {
         per_device_train_batch_size: 8,
         per_device_eval_batch_size: 8,
         gradient_accumulation_steps: 1,
+        gradient_checkpointing: true,
         lr_scheduler_type: 'linear',
         warmup_steps: 0.1,
         weight_decay: 0,

@@ -8,7 +8,9 @@ import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../errors.ts';
 import { LINEAR_MODULES, linearPath, linearShape, parseModelConfig, type LinearModule, type ModelConfig } from './config.ts';
 import type { LoraAdapter } from './lora.ts';
-import { frozenLinear, gatherRows } from './ops.ts';
+import { attention, checkpoint, frozenLinear, gatherFrozenRows, gatherRows, matMul, reshape, residualAdd, rmsNorm, rope, siluMul, trainedLinear, type LoraBranch } from './ops.ts';
+import { frozenWeightF32, linearForward, type FrozenWeight } from '../backend/kernels/linear.ts';
+import type { AttentionOptions } from '../backend/kernels/attention.ts';
 import type { ModelFolder, WeightTensor } from '../io/model_folder.ts';
 
 /** Keys and values of past positions, one entry per layer, each [batch, kv_heads, past, head_dim]. */
@@ -28,6 +30,24 @@ export interface ForwardOptions {
   adapter?: LoraAdapter | null;
   /** A seed per dropout mask while training; omitted means no dropout (evaluation, generation). */
   dropoutSeed?: () => number;
+  /**
+   * Recompute each decoder layer in the backward pass instead of keeping its activations
+   * (transformers' gradient_checkpointing): the tape keeps one hidden state per layer.
+   */
+  gradientCheckpointing?: boolean;
+}
+
+/** What every decoder layer of one forward pass shares. */
+interface LayerContext {
+  B: number;
+  T: number;
+  /** [B, T, head_dim / 2] */
+  cos: tf.Tensor3D;
+  sin: tf.Tensor3D;
+  attn: AttentionOptions;
+  opts: ForwardOptions;
+  /** Draws the next dropout seed (replayed when a checkpointed layer is recomputed). */
+  seed?: () => number;
 }
 
 export class CausalLM {
@@ -72,8 +92,15 @@ export class CausalLM {
     return new CausalLM(config, params);
   }
 
-  get lmHead(): tf.Tensor2D {
-    return this.weight(this.config.tie_word_embeddings ? 'model.embed_tokens.weight' : 'lm_head.weight') as tf.Tensor2D;
+  /** The output projection [vocab, hidden]: the embedding when tied. */
+  get lmHead(): FrozenWeight | tf.Variable {
+    return this.matrix(this.config.tie_word_embeddings ? 'model.embed_tokens.weight' : 'lm_head.weight');
+  }
+
+  /** A weight matrix as the linear kernels read it, or the variable when it is being trained. */
+  matrix(name: string): FrozenWeight | tf.Variable {
+    const t = this.weight(name);
+    return t instanceof tf.Variable ? t : frozenWeightF32(t as tf.Tensor2D);
   }
 
   weight(name: string): tf.Tensor {
@@ -103,46 +130,84 @@ export class CausalLM {
     const positions = opts.positionIds ?? tf.tidy(() => tf.tile(tf.expandDims(tf.range(past, past + T, 1, 'int32'), 0), [B, 1]) as tf.Tensor2D);
     // Positions count real tokens only, so none reaches past + T.
     const [cos, sin] = this.rope(positions, past + T);
-    const bias = attentionBias(B, T, past, opts.attentionMask, c.num_attention_heads / c.num_key_value_heads);
+    const ctx: LayerContext = { B, T, cos, sin, attn: { scale: 1 / Math.sqrt(c.head_dim), past, keyMask: opts.attentionMask }, opts, seed: opts.dropoutSeed };
 
-    let h = tf.reshape(gatherRows(this.weight('model.embed_tokens.weight') as tf.Tensor2D, tf.reshape(inputIds, [-1])), [B, T, c.hidden_size]) as tf.Tensor3D;
+    let h = reshape<tf.Tensor3D>(this.embed(tf.reshape(inputIds, [-1]) as tf.Tensor1D), [B, T, c.hidden_size]);
     for (let i = 0; i < c.num_hidden_layers; i++) {
-      const p = `model.layers.${i}`;
-      const x = rmsNorm(h, this.weight(`${p}.input_layernorm.weight`), c.rms_norm_eps);
-      h = tf.add(h, this.attention(i, x, cos, sin, bias, opts));
-      const y = rmsNorm(h, this.weight(`${p}.post_attention_layernorm.weight`), c.rms_norm_eps);
-      h = tf.add(h, this.mlp(i, y, opts));
+      if (!opts.gradientCheckpointing) {
+        h = this.decoderLayer(i, h, ctx);
+        continue;
+      }
+      // The recomputation in the backward pass must draw the same dropout masks: the layer's
+      // seeds are drawn once and replayed.
+      const seeds: number[] = [];
+      let next = 0;
+      const seed = opts.dropoutSeed ? () => (next < seeds.length ? seeds[next++] : (seeds.push(opts.dropoutSeed!()), seeds[next++])) : undefined;
+      const layer = (x: tf.Tensor3D, [cos, sin, keyMask]: tf.Tensor[]) => {
+        next = 0;
+        return this.decoderLayer(i, x, { ...ctx, cos: cos as tf.Tensor3D, sin: sin as tf.Tensor3D, attn: { ...ctx.attn, keyMask: keyMask as tf.Tensor2D | undefined }, seed });
+      };
+      const context = opts.attentionMask ? [cos, sin, opts.attentionMask] : [cos, sin];
+      h = checkpoint(layer, h, context, this.layerVariables(i, opts.adapter ?? null));
     }
-    return rmsNorm(h, this.weight('model.norm.weight'), c.rms_norm_eps);
+    return rmsNorm(h, this.weight('model.norm.weight') as tf.Tensor1D, c.rms_norm_eps);
   }
 
   /** Scores over the vocabulary for hidden states of any leading shape. */
   logits(hidden: tf.Tensor): tf.Tensor {
     const H = this.config.hidden_size;
-    const flat = tf.reshape(hidden, [-1, H]);
-    const out = tf.matMul(flat, this.lmHead, false, true);
+    const flat = tf.reshape(hidden, [-1, H]) as tf.Tensor2D;
+    const head = this.lmHead;
+    const out = head instanceof tf.Variable ? matMul(flat, head, false, true) : linearForward(flat, head);
     return tf.reshape(out, [...hidden.shape.slice(0, -1), this.config.vocab_size]);
   }
 
-  private attention(i: number, x: tf.Tensor3D, cos: tf.Tensor4D, sin: tf.Tensor4D, bias: tf.Tensor4D, opts: ForwardOptions): tf.Tensor3D {
+  /** Embedding rows for token ids [N] → [N, hidden]. */
+  private embed(ids: tf.Tensor1D): tf.Tensor2D {
+    const name = 'model.embed_tokens.weight';
+    const trained = this.params.get(name);
+    return trained instanceof tf.Variable ? gatherRows(trained, ids) : gatherFrozenRows(this.matrix(name) as FrozenWeight, ids);
+  }
+
+  /** One decoder layer: h + attention(norm(h)), then + mlp(norm(·)). */
+  private decoderLayer(i: number, h: tf.Tensor3D, ctx: LayerContext): tf.Tensor3D {
     const c = this.config;
-    const [B, T] = x.shape;
+    const p = `model.layers.${i}`;
+    const x = rmsNorm(h, this.weight(`${p}.input_layernorm.weight`) as tf.Tensor1D, c.rms_norm_eps);
+    const h2 = residualAdd(h, this.attention(i, x, ctx));
+    const y = rmsNorm(h2, this.weight(`${p}.post_attention_layernorm.weight`) as tf.Tensor1D, c.rms_norm_eps);
+    return residualAdd(h2, this.mlp(i, y, ctx));
+  }
+
+  /** What one layer's gradient is taken for: its LoRA matrices, or its weights being trained. */
+  private layerVariables(i: number, adapter: LoraAdapter | null): tf.Variable[] {
+    const prefix = `model.layers.${i}.`;
+    const out: tf.Variable[] = [];
+    for (const [name, t] of this.params) if (name.startsWith(prefix) && t instanceof tf.Variable) out.push(t);
+    if (adapter) {
+      for (const [path, pair] of adapter.modules) if (path.startsWith(prefix)) out.push(pair.A, pair.B);
+    }
+    return out;
+  }
+
+  private attention(i: number, x: tf.Tensor3D, ctx: LayerContext): tf.Tensor3D {
+    const c = this.config;
+    const { B, T, opts } = ctx;
     const D = c.head_dim;
     const nKV = c.num_key_value_heads;
-    const groups = c.num_attention_heads / nKV;
     const p = `model.layers.${i}.self_attn`;
 
     // [B, T, heads·D] → [B, heads, T, D]
-    const heads = (t: tf.Tensor, n: number) => tf.transpose(tf.reshape(t, [B, T, n, D]), [0, 2, 1, 3]) as tf.Tensor4D;
-    let q = heads(this.linear(i, 'q_proj', x, opts), c.num_attention_heads);
-    let k = heads(this.linear(i, 'k_proj', x, opts), nKV);
-    let v = heads(this.linear(i, 'v_proj', x, opts), nKV);
+    const heads = (t: tf.Tensor3D, n: number) => tf.transpose(reshape<tf.Tensor4D>(t, [B, T, n, D]), [0, 2, 1, 3]) as tf.Tensor4D;
+    let q = heads(this.linear(i, 'q_proj', x, ctx), c.num_attention_heads);
+    let k = heads(this.linear(i, 'k_proj', x, ctx), nKV);
+    let v = heads(this.linear(i, 'v_proj', x, ctx), nKV);
     if (c.qk_norm) {
-      q = rmsNorm(q, this.weight(`${p}.q_norm.weight`), c.rms_norm_eps);
-      k = rmsNorm(k, this.weight(`${p}.k_norm.weight`), c.rms_norm_eps);
+      q = rmsNorm(q, this.weight(`${p}.q_norm.weight`) as tf.Tensor1D, c.rms_norm_eps);
+      k = rmsNorm(k, this.weight(`${p}.k_norm.weight`) as tf.Tensor1D, c.rms_norm_eps);
     }
-    q = applyRope(q, cos, sin);
-    k = applyRope(k, cos, sin);
+    q = rope(q, ctx.cos, ctx.sin);
+    k = rope(k, ctx.cos, ctx.sin);
     if (opts.cache) {
       if (opts.cache.keys[i]) {
         k = tf.concat([opts.cache.keys[i], k], 2);
@@ -151,49 +216,40 @@ export class CausalLM {
       opts.cache.keys[i] = k;
       opts.cache.values[i] = v;
     }
-    // Grouped-query attention without copying keys: the query heads that share a kv head are
-    // stacked along the sequence axis, [B, kv, groups·T, D], head h reading kv head ⌊h / groups⌋.
-    const qg = tf.reshape(q, [B, nKV, groups * T, D]);
-    const scores = tf.add(tf.mul(tf.matMul(qg, k, false, true), 1 / Math.sqrt(D)), bias);
-    const probs = tf.softmax(scores);
-    const out = tf.reshape(tf.matMul(probs, v), [B, c.num_attention_heads, T, D]);
-    const merged = tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [B, T, c.num_attention_heads * D]) as tf.Tensor3D;
-    return this.linear(i, 'o_proj', merged, opts);
+    const out = attention(q, k, v, ctx.attn);
+    const merged = reshape<tf.Tensor3D>(tf.transpose(out, [0, 2, 1, 3]) as tf.Tensor4D, [B, T, c.num_attention_heads * D]);
+    return this.linear(i, 'o_proj', merged, ctx);
   }
 
-  private mlp(i: number, x: tf.Tensor3D, opts: ForwardOptions): tf.Tensor3D {
-    const gate = this.linear(i, 'gate_proj', x, opts);
-    const up = this.linear(i, 'up_proj', x, opts);
-    return this.linear(i, 'down_proj', tf.mul(tf.mul(gate, tf.sigmoid(gate)), up) as tf.Tensor3D, opts);
+  private mlp(i: number, x: tf.Tensor3D, ctx: LayerContext): tf.Tensor3D {
+    const gate = this.linear(i, 'gate_proj', x, ctx);
+    const up = this.linear(i, 'up_proj', x, ctx);
+    return this.linear(i, 'down_proj', siluMul(gate, up), ctx);
   }
 
   /** nn.Linear (y = x Wᵀ + b) plus, where the adapter has this layer, LoRA's dropout(x) Aᵀ Bᵀ · scale. */
-  private linear(layer: number, m: LinearModule, x: tf.Tensor3D, opts: ForwardOptions): tf.Tensor3D {
+  private linear(layer: number, m: LinearModule, x: tf.Tensor3D, ctx: LayerContext): tf.Tensor3D {
     const path = linearPath(layer, m);
     const [B, T, inp] = x.shape;
-    const x2 = tf.reshape(x, [B * T, inp]) as tf.Tensor2D;
-    const W = this.weight(`${path}.weight`) as tf.Tensor2D;
-    let y: tf.Tensor2D = W instanceof tf.Variable ? tf.matMul(x2, W, false, true) : frozenLinear(x2, W);
-    const b = this.params.get(`${path}.bias`);
-    if (b) y = tf.add(y, b);
-    const lora = opts.adapter?.modules.get(path);
-    if (lora && opts.adapter) {
-      const p = opts.adapter.config.lora_dropout;
-      const xd = p > 0 && opts.dropoutSeed ? tf.dropout(x2, p, undefined, opts.dropoutSeed()) : x2;
-      const delta = tf.matMul(tf.matMul(xd, lora.A, false, true), lora.B, false, true);
-      y = tf.add(y, tf.mul(delta, opts.adapter.scale));
-    }
-    return tf.reshape(y, [B, T, W.shape[0]]);
+    const x2 = reshape<tf.Tensor2D>(x, [B * T, inp]);
+    const W = this.matrix(`${path}.weight`);
+    const bias = this.params.get(`${path}.bias`) as tf.Tensor1D | undefined;
+    const adapter = ctx.opts.adapter;
+    const pair = adapter?.modules.get(path);
+    const p = adapter?.config.lora_dropout ?? 0;
+    const lora: LoraBranch | null = pair && adapter ? { A: pair.A, B: pair.B, scale: adapter.scale, dropout: p, seed: p > 0 && ctx.seed ? ctx.seed() : undefined } : null;
+    const y = W instanceof tf.Variable ? trainedLinear(x2, W, bias, lora) : frozenLinear(x2, W, bias, lora);
+    return reshape<tf.Tensor3D>(y, [B, T, y.shape[1]]);
   }
 
   /**
-   * cos and sin of the rotary angles for each position, [B, 1, T, head_dim], for positions below
+   * cos and sin of the rotary angles for each position, [B, T, head_dim / 2], for positions below
    * `length`. They come from tables computed on the host, as torch computes them (the float32
    * angle, then its cos and sin): GPU sin and cos are approximations (WGSL promises only 2^-11
    * absolute, and SwiftShader's are off by 2e-4 at a few radians), which left every layer's
    * attention 1e-4 away from the CPU's. The tables grow by doubling, so only a few sizes are ever made.
    */
-  private rope(positions: tf.Tensor2D, length: number): [tf.Tensor4D, tf.Tensor4D] {
+  private rope(positions: tf.Tensor2D, length: number): [tf.Tensor3D, tf.Tensor3D] {
     if (this.ropeTable === null || this.ropeTable.length < length) {
       const n = Math.max(64, 2 ** Math.ceil(Math.log2(length)));
       const half = this.invFreq.length;
@@ -213,10 +269,8 @@ export class CausalLM {
     const table = this.ropeTable;
     return tf.tidy(() => {
       const [B, T] = positions.shape;
-      const at = (t: tf.Tensor2D) => {
-        const rows = tf.reshape(tf.gather(t, tf.reshape(positions, [-1])), [B, 1, T, -1]);
-        return tf.concat([rows, rows], 3) as tf.Tensor4D;
-      };
+      const flat = tf.reshape(positions, [-1]);
+      const at = (t: tf.Tensor2D) => tf.reshape(tf.gather(t, flat), [B, T, -1]) as tf.Tensor3D;
       return [at(table.cos), at(table.sin)];
     });
   }
@@ -252,37 +306,6 @@ export function expectedWeights(c: ModelConfig): [string, number[]][] {
   out.push(['model.norm.weight', [c.hidden_size]]);
   if (!c.tie_word_embeddings) out.push(['lm_head.weight', [c.vocab_size, c.hidden_size]]);
   return out;
-}
-
-/** LlamaRMSNorm: w · x / √(mean(x²) + ε) over the last axis. */
-function rmsNorm<T extends tf.Tensor>(x: T, w: tf.Tensor, eps: number): T {
-  const variance = tf.mean(tf.square(x), -1, true);
-  return tf.mul(tf.mul(x, tf.rsqrt(tf.add(variance, eps))), w) as T;
-}
-
-/** q·cos + rotate_half(q)·sin, with rotate_half(x) = [-x₂, x₁] over the two halves of head_dim. */
-function applyRope(x: tf.Tensor4D, cos: tf.Tensor4D, sin: tf.Tensor4D): tf.Tensor4D {
-  const half = x.shape[3] / 2;
-  const [x1, x2] = tf.split(x, [half, half], 3);
-  const rotated = tf.concat([tf.neg(x2), x1], 3);
-  return tf.add(tf.mul(x, cos), tf.mul(rotated, sin));
-}
-
-/**
- * Additive attention bias [B, 1, groups·T, past+T]: 0 where query t may see key s (causal, and
- * the key is not padding), a large negative number elsewhere. Tiled over the query groups to
- * match the grouped-query layout in `attention`.
- */
-function attentionBias(B: number, T: number, past: number, mask: tf.Tensor2D | undefined, groups: number): tf.Tensor4D {
-  return tf.tidy(() => {
-    const S = past + T;
-    const q = tf.reshape(tf.range(past, past + T, 1, 'int32'), [T, 1]);
-    const k = tf.reshape(tf.range(0, S, 1, 'int32'), [1, S]);
-    let allowed = tf.reshape(tf.lessEqual(k, q), [1, 1, T, S]) as tf.Tensor4D; // [1, 1, T, S]
-    if (mask) allowed = tf.logicalAnd(allowed, tf.reshape(tf.cast(mask, 'bool'), [B, 1, 1, S]));
-    const bias = tf.mul(tf.sub(1, tf.cast(allowed, 'float32')), -1e30) as tf.Tensor4D;
-    return tf.tile(bias, [bias.shape[0] === 1 ? B : 1, 1, groups, 1]);
-  });
 }
 
 /**

@@ -9,9 +9,9 @@ import type { LoraAdapter } from '../model/lora.ts';
  * divides the step's summed gradient once by the step's trainable-token count, which is TRL's
  * token mean over the whole effective batch (num_items_in_batch).
  */
-export function sftLossSum(model: CausalLM, batch: HostBatch, opts: Pick<ForwardOptions, 'adapter' | 'dropoutSeed'>): tf.Scalar {
+export function sftLossSum(model: CausalLM, batch: HostBatch, opts: Pick<ForwardOptions, 'adapter' | 'dropoutSeed' | 'gradientCheckpointing'>): tf.Scalar {
   const { inputIds, attentionMask } = batchTensors(batch);
-  const hidden = model.forward(inputIds, { attentionMask, adapter: opts.adapter, dropoutSeed: opts.dropoutSeed });
+  const hidden = model.forward(inputIds, { attentionMask, adapter: opts.adapter, dropoutSeed: opts.dropoutSeed, gradientCheckpointing: opts.gradientCheckpointing });
   const logp = selectedLogProbs(model, hidden, tf.tensor1d(batch.positions, 'int32'), tf.tensor1d(batch.targets, 'int32'));
   return tf.neg(tf.sum(logp));
 }

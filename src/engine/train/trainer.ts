@@ -142,7 +142,7 @@ export class Trainer {
       if (this.o.callbacks?.shouldStop?.()) break;
       const micro = this.nextMicroBatches();
       const lr = learningRateAt(r, this.state.global_step, this.totalSteps);
-      const result = await trainStep(params, micro, (b) => sftLossSum(model, b, { adapter, dropoutSeed }), this.optimizer, lr, r.max_grad_norm);
+      const result = await trainStep(params, micro, (b) => sftLossSum(model, b, { adapter, dropoutSeed, gradientCheckpointing: r.gradient_checkpointing }), this.optimizer, lr, r.max_grad_norm);
       if (!Number.isFinite(result.loss) || !Number.isFinite(result.grad_norm)) {
         throw new UserError(
           `Training stopped at step ${this.state.global_step + 1}: the loss became ${result.loss} (grad norm ${result.grad_norm}); lower learning_rate or check the data.`,
