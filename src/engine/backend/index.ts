@@ -113,10 +113,34 @@ async function tryWasm(opts: InitOptions): Promise<Attempt> {
     const paths = opts.wasmPaths ?? (await nodeWasmDir());
     if (paths != null) setWasmPaths(paths);
   }
+  shareWasmClones();
   // tfjs swallows the init error (it logs it as a console warning) and answers false.
   return (await tf.setBackend('wasm'))
     ? { ok: true, info: { name: 'wasm' } }
     : { ok: false, reason: 'the WASM backend failed to initialise (tfjs logged the cause as a warning)' };
+}
+
+/**
+ * tfjs-wasm's Identity kernel (what tf.clone runs, and so every tensor the tape saves for a
+ * backward pass) copies the buffer, where the CPU and WebGPU backends share it by reference
+ * count. Tensors are immutable, so sharing is safe, and it is what keeps WASM's activation
+ * memory at the other backends' level.
+ */
+function shareWasmClones(): void {
+  const kernel = tf.getKernel('Identity', 'wasm');
+  if (kernel === undefined || (kernel as { shared?: boolean }).shared) return;
+  tf.unregisterKernel('Identity', 'wasm');
+  tf.registerKernel({
+    kernelName: 'Identity',
+    backendName: 'wasm',
+    kernelFunc: ({ inputs, backend }) => {
+      const x = inputs.x as tf.TensorInfo;
+      if (x.dtype === 'string') return kernel.kernelFunc({ inputs, backend, attrs: {} }) as tf.TensorInfo;
+      (backend as unknown as { incRef(dataId: object): void }).incRef(x.dataId);
+      return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
+    },
+    shared: true,
+  } as tf.KernelConfig);
 }
 
 /** The installed tfjs-backend-wasm's `dist/` in Node, where the `.wasm` files are; undefined elsewhere. */

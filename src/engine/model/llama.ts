@@ -135,7 +135,10 @@ export class CausalLM {
     let h = reshape<tf.Tensor3D>(this.embed(tf.reshape(inputIds, [-1]) as tf.Tensor1D), [B, T, c.hidden_size]);
     for (let i = 0; i < c.num_hidden_layers; i++) {
       if (!opts.gradientCheckpointing) {
-        h = this.decoderLayer(i, h, ctx);
+        // The tape keeps what each op saved; the tidy frees the rest of the layer now rather than
+        // at the end of the whole forward pass.
+        const input = h;
+        h = tf.tidy(() => this.decoderLayer(i, input, ctx));
         continue;
       }
       // The recomputation in the backward pass must draw the same dropout masks: the layer's
@@ -213,8 +216,9 @@ export class CausalLM {
         k = tf.concat([opts.cache.keys[i], k], 2);
         v = tf.concat([opts.cache.values[i], v], 2);
       }
-      opts.cache.keys[i] = k;
-      opts.cache.values[i] = v;
+      // Kept: the cache outlives this layer's tidy; its owner disposes the entries.
+      opts.cache.keys[i] = tf.keep(k);
+      opts.cache.values[i] = tf.keep(v);
     }
     const out = attention(q, k, v, ctx.attn);
     const merged = reshape<tf.Tensor3D>(tf.transpose(out, [0, 2, 1, 3]) as tf.Tensor4D, [B, T, c.num_attention_heads * D]);

@@ -6,31 +6,20 @@
  * per token, layer and hidden unit, where these keep about 15.
  */
 import * as tf from '@tensorflow/tfjs';
+import { installEagerGradients } from '../backend/gradients.ts';
+import { matMul } from '../backend/kernels/matmul.ts';
 import { applyRope } from '../backend/kernels/rope.ts';
 import { attentionBackward, attentionForward, type AttentionOptions } from '../backend/kernels/attention.ts';
 import { linearForward, linearInputGrad, unpackWeight, type FrozenWeight } from '../backend/kernels/linear.ts';
 import { rmsNormBackward, rmsNormForward } from '../backend/kernels/norm.ts';
 import { siluMulBackward, siluMulForward } from '../backend/kernels/silu.ts';
 
+export { matMul };
+
 type Args = (tf.Tensor | tf.GradSaveFunc)[];
 
-/**
- * a·b with tfjs's transpose flags, but never handing the WASM backend a transposed operand: its
- * XNNPACK path takes only untransposed products and anything else falls to a scalar loop about
- * 17× slower, so there the operand is transposed first.
- */
-export function matMul(a: tf.Tensor, b: tf.Tensor, transposeA = false, transposeB = false): tf.Tensor {
-  if ((transposeA || transposeB) && tf.getBackend() === 'wasm') {
-    return tf.tidy(() => tf.matMul(transposeA ? swapLast(a) : a, transposeB ? swapLast(b) : b));
-  }
-  return tf.matMul(a, b, transposeA, transposeB);
-}
-
-function swapLast(t: tf.Tensor): tf.Tensor {
-  const perm = t.shape.map((_, i) => i);
-  [perm[t.rank - 2], perm[t.rank - 1]] = [perm[t.rank - 1], perm[t.rank - 2]];
-  return tf.transpose(t, perm);
-}
+// The model's memory depends on gradients being freed once used; see gradients.ts.
+installEagerGradients();
 
 /**
  * Rows of a matrix, x[indices], with a scatter as its gradient. tfjs differentiates gather
@@ -193,16 +182,19 @@ export function frozenLinear(x: tf.Tensor2D, W: FrozenWeight, bias: tf.Tensor1D 
     const xa = matMul(xd, A, false, true) as tf.Tensor2D;
     save([xd, xa]);
     return {
-      value: tf.add(linearForward(x, W, bias), tf.mul(matMul(xa, B, false, true), scale)) as tf.Tensor2D,
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+      value: linearForward(x, W, bias, { xa, B, scale }),
+      // A tape node's gradient runs outside any tidy of tfjs's, so intermediates are freed here.
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.tidy(() => {
         const [xd, xa] = saved as [tf.Tensor2D, tf.Tensor2D];
         const g = matMul(dy, B) as tf.Tensor2D; // [N, r]
         const dA = tf.mul(matMul(g, xd, true, false), scale);
         const dB = tf.mul(matMul(dy, xa, true, false), scale);
-        const dxd = tf.mul(matMul(g, A), scale);
-        const dx = tf.add(linearInputGrad(dy as tf.Tensor2D, W), mask ? tf.mul(dxd, mask()) : dxd);
+        // Without dropout the LoRA term of dx joins the frozen product in one kernel.
+        const dx = mask
+          ? tf.add(linearInputGrad(dy as tf.Tensor2D, W), tf.mul(tf.mul(matMul(g, A), scale), mask()))
+          : linearInputGrad(dy as tf.Tensor2D, W, { g, A, scale });
         return [dx, dA, dB];
-      },
+      }),
     };
   });
   return f(x, lora.A, lora.B) as tf.Tensor2D;
@@ -232,7 +224,7 @@ export function checkpoint<T extends tf.Tensor>(f: (x: T, context: tf.Tensor[]) 
     save([input, ...context]);
     return {
       value: f(input, context),
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.tidy(() => {
         const xs = [saved[0], ...vars];
         const engine = tf.engine() as unknown as { state: { activeTape: unknown } };
         // A nested gradient computation ends by clearing the engine's active tape, which the outer
@@ -245,7 +237,7 @@ export function checkpoint<T extends tf.Tensor>(f: (x: T, context: tf.Tensor[]) 
         } finally {
           engine.state.activeTape = outerTape;
         }
-      },
+      }),
     };
   });
   return g(x, ...vars) as T;

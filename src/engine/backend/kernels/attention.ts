@@ -2,8 +2,20 @@
  * Causal grouped-query attention, softmax(q·kᵀ·scale + mask)·v, forward and backward. The forward
  * pass returns each query row's log-sum-exp beside the output, so the backward pass recomputes
  * the probabilities instead of keeping a [heads × T × S] tensor.
+ *
+ * Each runs as our own fused kernel (`FtAttention` → [out, lse], `FtAttentionGrad` → [dq, dk, dv])
+ * where one is registered for the active backend (WebGPU, CPU), else as the tfjs composition
+ * below (the wasm backend), which is also the reference tests hold the kernels to. The kernels
+ * have no registered gradient: `attention` in model/ops.ts differentiates through customGrad.
  */
 import * as tf from '@tensorflow/tfjs';
+import { matMul } from './matmul.ts';
+import { attentionCpuKernels } from './attention.cpu.ts';
+import { attentionWebGPUKernels } from './attention.wgsl.ts';
+
+for (const k of [...attentionWebGPUKernels, ...attentionCpuKernels]) {
+  if (tf.getKernel(k.kernelName, k.backendName) == null) tf.registerKernel(k);
+}
 
 export interface AttentionOptions {
   /** Multiplies q·kᵀ (1/√head_dim). */
@@ -14,7 +26,12 @@ export interface AttentionOptions {
   keyMask?: tf.Tensor2D;
 }
 
-/** Masked scores get this instead of −∞, so a row with no visible key stays finite (uniform). */
+/**
+ * Masked scores get this instead of −∞, so a row with no visible key stays finite: its scores are
+ * all −1e30 over every one of the S keys, and its lse = −1e30 + log S rounds to −1e30 in float32,
+ * so each key gets probability exp(0) = 1 (the row is the sum of v, not the mean). Only padding
+ * query rows see no key, and nothing reads their output.
+ */
 const MASKED = -1e30;
 
 /**
@@ -22,18 +39,52 @@ const MASKED = -1e30;
  * lse [B, heads, T]. Query head h reads kv head ⌊h / (heads / kv_heads)⌋.
  */
 export function attentionForward(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, opts: AttentionOptions): { out: tf.Tensor4D; lse: tf.Tensor3D } {
+  if (ownKernel('FtAttention', q, k, v)) {
+    const [out, lse] = tf.engine().runKernel('FtAttention', kernelInputs({ q, k, v }, opts), kernelAttrs(opts)) as tf.Tensor[];
+    return { out: out as tf.Tensor4D, lse: lse as tf.Tensor3D };
+  }
+  return composedAttentionForward(q, k, v, opts);
+}
+
+/** dq, dk, dv from dout and what the forward pass returned. */
+export function attentionBackward(
+  dout: tf.Tensor4D, q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, out: tf.Tensor4D, lse: tf.Tensor3D, opts: AttentionOptions,
+): { dq: tf.Tensor4D; dk: tf.Tensor4D; dv: tf.Tensor4D } {
+  if (ownKernel('FtAttentionGrad', dout, q, k, v, out, lse)) {
+    const inputs = kernelInputs({ dout, q, k, v, out, lse }, opts);
+    const [dq, dk, dv] = tf.engine().runKernel('FtAttentionGrad', inputs, kernelAttrs(opts)) as tf.Tensor4D[];
+    return { dq, dk, dv };
+  }
+  return composedAttentionBackward(dout, q, k, v, out, lse, opts);
+}
+
+/** Whether our kernel is registered for the active backend and every float input is float32. */
+function ownKernel(name: string, ...ts: tf.Tensor[]): boolean {
+  return tf.getKernel(name, tf.getBackend()) != null && ts.every((t) => t.dtype === 'float32');
+}
+
+function kernelInputs(inputs: Record<string, tf.Tensor>, opts: AttentionOptions): tf.NamedTensorMap {
+  return opts.keyMask != null ? { ...inputs, keyMask: opts.keyMask } : inputs;
+}
+
+function kernelAttrs(opts: AttentionOptions): tf.NamedAttrMap {
+  return { scale: opts.scale, past: opts.past };
+}
+
+/** attentionForward as a tfjs composition, whatever the backend. */
+export function composedAttentionForward(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, opts: AttentionOptions): { out: tf.Tensor4D; lse: tf.Tensor3D } {
   return tf.tidy(() => {
     const [B, H, T, D] = q.shape;
     const scores = groupedScores(q, k, opts);
     const lse = tf.logSumExp(scores, -1, true);
     const probs = tf.exp(tf.sub(scores, lse));
-    const out = tf.reshape(tf.matMul(probs, v), [B, H, T, D]) as tf.Tensor4D;
+    const out = tf.reshape(matMul(probs, v), [B, H, T, D]) as tf.Tensor4D;
     return { out, lse: tf.reshape(lse, [B, H, T]) as tf.Tensor3D };
   });
 }
 
-/** dq, dk, dv from dout and what the forward pass returned. */
-export function attentionBackward(
+/** attentionBackward as a tfjs composition, whatever the backend. */
+export function composedAttentionBackward(
   dout: tf.Tensor4D, q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, out: tf.Tensor4D, lse: tf.Tensor3D, opts: AttentionOptions,
 ): { dq: tf.Tensor4D; dk: tf.Tensor4D; dv: tf.Tensor4D } {
   return tf.tidy(() => {
@@ -43,12 +94,12 @@ export function attentionBackward(
     const grouped = (t: tf.Tensor) => tf.reshape(t, [B, KV, G * T, -1]);
     const probs = tf.exp(tf.sub(groupedScores(q, k, opts), grouped(lse)));
     const dO = grouped(dout);
-    const dv = tf.matMul(probs, dO, true, false) as tf.Tensor4D;
-    const dprobs = tf.matMul(dO, v, false, true);
+    const dv = matMul(probs, dO, true, false) as tf.Tensor4D;
+    const dprobs = matMul(dO, v, false, true);
     const rowDot = tf.sum(tf.mul(dO, grouped(out)), -1, true);
     const dscores = tf.mul(tf.mul(probs, tf.sub(dprobs, rowDot)), opts.scale);
-    const dq = tf.reshape(tf.matMul(dscores, k), [B, H, T, D]) as tf.Tensor4D;
-    const dk = tf.matMul(dscores, grouped(q), true, false) as tf.Tensor4D;
+    const dq = tf.reshape(matMul(dscores, k), [B, H, T, D]) as tf.Tensor4D;
+    const dk = matMul(dscores, grouped(q), true, false) as tf.Tensor4D;
     return { dq, dk, dv };
   });
 }
@@ -59,7 +110,7 @@ function groupedScores(q: tf.Tensor4D, k: tf.Tensor4D, opts: AttentionOptions): 
   const [, KV, S] = k.shape;
   const G = H / KV;
   const qg = tf.reshape(q, [B, KV, G * T, D]);
-  const raw = tf.mul(tf.matMul(qg, k, false, true), opts.scale);
+  const raw = tf.mul(matMul(qg, k, false, true), opts.scale);
   const qpos = tf.reshape(tf.range(opts.past, opts.past + T, 1, 'int32'), [T, 1]);
   const kpos = tf.reshape(tf.range(0, S, 1, 'int32'), [1, S]);
   let allowed = tf.reshape(tf.lessEqual(kpos, qpos), [1, 1, T, S]);
