@@ -3,10 +3,10 @@
  * folders so that a crash or a failed write never leaves a half-written checkpoint or export.
  */
 import { existsSync, readdirSync, statSync } from 'node:fs';
-import { mkdir, mkdtemp, open, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
 import { basename, dirname, join, resolve, sep } from 'node:path';
-import type { FileSource } from '../engine/io/files.ts';
+import { checkRange, type FileSource } from '../engine/io/files.ts';
 
 /** A directory as a FileSource. Names are relative with '/' separators; none may leave the directory. */
 export function nodeFolder(dir: string): FileSource {
@@ -16,6 +16,11 @@ export function nodeFolder(dir: string): FileSource {
     const p = resolve(root, name);
     return p.startsWith(root + sep) ? p : null;
   };
+  const path = (name: string): string => {
+    const p = inside(name);
+    if (p === null) throw new Error(`${dir}: ${JSON.stringify(name)} is outside the folder`);
+    return p;
+  };
   return {
     location: dir,
     list: () => listFiles(root, '').sort(),
@@ -24,11 +29,28 @@ export function nodeFolder(dir: string): FileSource {
       return p !== null && (statSync(p, { throwIfNoEntry: false })?.isFile() ?? false);
     },
     read: async (name) => {
-      const p = inside(name);
-      if (p === null) throw new Error(`${dir}: ${JSON.stringify(name)} is outside the folder`);
-      const buf = await readFile(p);
+      const buf = await readFile(path(name));
       // A plain Uint8Array, because Buffer's slice() shares memory where Uint8Array's copies.
       return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+    },
+    size: async (name) => (await stat(path(name))).size,
+    readRange: async (name, begin, end) => {
+      const fh = await open(path(name), 'r');
+      try {
+        const size = (await fh.stat()).size;
+        checkRange(`${dir}/${name}`, begin, end, size);
+        // A fresh buffer (not Buffer.allocUnsafe's shared pool), so the caller owns it whole.
+        const out = new Uint8Array(end - begin);
+        let done = 0;
+        while (done < out.length) {
+          const { bytesRead } = await fh.read(out, done, out.length - done, begin + done);
+          if (bytesRead === 0) throw new Error(`${dir}/${name}: the file ended at byte ${begin + done} while reading [${begin}, ${end})`);
+          done += bytesRead;
+        }
+        return out;
+      } finally {
+        await fh.close();
+      }
     },
   };
 }

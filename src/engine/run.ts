@@ -7,9 +7,9 @@
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from './errors.ts';
 import { pathIn, readJsonObject, readText, type FileSource } from './io/files.ts';
-import { loadModelFolder, type ModelFolder } from './io/model_folder.ts';
-import { parseSafetensors, writeSafetensors, type TensorToWrite } from './io/safetensors.ts';
-import { CausalLM, expectedWeights } from './model/llama.ts';
+import { openModelFolder, type OpenModelFolder } from './io/model_folder.ts';
+import { parseSafetensors, valuesToFloat32, writeSafetensors, type TensorToWrite } from './io/safetensors.ts';
+import { CausalLM, expectedWeights, type LoadOptions } from './model/llama.ts';
 import { LoraAdapter, parseAdapterConfig, resolveTargetModules } from './model/lora.ts';
 import { TextTokenizer } from './data/tokenizer.ts';
 import { detectFormat, parseDatasetText } from './data/dataset.ts';
@@ -20,18 +20,17 @@ import { Trainer, type TrainerCallbacks } from './train/trainer.ts';
 import type { Example } from './train/batch.ts';
 
 export interface LoadedModel {
-  folder: ModelFolder;
+  folder: OpenModelFolder;
   model: CausalLM;
   tokenizer: TextTokenizer;
 }
 
-export async function loadModel(source: FileSource): Promise<LoadedModel> {
-  const folder = await loadModelFolder(source);
+/** A model folder streamed onto the backend weight by weight, with its tokenizer. */
+export async function loadModel(source: FileSource, opts: LoadOptions = {}): Promise<LoadedModel> {
+  const folder = await openModelFolder(source);
   await adoptChatTemplateFile(source, folder.tokenizerConfig);
   const tokenizer = TextTokenizer.fromFiles(folder.tokenizerJson, folder.tokenizerConfig, folder.generationConfig, pathIn(source, 'tokenizer_config.json'));
-  const model = CausalLM.fromFolder(folder);
-  // Weights now live in tensors; the Float32Arrays would double the memory.
-  folder.weights.clear();
+  const model = await CausalLM.fromFolder(folder, opts);
   return { folder, model, tokenizer };
 }
 
@@ -190,14 +189,17 @@ export function trainableNames(model: CausalLM, type: 'freeze' | 'full', layersT
 async function loadWeightsInto(model: CausalLM, source: FileSource, names: string[]): Promise<void> {
   const where = pathIn(source, 'model.safetensors');
   if (!source.has('model.safetensors')) throw new UserError(`${where} is missing; the checkpoint has no model weights.`, { file: where });
-  const folder = await loadModelFolder(source);
+  const folder = await openModelFolder(source);
+  const wanted = new Set(names);
   for (const name of names) {
-    const w = folder.weights.get(name);
-    if (!w) throw new UserError(`${where}: weight ${name} is missing.`, { file: where, field: name });
-    const old = model.params.get(name)!;
-    model.params.set(name, tf.tensor(w.data, w.shape, 'float32'));
-    old.dispose();
+    if (!folder.tensors.has(name)) throw new UserError(`${where}: weight ${name} is missing.`, { file: where, field: name });
   }
+  await folder.readWeights((w) => {
+    if (!wanted.has(w.name)) return;
+    const old = model.params.get(w.name)!;
+    model.params.set(w.name, tf.tensor(w.data instanceof Float32Array ? w.data : valuesToFloat32(w.dtype, w.data), w.shape, 'float32'));
+    old.dispose();
+  });
 }
 
 export async function adapterFiles(adapter: LoraAdapter, baseModel: string): Promise<Record<string, Uint8Array>> {
@@ -214,16 +216,18 @@ const DTYPE_NAMES: Record<string, string> = { F32: 'float32', F16: 'float16', BF
  * tokenizer files and model.safetensors in `dtype`. With an adapter, its product is merged
  * into each target weight first: W' = W + scale·B·A.
  */
-export async function modelFiles(folder: ModelFolder, model: CausalLM, dtype: 'F32' | 'F16' | 'BF16', adapter: LoraAdapter | null = null): Promise<Record<string, Uint8Array>> {
+export async function modelFiles(folder: OpenModelFolder, model: CausalLM, dtype: 'F32' | 'F16' | 'BF16', adapter: LoraAdapter | null = null): Promise<Record<string, Uint8Array>> {
   const enc = new TextEncoder();
   const tensors: TensorToWrite[] = [];
   for (const [name, shape] of expectedWeights(model.config)) {
     const path = name.replace(/\.weight$/, '');
     const lora = adapter?.modules.get(path);
-    const w = model.weight(name);
-    const merged = lora && adapter ? tf.tidy(() => tf.add(w, tf.mul(tf.matMul(lora.B, lora.A), adapter.scale))) : w;
+    const merged = tf.tidy(() => {
+      const w = model.float32(name);
+      return lora && adapter ? tf.add(w, tf.mul(tf.matMul(lora.B, lora.A), adapter.scale)) : w;
+    });
     const data = (await merged.data()) as Float32Array;
-    if (merged !== w) merged.dispose();
+    merged.dispose();
     tensors.push({ name, dtype, shape, data: Float32Array.from(data) });
   }
   const config = { ...folder.config, torch_dtype: DTYPE_NAMES[dtype] };
@@ -238,7 +242,7 @@ export async function modelFiles(folder: ModelFolder, model: CausalLM, dtype: 'F
 }
 
 /** The dtype a merged model is saved in: the base model's own (bfloat16 stays bfloat16). */
-export function savedDType(folder: ModelFolder): 'F32' | 'F16' | 'BF16' {
+export function savedDType(folder: OpenModelFolder): 'F32' | 'F16' | 'BF16' {
   return folder.weightsDType === 'BF16' || folder.weightsDType === 'F16' ? folder.weightsDType : 'F32';
 }
 

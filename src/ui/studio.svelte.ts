@@ -5,7 +5,7 @@
 import type { Remote } from 'comlink';
 import type { BackendInfo } from '../engine/backend/index.ts';
 import { parseRecipe, type Recipe } from '../engine/recipe.ts';
-import type { DataReport, FolderBytes, MemoryEstimate, ModelSummary, RunEvent, RunRecord, RunStatus, StudioApi } from '../worker/protocol.ts';
+import type { DataReport, FolderFiles, MemoryEstimate, ModelSummary, RunEvent, RunRecord, RunStatus, StudioApi } from '../worker/protocol.ts';
 import { connectWorker, proxy, transfer } from './connect.ts';
 import { describeError, errorText } from './lib/errors.ts';
 import { fileSafe, saveBytes, unzipFolder, type PickedFile, readFolder } from './lib/files.ts';
@@ -50,8 +50,9 @@ function writeSetting(key: string, value: string | null): void {
   }
 }
 
-function buffersOf(files: FolderBytes): ArrayBuffer[] {
-  return [...new Set(Object.values(files).map((b) => b.buffer as ArrayBuffer))];
+/** The byte buffers to transfer; Blobs cross by reference and need none. */
+function buffersOf(files: FolderFiles): ArrayBuffer[] {
+  return [...new Set(Object.values(files).flatMap((b) => (b instanceof Uint8Array ? [b.buffer as ArrayBuffer] : [])))];
 }
 
 export class Studio {
@@ -224,9 +225,10 @@ export class Studio {
     }
   }
 
-  private async loadFiles(name: string, files: FolderBytes): Promise<void> {
+  private async loadFiles(name: string, files: FolderFiles): Promise<void> {
     this.modelBusy = `Loading ${name} onto ${this.backend?.name ?? 'the backend'}…`;
-    // The bytes move to the Worker rather than being copied: a model can be gigabytes.
+    // The bytes move to the Worker rather than being copied, and big files go as Blobs the
+    // Worker reads a tensor at a time: a model can be gigabytes.
     this.model = await this.api!.loadModel(name, transfer(files, buffersOf(files)));
     this.hasAdapter = false;
     this.adapterLabel = null;

@@ -15,14 +15,26 @@ import type { MemoryEstimate } from './protocol.ts';
 const F32 = 4;
 /** selectedLogProbs' chunk: the LM head runs on at most this many logits at once. */
 const LOGIT_CHUNK_ELEMENTS = 1 << 22;
+
 /**
- * Activation floats per token, layer and hidden unit, from tf.profile's peak of one LoRA step
- * (r 16 on every linear layer, dropout 0.05): 257–262 on a SmolLM2-135M-shaped layer, about 310
- * on stories260K (hidden 64, where r and the attention heads weigh more). It counts what tfjs
- * keeps unfused for the backward pass, including the clones the tape saves (shared on CPU and
- * WebGPU, real copies on WASM), so it is an upper bound there.
+ * Floats per token one decoder layer keeps for its backward pass, plus the transient gradients
+ * of its own backward pass: the residual stream and the normed inputs, q, k, v, the attention
+ * output, gate, up and their product, and with LoRA dropout a masked copy of each adapter input.
+ * Calibrated on physical peaks (the backend's live buffers, `meterBackendMemory`) of LoRA steps
+ * on a SmolLM2-135M-shaped layer (hidden 576, intermediate 1536): 20.3 hidden-widths per layer
+ * without dropout and 23.1 with 0.05, where this gives 20.7 and 27.3.
  */
-const ACTIVATION_FLOATS = 320;
+function layerFloats(c: CausalLM['config'], dropout: number): number {
+  const kv = 2 * c.num_key_value_heads * c.head_dim;
+  return 12 * c.hidden_size + kv + 3 * c.intermediate_size + (dropout > 0 ? 4 * c.hidden_size + c.intermediate_size : 0);
+}
+
+/**
+ * With gradient checkpointing a layer keeps only its input (measured: 5.3–5.6 hidden-widths per
+ * layer once the transient of the backward pass is counted), and one layer at a time is
+ * recomputed with everything above.
+ */
+const CHECKPOINTED_LAYER_HIDDEN = 6;
 
 export function countParameters(model: CausalLM): number {
   return expectedWeights(model.config).reduce((n, [, shape]) => n + shape.reduce((a, b) => a * b, 1), 0);
@@ -52,10 +64,18 @@ export function estimateMemory(model: CausalLM, recipe: Recipe, limits: DeviceLi
   // place, so only their gradients and moments come on top of the weights.
   const copies = (recipe.peft.type === 'lora' ? 1 : 0) + 1 + moments;
 
-  const weights = countParameters(model) * F32;
+  // Frozen weights as the backend holds them (16-bit matrices at two bytes a value).
+  const weights = model.frozenStorage().bytes;
   const trainable = trainableParameters(model, recipe) * copies * F32;
-  // Attention scores and their softmax ([B, heads, T, T] each) are kept for the backward pass too.
-  const activations = tokens * c.num_hidden_layers * (ACTIVATION_FLOATS * c.hidden_size + 2 * c.num_attention_heads * T) * F32;
+  const dropout = recipe.peft.type === 'lora' ? recipe.peft.lora_dropout : 0;
+  const perLayer = layerFloats(c, dropout);
+  // Either way one layer's working set comes on top (twice its kept floats: its activations and
+  // their gradients); checkpointing keeps one hidden state per other layer instead of everything.
+  const kept = recipe.gradient_checkpointing ? c.num_hidden_layers * CHECKPOINTED_LAYER_HIDDEN * c.hidden_size + perLayer : c.num_hidden_layers * perLayer;
+  // WASM and the CPU attend through tfjs ops, which hold one layer's scores and probabilities
+  // ([B, heads, T, T] each) for a moment; WebGPU's fused kernel never makes them.
+  const scores = limits ? 0 : 2 * B * c.num_attention_heads * T * T * F32;
+  const activations = tokens * (kept + 2 * perLayer) * F32 + scores;
   // The LM head runs a chunk of rows at a time, forward and backward (it recomputes rather than
   // keeps its logits): one chunk's logits, softmax and one-hot targets exist at once.
   const chunkRows = Math.max(1, Math.floor(LOGIT_CHUNK_ELEMENTS / c.vocab_size));
@@ -63,7 +83,6 @@ export function estimateMemory(model: CausalLM, recipe: Recipe, limits: DeviceLi
 
   const buffers = {
     embedding: c.vocab_size * c.hidden_size * F32,
-    attention: B * c.num_attention_heads * T * T * F32,
     mlp: tokens * c.intermediate_size * F32,
     logits: Math.min(tokens, chunkRows) * c.vocab_size * F32,
   };
@@ -75,7 +94,7 @@ export function estimateMemory(model: CausalLM, recipe: Recipe, limits: DeviceLi
   if (!fits) {
     suggestion = largestKind === 'embedding'
       ? `The embedding matrix alone needs ${mib(largest)} in one buffer and this GPU allows ${mib(limit!)}; choose a smaller model.`
-      : `One ${largestKind === 'attention' ? 'attention-score' : largestKind === 'mlp' ? 'MLP activation' : 'logits'} buffer needs ${mib(largest)} and this GPU allows ${mib(limit!)}; ${shrinkActivations(recipe, T, largestKind === 'attention')}.`;
+      : `One ${largestKind === 'mlp' ? 'MLP activation' : 'logits'} buffer needs ${mib(largest)} and this GPU allows ${mib(limit!)}; ${shrinkActivations(recipe, T)}.`;
   }
   return { weights, trainable, activations, logits, total: weights + trainable + activations + logits, largest_buffer: largest, limit, fits, suggestion };
 }
@@ -90,19 +109,19 @@ export function shrinkAdvice(estimate: MemoryEstimate, recipe: Recipe, model: Ca
     return `use peft.type "lora" instead of "${recipe.peft.type}", which trains a small adapter instead of the weights`;
   }
   if (perStep >= estimate.weights) {
-    return shrinkActivations(recipe, recipe.max_length ?? model.config.max_position_embeddings, false);
+    if (!recipe.gradient_checkpointing) return 'set gradient_checkpointing to true, which keeps one hidden state per layer instead of all its activations';
+    return shrinkActivations(recipe, recipe.max_length ?? model.config.max_position_embeddings);
   }
   return 'choose a smaller model, since its weights alone take most of the memory';
 }
 
 /** Halving the micro-batch keeps the effective batch (and so the training) the same; a shorter max_length does not. */
-function shrinkActivations(recipe: Recipe, T: number, quadratic: boolean): string {
+function shrinkActivations(recipe: Recipe, T: number): string {
   const B = recipe.per_device_train_batch_size;
-  const shorter = `lower max_length to ${Math.max(1, Math.floor(T / 2))}`;
-  if (B > 1 && !quadratic) {
+  if (B > 1) {
     return `halve per_device_train_batch_size to ${Math.floor(B / 2)} and double gradient_accumulation_steps to ${recipe.gradient_accumulation_steps * 2}, which keeps the effective batch`;
   }
-  return T > 1 ? (quadratic ? `${shorter} (attention memory grows with its square)` : shorter) : 'choose a smaller model';
+  return T > 1 ? `lower max_length to ${Math.max(1, Math.floor(T / 2))}` : 'choose a smaller model';
 }
 
 function mib(bytes: number): string {

@@ -9,8 +9,16 @@ import type { DatasetFormat } from '../engine/data/dataset.ts';
 import type { LogEntry } from '../engine/train/trainer.ts';
 import type { RecipeInput } from '../engine/recipe.ts';
 
-/** A model, adapter or checkpoint folder as plain bytes keyed by file name (transferable). */
+/** A checkpoint or export folder as plain bytes keyed by file name (transferable). */
 export type FolderBytes = Record<string, Uint8Array>;
+
+/**
+ * A dropped or downloaded model or adapter folder keyed by file name: small files as bytes
+ * (transferable), large ones (safetensors weights) as Blobs — a dropped File or a Hub download
+ * from Cache Storage — which cross to the Worker by reference and are read a tensor at a time,
+ * never held whole.
+ */
+export type FolderFiles = Record<string, Uint8Array | Blob>;
 
 export interface ModelSummary {
   /** Hub id or the dropped folder's name. */
@@ -101,7 +109,7 @@ export interface MemoryEstimate {
 export interface StudioApi {
   init(preferred?: 'auto' | 'webgpu' | 'wasm' | 'cpu'): Promise<BackendInfo>;
   /** A model folder's files (dropped, picked, or downloaded by the page). */
-  loadModel(name: string, files: FolderBytes): Promise<ModelSummary>;
+  loadModel(name: string, files: FolderFiles): Promise<ModelSummary>;
   /** `data` is the dropped File itself where possible: a Blob crosses to the Worker without copying its bytes. */
   inspectData(file: string, data: Blob | string, recipe: RecipeInput): Promise<DataReport>;
   estimateMemory(recipe: RecipeInput): Promise<MemoryEstimate>;
@@ -128,7 +136,7 @@ export interface StudioApi {
    */
   chat(messages: { role: string; content: string }[], opts: { adapter: boolean; max_new_tokens?: number; temperature?: number; seed?: number }, onText: (text: string) => void): Promise<string>;
   /** Uses a PEFT adapter folder (a previous download) for chat or to continue training. */
-  loadAdapter(files: FolderBytes): Promise<void>;
+  loadAdapter(files: FolderFiles): Promise<void>;
   listRuns(): Promise<RunRecord[]>;
   /** A stored run's logged metrics (metrics.jsonl's lines), oldest first. */
   runMetrics(id: string): Promise<LogEntry[]>;

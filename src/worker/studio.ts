@@ -17,7 +17,7 @@ import type { TextTokenizer } from '../engine/data/tokenizer.ts';
 import { dataReport } from './data_report.ts';
 import { activeDevice, lostSoon } from './device_guard.ts';
 import { countParameters, estimateMemory } from './estimate.ts';
-import type { DataReport, FolderBytes, MemoryEstimate, ModelSummary, RunEvent, RunRecord, StudioApi } from './protocol.ts';
+import type { DataReport, FolderBytes, FolderFiles, MemoryEstimate, ModelSummary, RunEvent, RunRecord, StudioApi } from './protocol.ts';
 import type { LogEntry } from '../engine/train/trainer.ts';
 import { TrainingSession } from './session.ts';
 import * as store from './store.ts';
@@ -36,7 +36,7 @@ type ChatOptions = Parameters<StudioApi['chat']>[1];
 interface BaseModel {
   name: string;
   /** The folder's bytes: a run loads its own copy from them, and a lost GPU is recovered from them. */
-  files: FolderBytes;
+  files: FolderFiles;
   tokenizer: TextTokenizer;
   /** The base weights when they are in memory outside a run; loaded again on demand. */
   loaded: LoadedModel | null;
@@ -55,7 +55,7 @@ export class Studio implements StudioApi {
   private model: BaseModel | null = null;
   private session: TrainingSession | null = null;
   private readonly texts = new WeakMap<Blob, string>();
-  private dropped: { files: FolderBytes; adapter: LoraAdapter } | null = null;
+  private dropped: { files: FolderFiles; adapter: LoraAdapter } | null = null;
   /** The last paused run and where its events go, for resume(). */
   private paused: { id: string; emit: (e: RunEvent) => void } | null = null;
   /** What is being changed right now (a sentence fragment), while models and runs are swapped. */
@@ -94,7 +94,7 @@ export class Studio implements StudioApi {
     return this.dbOpen;
   }
 
-  async loadModel(name: string, files: FolderBytes): Promise<ModelSummary> {
+  async loadModel(name: string, files: FolderFiles): Promise<ModelSummary> {
     return this.exclusive('loading a model', async () => {
       await this.ready();
       // The old model goes first: two models rarely fit in a browser's GPU memory at once.
@@ -286,7 +286,7 @@ export class Studio implements StudioApi {
     }
   }
 
-  async loadAdapter(files: FolderBytes): Promise<void> {
+  async loadAdapter(files: FolderFiles): Promise<void> {
     await this.exclusive('loading an adapter', async () => {
       this.requireModel();
       await this.ready();
@@ -326,7 +326,7 @@ export class Studio implements StudioApi {
     return this.reading('download', async () => zip(id !== undefined ? await this.storedRunFiles(kind, id) : await this.liveFiles(kind)));
   }
 
-  private async liveFiles(kind: 'adapter' | 'merged' | 'recipe'): Promise<FolderBytes> {
+  private async liveFiles(kind: 'adapter' | 'merged' | 'recipe'): Promise<FolderFiles> {
     const session = this.session?.alive ? this.session : null;
     if (kind === 'recipe') {
       if (!session) throw new UserError('There is no run to download the recipe of; pick one in the runs list.');
@@ -347,7 +347,7 @@ export class Studio implements StudioApi {
     return modelFiles(base.folder, base.model, savedDType(base.folder), this.dropped.adapter);
   }
 
-  private async storedRunFiles(kind: 'adapter' | 'merged' | 'recipe', id: string): Promise<FolderBytes> {
+  private async storedRunFiles(kind: 'adapter' | 'merged' | 'recipe', id: string): Promise<FolderFiles> {
     const db = await this.db();
     const record = await store.getRun(db, id);
     if (!record) throw new UserError(`There is no saved run ${id}; it may have been deleted.`);
@@ -476,7 +476,7 @@ function detached<A extends unknown[]>(callback: (...args: A) => unknown): (...a
   };
 }
 
-function pick(files: FolderBytes, names: string[]): FolderBytes {
+function pick(files: FolderFiles, names: string[]): FolderFiles {
   return Object.fromEntries(names.map((n) => [n, files[n]]));
 }
 
@@ -493,8 +493,11 @@ function fullRunNeedsMerged(type: string): UserError {
 }
 
 /** Safetensors hardly compress and can be gigabytes, so they are stored; the JSON files are deflated. */
-function zip(files: FolderBytes): Uint8Array {
+async function zip(files: FolderFiles): Promise<Uint8Array> {
   const entries: Zippable = {};
-  for (const [name, data] of Object.entries(files)) entries[name] = [data, { level: name.endsWith('.safetensors') ? 0 : 6 }];
+  for (const [name, data] of Object.entries(files)) {
+    const bytes = data instanceof Uint8Array ? data : new Uint8Array(await data.arrayBuffer());
+    entries[name] = [bytes, { level: name.endsWith('.safetensors') ? 0 : 6 }];
+  }
   return zipSync(entries);
 }

@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { nodeFolder, writeFileAtomic, writeFolderAtomic } from '../../src/cli/fs_files.ts';
 import { UserError } from '../../src/engine/errors.ts';
 import { memoryFiles } from '../../src/engine/io/files.ts';
-import { loadModelFolder } from '../../src/engine/io/model_folder.ts';
+import { loadModelFolder, openModelFolder } from '../../src/engine/io/model_folder.ts';
 import { bf16BitsToFloat32, writeSafetensors } from '../../src/engine/io/safetensors.ts';
 
 const STORIES = fileURLToPath(new URL('../../../shared/models/stories260K/', import.meta.url));
@@ -155,6 +155,57 @@ describe('loadModelFolder', () => {
   });
 });
 
+describe('openModelFolder refuses what loadModelFolder refuses, with the same sentence', () => {
+  const cases: [string, () => Record<string, Uint8Array | string>][] = [
+    ['a missing shard', () => {
+      const files = shardedFiles();
+      delete files['model-00002-of-00002.safetensors'];
+      return files;
+    }],
+    ['a tensor the index names but its shard lacks', () => ({
+      ...shardedFiles(),
+      'model-00002-of-00002.safetensors': writeSafetensors([f32('d.weight', [4, 5, 6])]),
+    })],
+    ['an index without a weight_map', () => ({ ...shardedFiles(), 'model.safetensors.index.json': '{"metadata": {}}' })],
+    ['an index with an empty weight_map', () => ({ ...shardedFiles(), 'model.safetensors.index.json': '{"weight_map": {}}' })],
+    ['an index entry that is not a file name', () => ({ ...shardedFiles(), 'model.safetensors.index.json': '{"weight_map": {"a.weight": 3}}' })],
+    ['an index that is not JSON', () => ({ ...shardedFiles(), 'model.safetensors.index.json': '{' })],
+    ['pickle weights only', () => ({ ...JSONS, 'pytorch_model.bin': new Uint8Array([0x80, 0x02]) })],
+    ['no tokenizer.json', () => {
+      const { 'tokenizer.json': _, ...rest } = JSONS;
+      return { ...rest, 'model.safetensors': writeSafetensors([f32('w', [1])]) };
+    }],
+    ['no weights', () => ({ ...JSONS })],
+    ['a config.json that is not JSON', () => ({ ...JSONS, 'config.json': '{"hidden_size": 4,}', 'model.safetensors': writeSafetensors([f32('w', [1])]) })],
+    ['a corrupt safetensors', () => ({ ...JSONS, 'model.safetensors': new Uint8Array(4) })],
+    ['a safetensors with no tensors', () => ({ ...JSONS, 'model.safetensors': writeSafetensors([]) })],
+    ['an integer tensor', () => {
+      const good = writeSafetensors([f32('w', [1, 2])]);
+      // Same size and layout, but the header says I32.
+      const text = new TextDecoder().decode(good).replace('"F32"', '"I32"');
+      return { ...JSONS, 'model.safetensors': new TextEncoder().encode(text) };
+    }],
+  ];
+  it.each(cases)('%s', async (_, build) => {
+    const expected = await userError(loadModelFolder(memoryFiles('models/m', build())));
+    const got = await userError(openModelFolder(memoryFiles('models/m', build())));
+    expect(got.message).toBe(expected.message);
+    expect(got.file).toBe(expected.file);
+  });
+
+  it('opens a sharded folder with the same configs, tensor order and dtype as loadModelFolder', async () => {
+    const loaded = await loadModelFolder(memoryFiles('models/m', shardedFiles()));
+    const open = await openModelFolder(memoryFiles('models/m', shardedFiles()));
+    expect([...open.tensors.keys()]).toEqual([...loaded.weights.keys()]);
+    expect([...open.tensors.values()]).toEqual([...loaded.weights.values()].map((w) => ({ dtype: w.dtype, shape: w.shape })));
+    expect(open.weightsDType).toBe(loaded.weightsDType);
+    expect(open.config).toEqual(loaded.config);
+    expect(open.tokenizerJson).toEqual(loaded.tokenizerJson);
+    expect(open.tokenizerConfig).toEqual(loaded.tokenizerConfig);
+    expect(open.generationConfig).toBeNull();
+  });
+});
+
 describe('node filesystem', () => {
   let root: string;
   beforeEach(() => {
@@ -181,6 +232,27 @@ describe('node filesystem', () => {
     expect([...bytes]).toEqual([1, 2, 3]);
     expect(new TextDecoder().decode(await folder.read('link.txt'))).toBe('linked');
     await expect(folder.read('../blob')).rejects.toThrow(/outside the folder/);
+  });
+
+  it('nodeFolder reads sizes and byte ranges, inside the folder only', async () => {
+    mkdirSync(join(root, 'm'));
+    writeFileSync(join(root, 'm/w.bin'), new Uint8Array([10, 11, 12, 13, 14, 15]));
+    writeFileSync(join(root, 'secret'), 'secret');
+    symlinkSync(join(root, 'm/w.bin'), join(root, 'm/link.bin'));
+    const folder = nodeFolder(join(root, 'm'));
+    expect(await folder.size('w.bin')).toBe(6);
+    expect(await folder.size('link.bin')).toBe(6);
+    const range = await folder.readRange('w.bin', 2, 5);
+    expect(Object.getPrototypeOf(range)).toBe(Uint8Array.prototype);
+    expect(range.byteOffset).toBe(0);
+    expect(range.buffer.byteLength).toBe(3);
+    expect([...range]).toEqual([12, 13, 14]);
+    expect([...(await folder.readRange('link.bin', 0, 6))]).toEqual([10, 11, 12, 13, 14, 15]);
+    expect((await folder.readRange('w.bin', 6, 6)).length).toBe(0);
+    await expect(folder.readRange('w.bin', 4, 7)).rejects.toThrow(/outside the file \(6 bytes\)/);
+    await expect(folder.readRange('w.bin', 3, 2)).rejects.toThrow(/outside the file/);
+    await expect(folder.size('../secret')).rejects.toThrow(/outside the folder/);
+    await expect(folder.readRange('../secret', 0, 1)).rejects.toThrow(/outside the folder/);
   });
 
   it('writeFolderAtomic replaces an existing folder completely', async () => {

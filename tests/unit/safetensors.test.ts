@@ -8,10 +8,16 @@ import {
   f16BitsToFloat32,
   float32ToBf16Bits,
   float32ToF16Bits,
+  MAX_HEADER_BYTES,
   parseSafetensors,
+  parseSafetensorsHeader,
+  readSafetensorsHeader,
   tensorToFloat32,
+  tensorValues,
+  valuesToFloat32,
   writeSafetensors,
 } from '../../src/engine/io/safetensors.ts';
+import { memoryFiles, type FileSource } from '../../src/engine/io/files.ts';
 
 const FILE = 'bad.safetensors';
 const STORIES = fileURLToPath(new URL('../../../shared/models/stories260K/model.safetensors', import.meta.url));
@@ -296,5 +302,146 @@ describe('a real checkpoint', () => {
     const emb = tensorToFloat32(st, 'model.embed_tokens.weight');
     expect(emb.length).toBe(512 * 64);
     expect(emb.every(Number.isFinite)).toBe(true);
+  });
+});
+
+/** A one-file source that records every range read from it. */
+function rangeLogged(bytes: Uint8Array | Blob): { source: FileSource; ranges: [number, number][] } {
+  const inner = memoryFiles('', { [FILE]: bytes });
+  const ranges: [number, number][] = [];
+  const source: FileSource = {
+    ...inner,
+    read: async () => {
+      throw new Error('the header reader must read ranges, not whole files');
+    },
+    readRange: async (name, begin, end) => {
+      ranges.push([begin, end]);
+      return inner.readRange(name, begin, end);
+    },
+  };
+  return { source, ranges };
+}
+
+async function headerError(bytes: Uint8Array): Promise<UserError> {
+  const { source, ranges } = rangeLogged(bytes);
+  let err: unknown = null;
+  try {
+    await readSafetensorsHeader(source, FILE, FILE);
+  } catch (e) {
+    err = e;
+  }
+  expect(err).toBeInstanceOf(UserError);
+  const message = (err as UserError).message;
+  expect(message).toContain(FILE);
+  expect(message).not.toContain('\n');
+  expect(message.endsWith('.')).toBe(true);
+  // Nothing past the header was read.
+  const headerEnd = bytes.length >= 8 ? 8 + new DataView(bytes.buffer, bytes.byteOffset).getUint32(0, true) : 0;
+  for (const [, end] of ranges) expect(end).toBeLessThanOrEqual(Math.min(headerEnd, bytes.length));
+  return err as UserError;
+}
+
+describe('reading only the header', () => {
+  const f32 = (begin: number, end: number, shape = [(end - begin) / 4]) => ({ dtype: 'F32', shape, data_offsets: [begin, end] });
+
+  it('gives the same tensors as parseSafetensors, reading the first 8 bytes and then the header only', async () => {
+    const bytes = writeSafetensors(
+      [
+        { name: 'a', dtype: 'F32', shape: [2, 3], data: new Float32Array(6).fill(1) },
+        { name: 'b', dtype: 'BF16', shape: [5], data: new Float32Array(5).fill(2) },
+      ],
+      { format: 'pt' },
+    );
+    const { source, ranges } = rangeLogged(new Blob([bytes as Uint8Array<ArrayBuffer>]));
+    const header = await readSafetensorsHeader(source, FILE, FILE);
+    const whole = parseSafetensors(bytes, FILE);
+    expect(header.tensors).toEqual(whole.tensors);
+    expect(header.metadata).toEqual({ format: 'pt' });
+    expect(header.size).toBe(bytes.length);
+    expect(header.dataStart).toBe(whole.tensors.get('a')!.begin);
+    expect(ranges).toEqual([
+      [0, 8],
+      [8, header.dataStart],
+    ]);
+    expect(parseSafetensorsHeader(bytes.subarray(0, header.dataStart), bytes.length, FILE).tensors).toEqual(whole.tensors);
+  });
+
+  it('refuses every bad header with parseSafetensors\' sentence, before reading any data', async () => {
+    const cases: Uint8Array[] = [
+      new Uint8Array(5),
+      raw('{"a": nope', 0),
+      raw('[1, 2]', 0),
+      raw({ a: { dtype: 'F33', shape: [1], data_offsets: [0, 4] } }, 4),
+      raw({ a: f32(0, 8), b: f32(8, 16) }, 12),
+      raw({ a: f32(0, 8), b: f32(4, 12) }, 12),
+      raw({ a: f32(0, 4), b: f32(8, 12) }, 12),
+      raw({ a: f32(0, 4) }, 8),
+      raw({ x: f32(0, 100, [5, 6]) }, 100),
+      raw({ __metadata__: { step: 3 } }, 0),
+    ];
+    const long = raw({ a: f32(0, 4) }, 4);
+    new DataView(long.buffer).setUint32(0, 10_000, true);
+    cases.push(long);
+    for (const bytes of cases) {
+      const err = await headerError(bytes);
+      expect(err.message).toBe(userError(() => parseSafetensors(bytes, FILE)).message);
+    }
+  });
+
+  it('refuses a header over the 100 MB safetensors allows without reading it', () => {
+    const first8 = new Uint8Array(8);
+    new DataView(first8.buffer).setUint32(0, MAX_HEADER_BYTES + 1, true);
+    const err = userError(() => parseSafetensorsHeader(first8, 2 * MAX_HEADER_BYTES, FILE));
+    expect(err.message).toMatch(/more than the 100000000 bytes a safetensors header may have/);
+  });
+});
+
+describe('tensorValues', () => {
+  const values = [1, -2.5, 0.1, 3.14159, -1e-3, 65504, 0];
+  const bytes = writeSafetensors([
+    { name: 'f', dtype: 'F32', shape: [7], data: new Float32Array(values) },
+    { name: 'h', dtype: 'F16', shape: [7], data: new Float32Array(values) },
+    { name: 'b', dtype: 'BF16', shape: [7], data: new Float32Array(values) },
+  ]);
+  const st = parseSafetensors(bytes, FILE);
+  const stored = (name: string) => {
+    const t = st.tensors.get(name)!;
+    return bytes.subarray(t.begin, t.end);
+  };
+
+  it('gives F32 values and the raw F16/BF16 bit patterns, which widen to tensorToFloat32', () => {
+    const f = tensorValues('F32', stored('f'), FILE, 'f');
+    expect(f).toBeInstanceOf(Float32Array);
+    expect([...f]).toEqual([...tensorToFloat32(st, 'f')]);
+    for (const name of ['h', 'b'] as const) {
+      const dtype = name === 'h' ? 'F16' : 'BF16';
+      const v = tensorValues(dtype, stored(name), FILE, name);
+      expect(v).toBeInstanceOf(Uint16Array);
+      expect([...v]).toEqual(words(bytes, name));
+      expect([...valuesToFloat32(dtype, v)]).toEqual([...tensorToFloat32(st, name)]);
+    }
+  });
+
+  it('copies by default, from an unaligned view too, and adopts a buffer handed over', () => {
+    const shifted = new Uint8Array(stored('h').length + 1);
+    shifted.set(stored('h'), 1);
+    const view = shifted.subarray(1);
+    const copy = tensorValues('F16', view, FILE, 'h');
+    expect([...copy]).toEqual(words(bytes, 'h'));
+    view[0] ^= 0xff;
+    expect([...copy]).toEqual(words(bytes, 'h'));
+
+    const own = stored('f').slice();
+    const adopted = tensorValues('F32', own, FILE, 'f', true);
+    expect(adopted.buffer).toBe(own.buffer);
+    expect([...adopted]).toEqual([...tensorToFloat32(st, 'f')]);
+    // A view into a larger buffer is never adopted: the values must not keep the rest alive.
+    expect(tensorValues('F32', stored('f'), FILE, 'f', true).buffer).not.toBe(bytes.buffer);
+  });
+
+  it('refuses other dtypes with one sentence naming the file and tensor', () => {
+    const err = userError(() => tensorValues('I64', new Uint8Array(16), FILE, 'ids'));
+    expect(err.message).toBe(`${FILE}: tensor "ids" is stored as I64; only F32, F16 and BF16 tensors are supported.`);
+    expect(err.field).toBe('ids');
   });
 });

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { zipSync, strToU8 } from 'fflate';
-import { commonFolder, fileSafe, relativeTo, unzipFolder } from '../../src/ui/lib/files.ts';
+import { commonFolder, fileSafe, readFolder, relativeTo, unzipFolder } from '../../src/ui/lib/files.ts';
+import { memoryFiles } from '../../src/engine/io/files.ts';
 import { histogramBars, tokenText } from '../../src/ui/data/report.ts';
 
 describe('picked folders', () => {
@@ -20,6 +21,27 @@ describe('picked folders', () => {
     expect(fileSafe('HuggingFaceTB/SmolLM2-135M-Instruct')).toBe('SmolLM2-135M-Instruct');
     expect(fileSafe('run 3: pirate')).toBe('run-3-pirate');
     expect(fileSafe('///')).toBe('studio');
+  });
+});
+
+describe('reading a picked folder', () => {
+  it('keeps weights as their File (a Blob) and reads small files as bytes, skipping hidden files', async () => {
+    const weights = new File([new Uint8Array([1, 2, 3, 4, 5])], 'model.safetensors');
+    const picked = [
+      { path: 'm/config.json', file: new File(['{"a": 1}'], 'config.json') },
+      { path: 'm/model.safetensors', file: weights },
+      { path: 'm/.DS_Store', file: new File(['x'], '.DS_Store') },
+    ];
+    const { name, files } = await readFolder(picked, 'fallback');
+    expect(name).toBe('m');
+    expect(Object.keys(files).sort()).toEqual(['config.json', 'model.safetensors']);
+    expect(files['model.safetensors']).toBe(weights);
+    expect(files['config.json']).toBeInstanceOf(Uint8Array);
+    // The engine reads both kinds, and ranges of the Blob without reading it whole.
+    const source = memoryFiles(name, files);
+    expect(await source.size('model.safetensors')).toBe(5);
+    expect([...(await source.readRange('model.safetensors', 1, 4))]).toEqual([2, 3, 4]);
+    expect(new TextDecoder().decode(await source.read('config.json'))).toBe('{"a": 1}');
   });
 });
 

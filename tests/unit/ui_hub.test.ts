@@ -17,7 +17,13 @@ import {
   treeUrl,
   type DownloadProgress,
 } from '../../src/ui/model/hub.ts';
+import { memoryFiles } from '../../src/engine/io/files.ts';
+import { openModelFolder } from '../../src/engine/io/model_folder.ts';
 
+
+async function bytesOf(file: Uint8Array | Blob): Promise<Buffer> {
+  return Buffer.from(file instanceof Blob ? new Uint8Array(await file.arrayBuffer()) : file);
+}
 
 /** Cache Storage as the browser has it, in memory: enough of the API for the downloader. */
 class MemoryCacheStorage {
@@ -112,7 +118,11 @@ describe('downloadModel against a server in the Hub layout', () => {
     const progress: DownloadProgress[] = [];
     const files = await downloadModel({ repo: 'karpathy/stories260K', hubUrl: hub.url, cacheStorage: storage(cache), onProgress: (p) => progress.push(p) });
     expect(Object.keys(files).sort()).toEqual(['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
-    expect(Buffer.from(files['model.safetensors']).equals(readFileSync(join(STORIES, 'model.safetensors')))).toBe(true);
+    // The weights arrive as a Blob (read a range at a time by the Worker), the configs as bytes.
+    expect(files['model.safetensors']).toBeInstanceOf(Blob);
+    expect(files['config.json']).toBeInstanceOf(Uint8Array);
+    expect((await bytesOf(files['model.safetensors'])).equals(readFileSync(join(STORIES, 'model.safetensors')))).toBe(true);
+    expect((await bytesOf(files['config.json'])).equals(readFileSync(join(STORIES, 'config.json')))).toBe(true);
     const last = progress.at(-1)!;
     expect(last.loaded).toBe(last.total);
     expect(last.fromCache).toBe(false);
@@ -126,6 +136,15 @@ describe('downloadModel against a server in the Hub layout', () => {
     const offline = await downloadModel({ repo: 'karpathy/stories260K', hubUrl: url, cacheStorage: storage(cache), onProgress: (p) => again.push(p) });
     expect(Object.keys(offline).sort()).toEqual(Object.keys(files).sort());
     expect(again.every((p) => p.fromCache)).toBe(true);
+    expect(offline['model.safetensors']).toBeInstanceOf(Blob);
+    expect((await bytesOf(offline['model.safetensors'])).equals(readFileSync(join(STORIES, 'model.safetensors')))).toBe(true);
+    // The folder streams straight from the Blobs.
+    const folder = await openModelFolder(memoryFiles('karpathy/stories260K', offline));
+    let count = 0;
+    await folder.readWeights(() => {
+      count++;
+    });
+    expect(count).toBe(folder.tensors.size);
   });
 
   it('resumes an interrupted download from the parts already cached', async () => {
@@ -138,13 +157,23 @@ describe('downloadModel against a server in the Hub layout', () => {
     hub.failAfterBytes = undefined;
     hub.requests.length = 0;
     const files = await downloadModel({ repo: 'karpathy/stories260K', hubUrl: hub.url, cacheStorage: storage(cache), partBytes });
-    expect(files['model.safetensors'].length).toBe(readFileSync(join(STORIES, 'model.safetensors')).length);
-    expect(Buffer.from(files['model.safetensors']).equals(readFileSync(join(STORIES, 'model.safetensors')))).toBe(true);
+    expect(files['model.safetensors']).toBeInstanceOf(Blob);
+    const weights = await bytesOf(files['model.safetensors']);
+    expect(weights.equals(readFileSync(join(STORIES, 'model.safetensors')))).toBe(true);
     // Only the weights are fetched again, and not the parts already cached: a probe plus the missing parts.
     const gets = hub.requests.filter((r) => r.startsWith('GET /karpathy/stories260K/resolve/'));
     expect(gets.every((r) => r.endsWith('model.safetensors'))).toBe(true);
-    const parts = Math.ceil(files['model.safetensors'].length / partBytes);
+    const parts = Math.ceil(weights.length / partBytes);
     expect(gets.length).toBe(1 + parts - 2);
+  });
+
+  it('assembles a download in parts as one Blob when there is no Cache Storage', async () => {
+    hub = await startHubServer({ 'karpathy/stories260K': STORIES });
+    const files = await downloadModel({ repo: 'karpathy/stories260K', hubUrl: hub.url, cacheStorage: null, partBytes: 100_000 });
+    expect(files['model.safetensors']).toBeInstanceOf(Blob);
+    expect((await bytesOf(files['model.safetensors'])).equals(readFileSync(join(STORIES, 'model.safetensors')))).toBe(true);
+    expect(files['tokenizer.json']).toBeInstanceOf(Uint8Array);
+    expect((await bytesOf(files['tokenizer.json'])).equals(readFileSync(join(STORIES, 'tokenizer.json')))).toBe(true);
   });
 
   it('says when the repo does not exist', async () => {

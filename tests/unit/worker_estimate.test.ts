@@ -14,6 +14,7 @@ import { LoraAdapter, resolveTargetModules } from '../../src/engine/model/lora.t
 import { collate } from '../../src/engine/train/batch.ts';
 import { sftLossSum } from '../../src/engine/train/sft.ts';
 import { Rng } from '../../src/engine/rng.ts';
+import { meterBackendMemory } from '../../src/engine/backend/memory.ts';
 
 let model: CausalLM;
 beforeAll(async () => {
@@ -26,17 +27,22 @@ const limits = (bytes: number) => ({ maxBufferSize: bytes, maxStorageBufferBindi
 
 describe('estimateMemory', () => {
   it('fits when the largest buffer is within the limit, and names the change when it is not', () => {
-    // Batch 8 × 1024 tokens: one layer's attention scores are 8 · 8 heads · 1024² · 4 bytes = 256 MiB.
+    // Batch 8 × 1024 tokens: a chunk of 2²² logits (8192 rows × 512 words) is the largest buffer;
+    // the fused attention never makes a [heads × T × T] one.
     const r = recipe({ per_device_train_batch_size: 8, max_length: 1024 });
     const roomy = estimateMemory(model, r, limits(2 ** 30));
-    expect(roomy.largest_buffer).toBe(8 * 8 * 1024 * 1024 * 4);
+    expect(roomy.largest_buffer).toBe(8192 * 512 * 4);
     expect(roomy).toMatchObject({ fits: true, suggestion: null, limit: 2 ** 30 });
 
-    const tight = estimateMemory(model, r, limits(128 * 2 ** 20));
+    const tight = estimateMemory(model, r, limits(8 * 2 ** 20));
     expect(tight.fits).toBe(false);
     expect(tight.suggestion).toBe(
-      'One attention-score buffer needs 256 MiB and this GPU allows 128 MiB; lower max_length to 512 (attention memory grows with its square).',
+      'One logits buffer needs 16 MiB and this GPU allows 8 MiB; halve per_device_train_batch_size to 4 and double gradient_accumulation_steps to 2, which keeps the effective batch.',
     );
+
+    // One row of 32768 tokens: its MLP activation (32768 × 172 floats) outgrows the logits chunk.
+    const long = estimateMemory(model, recipe({ per_device_train_batch_size: 1, max_length: 32768 }), limits(16 * 2 ** 20));
+    expect(long.suggestion).toBe('One MLP activation buffer needs 22 MiB and this GPU allows 16 MiB; lower max_length to 16384.');
 
     // 256 × 16 tokens: a chunk of at most 2²² logits, here all 4096 rows × 512 words.
     const logits = estimateMemory(model, recipe({ per_device_train_batch_size: 256, max_length: 16, gradient_accumulation_steps: 2 }), limits(2 ** 20));
@@ -48,8 +54,8 @@ describe('estimateMemory', () => {
     expect(embedding.suggestion).toBe('The embedding matrix alone needs 1 MiB in one buffer and this GPU allows 1 MiB; choose a smaller model.');
   });
 
-  it('bounds the measured peak of a real LoRA step from above, within a factor of three', async () => {
-    const r = recipe({ per_device_train_batch_size: 2, max_length: 64, peft: { r: 16, lora_dropout: 0.05 } });
+  it.each([true, false])('bounds the physical peak of a real LoRA step from above, within a factor of three (gradient_checkpointing %s)', async (gradient_checkpointing) => {
+    const r = recipe({ per_device_train_batch_size: 2, max_length: 64, gradient_checkpointing, peft: { r: 16, lora_dropout: 0.05 } });
     const estimate = estimateMemory(model, r, undefined);
     const rng = new Rng(0);
     const adapter = LoraAdapter.init(model.config, { r: 16, lora_alpha: 32, lora_dropout: 0.05, target_modules: resolveTargetModules('all-linear'), use_rslora: false, layers_to_transform: null }, rng);
@@ -58,13 +64,13 @@ describe('estimateMemory', () => {
       return { input_ids: ids, labels: ids };
     });
     const batch = collate(rows, 0);
-    const resident = tf.memory().numBytes;
-    const profile = await tf.profile(() => {
-      const { value, grads } = tf.variableGrads(() => sftLossSum(model, batch, { adapter, dropoutSeed: () => rng.nextU32() }), [...adapter.variables().values()]);
-      tf.dispose([value, ...Object.values(grads)]);
-    });
+    const meter = meterBackendMemory();
+    const resident = meter.read().bytes;
+    const { value, grads } = tf.variableGrads(() => sftLossSum(model, batch, { adapter, dropoutSeed: () => rng.nextU32(), gradientCheckpointing: gradient_checkpointing }), [...adapter.variables().values()]);
+    tf.dispose([value, ...Object.values(grads)]);
+    const measured = meter.read().peak - resident;
+    meter.dispose();
     adapter.dispose();
-    const measured = profile.peakBytes - resident;
     const predicted = estimate.activations + estimate.logits;
     expect(predicted).toBeGreaterThanOrEqual(measured);
     expect(predicted).toBeLessThan(3 * measured);

@@ -1,11 +1,24 @@
 /**
  * Reading a Hugging Face model folder: the JSON configs and the weights, from one
  * `model.safetensors` or from shards listed by `model.safetensors.index.json`.
- * Every weight comes out as f32; `weightsDType` remembers what the folder stored.
+ * `openModelFolder` reads the configs and only the safetensors headers, then streams the weights
+ * one tensor at a time (16-bit floats as their raw bit patterns), so that loading holds about one
+ * tensor's bytes at a time. `loadModelFolder` is the older whole-folder reader: every weight as f32.
+ * `weightsDType` remembers what the folder stored.
  */
 import { UserError } from '../errors.ts';
 import { type FileSource, pathIn, readJsonObject } from './files.ts';
-import { type SafetensorsFile, type TensorInfo, parseSafetensors, tensorToFloat32 } from './safetensors.ts';
+import {
+  type FloatDType,
+  type SafetensorsFile,
+  type SafetensorsHeader,
+  type TensorInfo,
+  isFloatDType,
+  parseSafetensors,
+  readSafetensorsHeader,
+  tensorToFloat32,
+  tensorValues,
+} from './safetensors.ts';
 
 export interface WeightTensor {
   /** The dtype the tensor is stored in (F32, F16 or BF16); `data` is always f32. */
@@ -32,6 +45,143 @@ const NEEDS =
   'a model folder needs config.json, tokenizer.json, tokenizer_config.json and model.safetensors (or model.safetensors.index.json with its shards)';
 
 export async function loadModelFolder(source: FileSource): Promise<ModelFolder> {
+  const configs = await readConfigs(source);
+  // transformers looks for the single file first, so a folder with both loads the same here.
+  const weights = source.has(SINGLE) ? await readSingle(source) : await readSharded(source);
+  return { source, ...configs, weights, weightsDType: dominantDType(weights) };
+}
+
+/** One weight as stored: F32 values, or the raw 16-bit patterns of an F16/BF16 tensor. */
+export interface RawWeight {
+  name: string;
+  dtype: FloatDType;
+  shape: number[];
+  data: Float32Array | Uint16Array;
+}
+
+/** Reported after each weight has been handed over: `index` of `count` weights, `bytes` of `totalBytes` read. */
+export interface LoadProgress {
+  /** The weight just handed over. */
+  name: string;
+  /** How many weights have been handed over, 1 … count. */
+  index: number;
+  count: number;
+  /** Tensor bytes read so far. */
+  bytes: number;
+  /** The stored size of every weight together (headers not counted). */
+  totalBytes: number;
+}
+
+/** A weight's dtype and shape, from the safetensors headers. */
+export interface WeightInfo {
+  dtype: FloatDType;
+  shape: number[];
+}
+
+/** A model folder whose configs and safetensors headers are read and checked, weights not yet. */
+export interface OpenModelFolder {
+  source: FileSource;
+  config: Record<string, unknown>;
+  tokenizerJson: Record<string, unknown>;
+  tokenizerConfig: Record<string, unknown>;
+  generationConfig: Record<string, unknown> | null;
+  /** The dtype most weight values are stored in, e.g. 'BF16'; exports write this dtype back. */
+  weightsDType: string;
+  /** Every weight the folder provides, in the order `loadModelFolder` lists them. */
+  tensors: Map<string, WeightInfo>;
+  /**
+   * Reads the weights shard by shard, one tensor's bytes at a time, handing each to `onWeight`
+   * and awaiting it before reading the next; nothing is kept once `onWeight` returns.
+   */
+  readWeights(onWeight: (w: RawWeight) => void | Promise<void>, onProgress?: (p: LoadProgress) => void): Promise<void>;
+}
+
+/** One safetensors file to stream and the weights to take from it, in file order. */
+interface ShardPlan {
+  name: string;
+  file: string;
+  weights: [name: string, info: TensorInfo][];
+}
+
+/**
+ * Open a model folder: check its files, read its JSON files and only the headers of its
+ * safetensors (one file, or every shard the index lists), refusing a bad folder with the same
+ * sentences as `loadModelFolder` before any tensor data is read.
+ */
+export async function openModelFolder(source: FileSource): Promise<OpenModelFolder> {
+  const configs = await readConfigs(source);
+  const plans: ShardPlan[] = [];
+  const tensors = new Map<string, WeightInfo>();
+  const take = (header: SafetensorsHeader, shard: string, names: string[]): void => {
+    const weights: ShardPlan['weights'] = [];
+    for (const name of names) {
+      const info = header.tensors.get(name) as TensorInfo;
+      if (!isFloatDType(info.dtype)) {
+        throw new UserError(
+          `${header.file}: tensor "${name}" is stored as ${info.dtype}; only F32, F16 and BF16 tensors are supported.`,
+          { file: header.file, field: name },
+        );
+      }
+      tensors.set(name, { dtype: info.dtype, shape: [...info.shape] });
+      weights.push([name, info]);
+    }
+    // Reading in file order keeps disk and Blob reads sequential.
+    weights.sort(([, a], [, b]) => a.begin - b.begin);
+    plans.push({ name: shard, file: header.file, weights });
+  };
+
+  if (source.has(SINGLE)) {
+    const file = pathIn(source, SINGLE);
+    const header = await readSafetensorsHeader(source, SINGLE, file);
+    if (header.tensors.size === 0) throw new UserError(`${file} holds no tensors.`, { file });
+    take(header, SINGLE, [...header.tensors.keys()]);
+  } else {
+    for (const [shard, names] of await readIndex(source)) {
+      const file = pathIn(source, shard);
+      const header = await readSafetensorsHeader(source, shard, file);
+      requireListed(header.tensors, names, file);
+      take(header, shard, names);
+    }
+  }
+
+  const count = tensors.size;
+  let totalBytes = 0;
+  for (const plan of plans) for (const [, info] of plan.weights) totalBytes += info.end - info.begin;
+
+  const readWeights: OpenModelFolder['readWeights'] = async (onWeight, onProgress) => {
+    let index = 0;
+    let bytes = 0;
+    for (const plan of plans) {
+      for (const [name, info] of plan.weights) {
+        const stored = await source.readRange(plan.name, info.begin, info.end);
+        // readRange's buffer is ours alone, so the values can reuse it rather than be copied.
+        const data = tensorValues(info.dtype, stored, plan.file, name, true);
+        await onWeight({ name, dtype: info.dtype as FloatDType, shape: [...info.shape], data });
+        index++;
+        bytes += info.end - info.begin;
+        onProgress?.({ name, index, count, bytes, totalBytes });
+      }
+    }
+  };
+
+  return {
+    source,
+    ...configs,
+    weightsDType: mostValues([...tensors.values()].map((t) => [t.dtype, t.shape.reduce((a, d) => a * d, 1)])),
+    tensors,
+    readWeights,
+  };
+}
+
+interface FolderConfigs {
+  config: Record<string, unknown>;
+  tokenizerJson: Record<string, unknown>;
+  tokenizerConfig: Record<string, unknown>;
+  generationConfig: Record<string, unknown> | null;
+}
+
+/** The folder's required files are checked (pickles explained) and its JSON files read. */
+async function readConfigs(source: FileSource): Promise<FolderConfigs> {
   const names = source.list();
   const hasSafetensors = source.has(SINGLE) || source.has(INDEX);
   if (!hasSafetensors) {
@@ -54,18 +204,7 @@ export async function loadModelFolder(source: FileSource): Promise<ModelFolder> 
   const generationConfig = source.has('generation_config.json')
     ? await readJsonObject(source, 'generation_config.json')
     : null;
-
-  // transformers looks for the single file first, so a folder with both loads the same here.
-  const weights = source.has(SINGLE) ? await readSingle(source) : await readSharded(source);
-  return {
-    source,
-    config,
-    tokenizerJson,
-    tokenizerConfig,
-    generationConfig,
-    weights,
-    weightsDType: dominantDType(weights),
-  };
+  return { config, tokenizerJson, tokenizerConfig, generationConfig };
 }
 
 function requireFile(source: FileSource, name: string): void {
@@ -83,6 +222,19 @@ async function readSingle(source: FileSource): Promise<Map<string, WeightTensor>
 
 /** Shards are read one at a time so only one shard's bytes are held beside the converted weights. */
 async function readSharded(source: FileSource): Promise<Map<string, WeightTensor>> {
+  const byShard = await readIndex(source);
+  const weights = new Map<string, WeightTensor>();
+  for (const [shard, tensors] of byShard) {
+    const file = pathIn(source, shard);
+    const st = parseSafetensors(await source.read(shard), file);
+    requireListed(st.tensors, tensors, file);
+    for (const [name, w] of weightsFromSafetensors(st, tensors)) weights.set(name, w);
+  }
+  return weights;
+}
+
+/** The index's weight_map grouped by shard (in the order shards first appear); every shard must exist. */
+async function readIndex(source: FileSource): Promise<Map<string, string[]>> {
   const indexFile = pathIn(source, INDEX);
   const index = await readJsonObject(source, INDEX);
   const weightMap = index.weight_map;
@@ -113,21 +265,18 @@ async function readSharded(source: FileSource): Promise<Map<string, WeightTensor
       );
     }
   }
+  return byShard;
+}
 
-  const weights = new Map<string, WeightTensor>();
-  for (const [shard, tensors] of byShard) {
-    const file = pathIn(source, shard);
-    const st = parseSafetensors(await source.read(shard), file);
-    const absent = tensors.find((t) => !st.tensors.has(t));
-    if (absent !== undefined) {
-      throw new UserError(`${file} has no tensor "${absent}", which ${INDEX} says it holds.`, {
-        file,
-        field: absent,
-      });
-    }
-    for (const [name, w] of weightsFromSafetensors(st, tensors)) weights.set(name, w);
+/** Every tensor the index puts in this shard must be in it. */
+function requireListed(have: Map<string, TensorInfo>, listed: string[], file: string): void {
+  const absent = listed.find((t) => !have.has(t));
+  if (absent !== undefined) {
+    throw new UserError(`${file} has no tensor "${absent}", which ${INDEX} says it holds.`, {
+      file,
+      field: absent,
+    });
   }
-  return weights;
 }
 
 /** The named tensors of a parsed safetensors file, converted to f32. */
@@ -143,8 +292,13 @@ export function weightsFromSafetensors(st: SafetensorsFile, names: string[]): Ma
 }
 
 function dominantDType(weights: Map<string, WeightTensor>): string {
+  return mostValues([...weights.values()].map((w) => [w.dtype, w.data.length]));
+}
+
+/** The dtype holding the most values; on a tie, the one seen first. */
+function mostValues(entries: Iterable<[dtype: string, values: number]>): string {
   const counts = new Map<string, number>();
-  for (const w of weights.values()) counts.set(w.dtype, (counts.get(w.dtype) ?? 0) + w.data.length);
+  for (const [dtype, n] of entries) counts.set(dtype, (counts.get(dtype) ?? 0) + n);
   let best = '';
   let bestCount = -1;
   for (const [dtype, count] of counts) {

@@ -10,6 +10,7 @@
  * or a RangeError deep inside a conversion.
  */
 import { UserError } from '../errors.ts';
+import type { FileSource } from './files.ts';
 
 /** The dtype names safetensors defines (the Rust crate's `Dtype`). Only F32, F16 and BF16 convert to f32. */
 export type SafetensorsDType =
@@ -103,29 +104,67 @@ function byteSize(dtype: SafetensorsDType, shape: number[]): number | null {
   return bits % 8 === 0 ? bits / 8 : null;
 }
 
-export function parseSafetensors(bytes: Uint8Array, file: string): SafetensorsFile {
-  if (bytes.length < 8) {
+/**
+ * What a safetensors header says, checked against the file's size: every tensor's absolute byte
+ * range lies inside the data, matches dtype × shape, and the ranges tile the data exactly.
+ */
+export interface SafetensorsHeader {
+  /** The name used in messages. */
+  file: string;
+  /** The whole file's length in bytes. */
+  size: number;
+  /** Absolute offset of the first data byte (8 + header length). */
+  dataStart: number;
+  tensors: Map<string, TensorInfo>;
+  metadata: Record<string, string>;
+}
+
+/** The safetensors crate refuses headers over 100 MB; so do we, before reading one. */
+export const MAX_HEADER_BYTES = 100_000_000;
+
+/**
+ * The header length from a file's first 8 bytes, checked against the file's size, so that reading
+ * the header cannot run past the end of the file.
+ */
+export function safetensorsHeaderLength(first8: Uint8Array, fileSize: number, file: string): number {
+  if (fileSize < 8 || first8.length < 8) {
     throw new UserError(
-      `${file}: the file is ${bytes.length} bytes long, too short for a safetensors header (at least 8 bytes).`,
+      `${file}: the file is ${fileSize} bytes long, too short for a safetensors header (at least 8 bytes).`,
       { file },
     );
   }
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const lenLow = view.getUint32(0, true);
-  const lenHigh = view.getUint32(4, true);
-  const headerLen = lenHigh * 2 ** 32 + lenLow;
-  if (headerLen > bytes.length - 8) {
+  const view = new DataView(first8.buffer, first8.byteOffset, 8);
+  const headerLen = view.getUint32(4, true) * 2 ** 32 + view.getUint32(0, true);
+  if (headerLen > fileSize - 8) {
     throw new UserError(
-      `${file}: the header length says ${headerLen} bytes but the file has only ${bytes.length - 8} bytes after it; the file is truncated or not safetensors.`,
+      `${file}: the header length says ${headerLen} bytes but the file has only ${fileSize - 8} bytes after it; the file is truncated or not safetensors.`,
       { file },
     );
   }
+  if (headerLen > MAX_HEADER_BYTES) {
+    throw new UserError(
+      `${file}: the header length says ${headerLen} bytes, more than the ${MAX_HEADER_BYTES} bytes a safetensors header may have; the file is not safetensors.`,
+      { file },
+    );
+  }
+  return headerLen;
+}
+
+/**
+ * Parse and check a header. `prefix` holds at least the file's first 8 + header-length bytes (the
+ * whole file will do); `fileSize` is the whole file's length, which every offset is checked against.
+ */
+export function parseSafetensorsHeader(prefix: Uint8Array, fileSize: number, file: string): SafetensorsHeader {
+  const headerLen = safetensorsHeaderLength(prefix, fileSize, file);
   const dataStart = 8 + headerLen;
-  const dataLength = bytes.length - dataStart;
+  if (prefix.length < dataStart) {
+    throw new Error(`${file}: parseSafetensorsHeader needs the first ${dataStart} bytes, got ${prefix.length}`);
+  }
+  const dataLength = fileSize - dataStart;
 
   let header: unknown;
   try {
-    const text = new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, dataStart));
+    const text = new TextDecoder('utf-8', { fatal: true }).decode(prefix.subarray(8, dataStart));
     header = JSON.parse(text);
   } catch (e) {
     const why = e instanceof Error ? ` (${e.message})` : '';
@@ -194,6 +233,25 @@ export function parseSafetensors(bytes: Uint8Array, file: string): SafetensorsFi
   }
 
   checkCoverage(tensors, dataStart, dataLength, file);
+  return { file, size: fileSize, dataStart, tensors, metadata };
+}
+
+/**
+ * Read and check only the header of a safetensors file: its first 8 bytes, then the header, all
+ * checked against the file's size before any tensor data is read.
+ */
+export async function readSafetensorsHeader(source: FileSource, name: string, file: string): Promise<SafetensorsHeader> {
+  const size = await source.size(name);
+  const first8 = size >= 8 ? await source.readRange(name, 0, 8) : new Uint8Array(0);
+  const headerLen = safetensorsHeaderLength(first8, size, file);
+  const prefix = new Uint8Array(8 + headerLen);
+  prefix.set(first8, 0);
+  prefix.set(await source.readRange(name, 8, 8 + headerLen), 8);
+  return parseSafetensorsHeader(prefix, size, file);
+}
+
+export function parseSafetensors(bytes: Uint8Array, file: string): SafetensorsFile {
+  const { tensors, metadata } = parseSafetensorsHeader(bytes, bytes.length, file);
   return { file, bytes, tensors, metadata };
 }
 
@@ -341,6 +399,71 @@ export function tensorToFloat32(st: SafetensorsFile, name: string): Float32Array
         { file: st.file, field: name },
       );
   }
+}
+
+/** The dtypes the engine loads: f32 values, or 16-bit floats kept as their bit patterns. */
+export type FloatDType = 'F32' | 'F16' | 'BF16';
+
+export function isFloatDType(dtype: string): dtype is FloatDType {
+  return dtype === 'F32' || dtype === 'F16' || dtype === 'BF16';
+}
+
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/**
+ * One tensor's stored bytes as values: F32 as a Float32Array, F16 and BF16 as their raw 16-bit
+ * patterns in a Uint16Array (the caller decides whether and where to widen them). The bytes are
+ * read little-endian whatever the host. The result is a copy unless `adopt` says the caller hands
+ * over `bytes` (a buffer of its own, as `FileSource.readRange` returns), in which case a
+ * little-endian host reinterprets that buffer in place instead of copying it.
+ * Any other dtype is refused with one sentence naming the file and the tensor.
+ */
+export function tensorValues(
+  dtype: string,
+  bytes: Uint8Array,
+  file: string,
+  name: string,
+  adopt = false,
+): Float32Array | Uint16Array {
+  if (!isFloatDType(dtype)) {
+    throw new UserError(
+      `${file}: tensor "${name}" is stored as ${dtype}; only F32, F16 and BF16 tensors are supported.`,
+      { file, field: name },
+    );
+  }
+  const width = dtype === 'F32' ? 4 : 2;
+  if (bytes.length % width !== 0) {
+    throw new Error(`${file}: tensor "${name}" has ${bytes.length} bytes, not a whole number of ${dtype} values`);
+  }
+  const n = bytes.length / width;
+  if (LITTLE_ENDIAN) {
+    const own =
+      adopt && bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer;
+    const buffer = own ? (bytes.buffer as ArrayBuffer) : bytes.slice().buffer;
+    return width === 4 ? new Float32Array(buffer, 0, n) : new Uint16Array(buffer, 0, n);
+  }
+  if (width === 4) {
+    const out = new Float32Array(n);
+    const bits = new Uint32Array(out.buffer);
+    for (let i = 0, o = 0; i < n; i++, o += 4) {
+      bits[i] = (bytes[o] | (bytes[o + 1] << 8) | (bytes[o + 2] << 16) | (bytes[o + 3] << 24)) >>> 0;
+    }
+    return out;
+  }
+  const out = new Uint16Array(n);
+  for (let i = 0, o = 0; i < n; i++, o += 2) out[i] = bytes[o] | (bytes[o + 1] << 8);
+  return out;
+}
+
+/** f32 values from `tensorValues`' output: F32 as is, F16/BF16 bit patterns widened exactly. */
+export function valuesToFloat32(dtype: FloatDType, values: Float32Array | Uint16Array): Float32Array {
+  if (dtype === 'F32') return values as Float32Array;
+  const n = values.length;
+  const out = new Float32Array(n);
+  const bits = new Uint32Array(out.buffer);
+  if (dtype === 'BF16') for (let i = 0; i < n; i++) bits[i] = values[i] << 16;
+  else for (let i = 0; i < n; i++) bits[i] = f32BitsFromF16(values[i]);
+  return out;
 }
 
 export interface TensorToWrite {

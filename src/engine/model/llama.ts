@@ -9,9 +9,10 @@ import { UserError } from '../errors.ts';
 import { LINEAR_MODULES, linearPath, linearShape, parseModelConfig, type LinearModule, type ModelConfig } from './config.ts';
 import type { LoraAdapter } from './lora.ts';
 import { attention, checkpoint, frozenLinear, gatherFrozenRows, gatherRows, matMul, reshape, residualAdd, rmsNorm, rope, siluMul, trainedLinear, type LoraBranch } from './ops.ts';
-import { frozenWeightF32, linearForward, type FrozenWeight } from '../backend/kernels/linear.ts';
+import { frozenWeightF32, linearForward, packWeight16, unpackWeight, type FrozenWeight } from '../backend/kernels/linear.ts';
 import type { AttentionOptions } from '../backend/kernels/attention.ts';
-import type { ModelFolder, WeightTensor } from '../io/model_folder.ts';
+import type { LoadProgress, OpenModelFolder } from '../io/model_folder.ts';
+import { valuesToFloat32 } from '../io/safetensors.ts';
 
 /** Keys and values of past positions, one entry per layer, each [batch, kv_heads, past, head_dim]. */
 export interface KVCache {
@@ -50,46 +51,99 @@ interface LayerContext {
   seed?: () => number;
 }
 
+/** Where a model's weights come from: their names, dtypes and shapes first, then their values one at a time. */
+export type WeightSource = Pick<OpenModelFolder, 'tensors' | 'readWeights'>;
+
+export interface LoadOptions {
+  /**
+   * "auto" keeps the weight matrices of a 16-bit checkpoint 16-bit (two values per 32-bit word,
+   * widened by our kernels as they read them); "float32" widens everything on load.
+   */
+  storage?: 'auto' | 'float32';
+  onProgress?: (p: LoadProgress) => void;
+}
+
 export class CausalLM {
   readonly config: ModelConfig;
-  /** Every weight by its Hugging Face name; `lm_head.weight` is absent when tied. */
+  /** Float32 weights by their Hugging Face name (norms, biases, float32 matrices, trained weights). */
   readonly params: Map<string, tf.Tensor>;
+  /** Matrices kept 16-bit, by name; a name is in `params` or here, never both. */
+  readonly packed: Map<string, FrozenWeight>;
   private readonly invFreq: Float32Array;
   /** cos and sin of the rotary angles of positions 0 .. length-1, [length, head_dim / 2]; see `rope`. */
   private ropeTable: { length: number; cos: tf.Tensor2D; sin: tf.Tensor2D } | null = null;
 
-  constructor(config: ModelConfig, params: Map<string, tf.Tensor>) {
+  constructor(config: ModelConfig, params: Map<string, tf.Tensor>, packed: Map<string, FrozenWeight> = new Map()) {
     this.config = config;
     this.params = params;
+    this.packed = packed;
     this.invFreq = ropeInverseFrequencies(config);
   }
 
-  static fromFolder(folder: ModelFolder): CausalLM {
-    return CausalLM.fromWeights(folder.config, folder.weights, folder.source.location);
+  static fromFolder(folder: OpenModelFolder, opts: LoadOptions = {}): Promise<CausalLM> {
+    return CausalLM.load(folder.config, folder, folder.source.location, opts);
   }
 
-  /** A model from a parsed config.json and its weights; `location` names the folder in messages. */
-  static fromWeights(rawConfig: Record<string, unknown>, weights: Map<string, WeightTensor>, location: string): CausalLM {
+  /**
+   * A model from a parsed config.json and its weights; `location` names the folder in messages.
+   * Every name and shape is checked against the config before a value is read; then each weight
+   * goes to the backend as it arrives, so the host never holds more than one.
+   */
+  static async load(rawConfig: Record<string, unknown>, weights: WeightSource, location: string, opts: LoadOptions = {}): Promise<CausalLM> {
     const dir = location ? `${location.replace(/\/$/, '')}/` : '';
     const config = parseModelConfig(rawConfig, `${dir}config.json`);
     const where = `${dir}model.safetensors`;
-    const params = new Map<string, tf.Tensor>();
-    try {
-      for (const [name, shape] of expectedWeights(config)) {
-        const w = weights.get(name);
-        if (!w) {
-          throw new UserError(`${where}: weight ${name} is missing; a ${config.architecture} with this config.json needs it.`, { file: where, field: name });
-        }
-        if (w.shape.length !== shape.length || w.shape.some((d, i) => d !== shape[i])) {
-          throw new UserError(`${where}: weight ${name} has shape [${w.shape}] but config.json implies [${shape}].`, { file: where, field: name });
-        }
-        params.set(name, tf.tensor(w.data, shape, 'float32'));
+    const expected = new Map(expectedWeights(config));
+    for (const [name, shape] of expected) {
+      const w = weights.tensors.get(name);
+      if (!w) {
+        throw new UserError(`${where}: weight ${name} is missing; a ${config.architecture} with this config.json needs it.`, { file: where, field: name });
       }
+      if (w.shape.length !== shape.length || w.shape.some((d, i) => d !== shape[i])) {
+        throw new UserError(`${where}: weight ${name} has shape [${w.shape}] but config.json implies [${shape}].`, { file: where, field: name });
+      }
+    }
+    const params = new Map<string, tf.Tensor>();
+    const packed = new Map<string, FrozenWeight>();
+    const keep16 = (opts.storage ?? 'auto') === 'auto';
+    try {
+      await weights.readWeights((w) => {
+        const shape = expected.get(w.name);
+        if (!shape) return; // not part of the model (e.g. rotary buffers some exporters save)
+        if (keep16 && shape.length === 2 && w.data instanceof Uint16Array) {
+          packed.set(w.name, packWeight16(w.data, shape as [number, number], w.dtype === 'BF16' ? 'bfloat16' : 'float16'));
+        } else {
+          params.set(w.name, tf.tensor(w.data instanceof Float32Array ? w.data : valuesToFloat32(w.dtype, w.data), shape, 'float32'));
+        }
+      }, opts.onProgress);
     } catch (e) {
       for (const t of params.values()) t.dispose();
+      for (const w of packed.values()) w.data.dispose();
       throw e;
     }
-    return new CausalLM(config, params);
+    return new CausalLM(config, params, packed);
+  }
+
+  /** Bytes the frozen weights take on the backend, and how many values they hold. */
+  frozenStorage(): { bytes: number; parameters: number } {
+    let bytes = 0;
+    let parameters = 0;
+    for (const t of this.params.values()) {
+      if (t instanceof tf.Variable) continue;
+      bytes += t.size * 4;
+      parameters += t.size;
+    }
+    for (const w of this.packed.values()) {
+      bytes += w.data.size * 4;
+      parameters += w.shape[0] * w.shape[1];
+    }
+    return { bytes, parameters };
+  }
+
+  /** A weight widened to float32, as a new tensor the caller disposes (for exports and merges). */
+  float32(name: string): tf.Tensor {
+    const w = this.packed.get(name);
+    return w ? unpackWeight(w) : tf.clone(this.weight(name));
   }
 
   /** The output projection [vocab, hidden]: the embedding when tied. */
@@ -99,13 +153,16 @@ export class CausalLM {
 
   /** A weight matrix as the linear kernels read it, or the variable when it is being trained. */
   matrix(name: string): FrozenWeight | tf.Variable {
+    const w = this.packed.get(name);
+    if (w) return w;
     const t = this.weight(name);
     return t instanceof tf.Variable ? t : frozenWeightF32(t as tf.Tensor2D);
   }
 
+  /** A float32 weight (a 16-bit matrix is read through `matrix` or `float32` instead). */
   weight(name: string): tf.Tensor {
     const t = this.params.get(name);
-    if (!t) throw new Error(`no weight ${name}`);
+    if (!t) throw new Error(this.packed.has(name) ? `weight ${name} is stored 16-bit; read it with matrix() or float32()` : `no weight ${name}`);
     return t;
   }
 
@@ -113,6 +170,12 @@ export class CausalLM {
   makeTrainable(names: string[]): Map<string, tf.Variable> {
     const out = new Map<string, tf.Variable>();
     for (const name of names) {
+      const packed = this.packed.get(name);
+      if (packed) {
+        this.packed.delete(name);
+        this.params.set(name, tf.tidy(() => unpackWeight(packed)));
+        packed.data.dispose();
+      }
       const t = this.weight(name);
       const v = t instanceof tf.Variable ? t : tf.variable(t, true);
       if (v !== t) t.dispose();
@@ -282,6 +345,8 @@ export class CausalLM {
   dispose(): void {
     for (const t of this.params.values()) t.dispose();
     this.params.clear();
+    for (const w of this.packed.values()) w.data.dispose();
+    this.packed.clear();
     this.ropeTable?.cos.dispose();
     this.ropeTable?.sin.dispose();
     this.ropeTable = null;

@@ -4,7 +4,7 @@
  * Everything comes out as paths relative to the dropped folder.
  */
 import { unzipSync } from 'fflate';
-import type { FolderBytes } from '../../worker/protocol.ts';
+import type { FolderFiles } from '../../worker/protocol.ts';
 
 export interface PickedFile {
   /** Path with '/' separators, including the picked folder's name when there is one. */
@@ -58,12 +58,28 @@ async function walk(entry: FileSystemEntry, out: PickedFile[]): Promise<void> {
   }
 }
 
-/** The picked files as a folder: its name and each file's bytes by relative path. Hidden files are skipped. */
-export async function readFolder(picked: PickedFile[], fallbackName: string): Promise<{ name: string; files: FolderBytes }> {
+/** Files up to this size are read into bytes; larger ones stay Blobs. */
+export const SMALL_FILE_BYTES = 16 * 1024 * 1024;
+
+/** Whether a picked file is handed over as its File (a Blob, read a range at a time) rather than read whole. */
+export function keepsAsBlob(path: string, size: number): boolean {
+  return path.endsWith('.safetensors') || size > SMALL_FILE_BYTES;
+}
+
+/**
+ * The picked files as a folder: its name and each file by relative path. Hidden files are skipped.
+ * Weights (safetensors) and other large files stay the File itself, a Blob the Worker reads one
+ * tensor at a time, so a multi-gigabyte model is never copied into memory whole; small files
+ * (configs, tokenizer) are read as bytes.
+ */
+export async function readFolder(picked: PickedFile[], fallbackName: string): Promise<{ name: string; files: FolderFiles }> {
   const visible = picked.filter((p) => !p.path.split('/').some((part) => part.startsWith('.')));
   const { name, paths } = relativeTo(visible.map((p) => p.path), fallbackName);
-  const files: FolderBytes = {};
-  for (let i = 0; i < visible.length; i++) files[paths[i]] = new Uint8Array(await visible[i].file.arrayBuffer());
+  const files: FolderFiles = {};
+  for (let i = 0; i < visible.length; i++) {
+    const file = visible[i].file;
+    files[paths[i]] = keepsAsBlob(paths[i], file.size) ? file : new Uint8Array(await file.arrayBuffer());
+  }
   return { name, files };
 }
 
@@ -71,11 +87,11 @@ export async function readFolder(picked: PickedFile[], fallbackName: string): Pr
  * A zip (such as a downloaded adapter) as a folder: entries relative to their common folder,
  * without directories or macOS metadata.
  */
-export function unzipFolder(bytes: Uint8Array): FolderBytes {
+export function unzipFolder(bytes: Uint8Array): Record<string, Uint8Array> {
   const entries = unzipSync(bytes);
   const names = Object.keys(entries).filter((n) => !n.endsWith('/') && !n.startsWith('__MACOSX/') && !n.split('/').some((p) => p.startsWith('.')));
   const { paths } = relativeTo(names, '');
-  const out: FolderBytes = {};
+  const out: Record<string, Uint8Array> = {};
   names.forEach((n, i) => (out[paths[i]] = entries[n]));
   return out;
 }

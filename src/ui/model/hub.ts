@@ -6,7 +6,8 @@
  * resumes where it stopped.
  */
 import { downloadFile, listFiles, type ListFileEntry } from '@huggingface/hub';
-import type { FolderBytes } from '../../worker/protocol.ts';
+import type { FolderFiles } from '../../worker/protocol.ts';
+import { keepsAsBlob } from '../lib/files.ts';
 
 export const DEFAULT_HUB_URL = 'https://huggingface.co';
 export const MODEL_CACHE = 'studio-models-v1';
@@ -158,7 +159,7 @@ export interface DownloadOptions {
 }
 
 /** The model's files, from Cache Storage where present and from the Hub otherwise. */
-export async function downloadModel(opts: DownloadOptions): Promise<FolderBytes> {
+export async function downloadModel(opts: DownloadOptions): Promise<FolderFiles> {
   const repo = checkRepoId(opts.repo);
   const revision = opts.revision ?? 'main';
   const hubUrl = normalizeHubUrl(opts.hubUrl ?? DEFAULT_HUB_URL);
@@ -185,12 +186,12 @@ export async function downloadModel(opts: DownloadOptions): Promise<FolderBytes>
     let loaded = 0;
     let fromCache = true;
     const report = (file: string) => opts.onProgress?.({ file, loaded, total, fromCache });
-    const out: FolderBytes = {};
+    const out: FolderFiles = {};
     for (const f of files) {
       const url = resolveUrl(hubUrl, repo, revision, f.path);
       const hit = await cache?.match(url);
       if (hit) {
-        out[f.path] = new Uint8Array(await hit.arrayBuffer());
+        out[f.path] = await asFolderFile(f.path, hit);
         loaded += f.size;
         report(f.path);
         continue;
@@ -201,29 +202,45 @@ export async function downloadModel(opts: DownloadOptions): Promise<FolderBytes>
       if (!blob) throw new HubError(`${repo} lists ${f.path} but the Hub has no such file; try again later.`);
       const size = blob.size;
       const count = Math.max(1, Math.ceil(size / partBytes));
-      const parts: Uint8Array[] = [];
+      // Each part is held in memory only while it is fetched and cached; the file is then
+      // assembled as a Blob of the parts, never concatenated into one buffer.
+      const parts: Blob[] = [];
       for (let i = 0; i < count; i++) {
         const key = partUrl(url, i, count);
         const cachedPart = count > 1 ? await cache?.match(key) : undefined;
-        let bytes: Uint8Array;
         if (cachedPart) {
-          bytes = new Uint8Array(await cachedPart.arrayBuffer());
-          loaded += bytes.length;
+          const part = await cachedPart.blob();
+          loaded += part.size;
           report(f.path);
-        } else {
-          const slice = count > 1 ? blob.slice(i * partBytes, Math.min(size, (i + 1) * partBytes)) : blob;
-          bytes = await readAll(slice.stream(), (n) => {
-            loaded += n;
-            report(f.path);
-          }, opts.signal);
-          if (count > 1) await cache?.put(key, binaryResponse(bytes));
+          parts.push(part);
+          continue;
         }
-        parts.push(bytes);
+        const slice = count > 1 ? blob.slice(i * partBytes, Math.min(size, (i + 1) * partBytes)) : blob;
+        const bytes = await readAll(slice.stream(), (n) => {
+          loaded += n;
+          report(f.path);
+        }, opts.signal);
+        if (count > 1 && cache) {
+          await cache.put(key, binaryResponse(bytes));
+          // The cached copy (disk-backed in a browser) stands in for the bytes from here on.
+          const stored = await cache.match(key);
+          parts.push(stored ? await stored.blob() : new Blob([bytes as Uint8Array<ArrayBuffer>]));
+        } else {
+          parts.push(new Blob([bytes as Uint8Array<ArrayBuffer>]));
+        }
       }
-      const whole = parts.length === 1 ? parts[0] : concat(parts);
-      await cache?.put(url, binaryResponse(whole));
-      if (count > 1) for (let i = 0; i < count; i++) await cache?.delete(partUrl(url, i, count));
-      out[f.path] = whole;
+      const whole = parts.length === 1 ? parts[0] : new Blob(parts);
+      let file: Uint8Array | Blob = whole;
+      if (cache) {
+        await cache.put(url, binaryResponse(whole));
+        // Hand out the cache's own copy, so the parts can go.
+        const stored = await cache.match(url);
+        if (stored) file = await asFolderFile(f.path, stored);
+        if (count > 1) for (let i = 0; i < count; i++) await cache.delete(partUrl(url, i, count));
+      } else if (!keepsAsBlob(f.path, whole.size)) {
+        file = new Uint8Array(await whole.arrayBuffer());
+      }
+      out[f.path] = file;
     }
     return out;
   } catch (e) {
@@ -277,8 +294,15 @@ function concat(chunks: Uint8Array[]): Uint8Array {
   return out;
 }
 
-function binaryResponse(bytes: Uint8Array): Response {
-  return new Response(bytes as Uint8Array<ArrayBuffer>, { headers: { 'content-type': 'application/octet-stream', 'content-length': String(bytes.length) } });
+function binaryResponse(body: Uint8Array | Blob): Response {
+  const length = body instanceof Blob ? body.size : body.length;
+  return new Response(body as Uint8Array<ArrayBuffer> | Blob, { headers: { 'content-type': 'application/octet-stream', 'content-length': String(length) } });
+}
+
+/** A downloaded file for the folder: weights and other large files as a Blob, small files as bytes. */
+async function asFolderFile(path: string, res: Response): Promise<Uint8Array | Blob> {
+  const blob = await res.blob();
+  return keepsAsBlob(path, blob.size) ? blob : new Uint8Array(await blob.arrayBuffer());
 }
 
 function jsonResponse(value: unknown): Response {

@@ -32,7 +32,7 @@ const GROUPS: FieldGroup[] = [
   {
     id: 'steps',
     title: 'Steps and schedule',
-    fields: ['learning_rate', 'num_train_epochs', 'max_steps', 'per_device_train_batch_size', 'gradient_accumulation_steps', 'lr_scheduler_type', 'warmup_steps', 'warmup_ratio'],
+    fields: ['learning_rate', 'num_train_epochs', 'max_steps', 'per_device_train_batch_size', 'gradient_accumulation_steps', 'gradient_checkpointing', 'lr_scheduler_type', 'warmup_steps', 'warmup_ratio'],
   },
   {
     id: 'data',

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { parseSafetensors, tensorToFloat32, type SafetensorsFile } from '../../../src/engine/io/safetensors.ts';
-import { weightsFromSafetensors } from '../../../src/engine/io/model_folder.ts';
+import { parseSafetensors, tensorToFloat32, tensorValues, type FloatDType, type SafetensorsFile } from '../../../src/engine/io/safetensors.ts';
+import type { RawWeight } from '../../../src/engine/io/model_folder.ts';
 import { CausalLM } from '../../../src/engine/model/llama.ts';
 
 export const GOLDEN_CASES = ['llama_f32', 'llama_bf16', 'qwen2_f32', 'qwen2_bf16', 'qwen3_f32', 'qwen3_bf16'] as const;
@@ -36,12 +36,17 @@ export function readGoldenSafetensors(name: string, file: string): SafetensorsFi
   return parseSafetensors(new Uint8Array(readFileSync(goldenDir(name) + file)), file);
 }
 
-export function loadGolden(name: string): { golden: Golden; model: CausalLM } {
+/** A golden case's model; `storage` "auto" keeps a BF16 case's matrices 16-bit, "float32" widens them. */
+export async function loadGolden(name: string, storage: 'auto' | 'float32' = 'auto'): Promise<{ golden: Golden; model: CausalLM }> {
   const dir = goldenDir(name);
   const golden = JSON.parse(readFileSync(dir + 'golden.json', 'utf8')) as Golden;
   const config = JSON.parse(readFileSync(dir + 'config.json', 'utf8')) as Record<string, unknown>;
   const st = readGoldenSafetensors(name, 'model.safetensors');
-  const model = CausalLM.fromWeights(config, weightsFromSafetensors(st, [...st.tensors.keys()]), dir);
+  const tensors = new Map([...st.tensors].map(([k, t]) => [k, { dtype: t.dtype as FloatDType, shape: t.shape }]));
+  const readWeights = async (onWeight: (w: RawWeight) => void | Promise<void>) => {
+    for (const [k, t] of st.tensors) await onWeight({ name: k, dtype: t.dtype as FloatDType, shape: t.shape, data: tensorValues(t.dtype, st.bytes.subarray(t.begin, t.end), st.file, k) });
+  };
+  const model = await CausalLM.load(config, { tensors, readWeights }, dir, { storage });
   return { golden, model };
 }
 
