@@ -4,6 +4,8 @@
  * stops, and ended with a status a person can act on. A run that fails keeps its last checkpoint.
  */
 import * as tf from '@tensorflow/tfjs';
+import { releaseFreeGpuBuffers } from '../engine/backend/gpu_pool.ts';
+import { backendMemoryBytes } from '../engine/backend/memory.ts';
 import type { DeviceLimits } from '../engine/backend/index.ts';
 import { isUserError } from '../engine/errors.ts';
 import type { Recipe } from '../engine/recipe.ts';
@@ -126,6 +128,8 @@ export class TrainingSession {
         problem = await this.guard.check(step);
       }
     }
+    // The step's working buffers stay pooled on the GPU until freed; the weights stay for chat.
+    releaseFreeGpuBuffers();
     if (error !== null || problem !== null) {
       await this.fail(this.failureMessage(error, problem, step));
       return;
@@ -134,7 +138,7 @@ export class TrainingSession {
   }
 
   private async onLog(entry: LogEntry): Promise<void> {
-    this.emit({ type: 'log', log: entry, step: entry.step, total_steps: this.record.total_steps, memory_bytes: tf.memory().numBytes });
+    this.emit({ type: 'log', log: entry, step: entry.step, total_steps: this.record.total_steps, memory_bytes: backendMemoryBytes() });
     this.record = { ...this.record, global_step: entry.step, final_loss: entry.loss ?? this.record.final_loss, updated: Date.now() };
     await appendMetrics(this.db, this.record.id, [entry]);
     await putRun(this.db, this.record);

@@ -5,6 +5,7 @@
  * dropped-in adapter, and frees tensors before loading more: browsers have little GPU memory.
  */
 import * as tf from '@tensorflow/tfjs';
+import { releaseFreeGpuBuffers } from '../engine/backend/gpu_pool.ts';
 import { zipSync, type Zippable } from 'fflate';
 import { initBackend, type BackendInfo } from '../engine/backend/index.ts';
 import { UserError } from '../engine/errors.ts';
@@ -416,6 +417,7 @@ export class Studio implements StudioApi {
       this.model.loaded.model.dispose();
       this.model.loaded = null;
     }
+    releaseFreeGpuBuffers();
   }
 
   private requireModel(): BaseModel {

@@ -19,6 +19,7 @@ import {
   linearInputGradComposed,
   packWeight16,
   unpackWeight,
+  gatherWeightRows,
   type FrozenWeight,
   type WeightDType,
 } from '../../src/engine/backend/kernels/linear.ts';
@@ -105,6 +106,24 @@ for (const { name, skip } of BACKENDS) {
         }
         t.dispose();
         w.data.dispose();
+      }
+    });
+
+    it('gathers rows of bf16 and f16 matrices exactly, words above 2^24 included (an embedding lookup)', async () => {
+      await use();
+      for (const dtype of ['bfloat16', 'float16'] as const) {
+        const rows = 9;
+        const cols = 6;
+        // Every high half-word sets the top bits, so each packed word is far above 2^24.
+        const bits = Uint16Array.from({ length: rows * cols }, (_, i) => (i % 2 === 1 ? 0xbf80 + (i % 7) : 0x3c00 + 37 * i));
+        const w = packWeight16(bits, [rows, cols], dtype);
+        const idx = tf.tensor1d([7, 0, 7, 3], 'int32');
+        const t = gatherWeightRows(w, idx);
+        const full = unpackWeight(w);
+        const all = await values(full);
+        const want = Float32Array.from([7, 0, 7, 3].flatMap((r) => Array.from(all.subarray(r * cols, (r + 1) * cols))));
+        expect(Array.from(await values(t))).toEqual(Array.from(want));
+        tf.dispose([t, idx, full, w.data]);
       }
     });
 

@@ -15,6 +15,7 @@ import '@tensorflow/tfjs-backend-wasm';
 import '@tensorflow/tfjs-backend-webgpu';
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
 import { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
+import { boundGpuBufferPool } from './gpu_pool.ts';
 
 export type BackendName = 'webgpu' | 'wasm' | 'cpu';
 
@@ -194,6 +195,7 @@ async function tryWebGPU(): Promise<Attempt> {
     device.destroy();
     return { ok: false, reason: 'tfjs could not create its WebGPU backend on the device (tfjs logged the cause as a warning)' };
   }
+  boundGpuBufferPool();
   return {
     ok: true,
     info: { name: 'webgpu', adapter: describeAdapter(adapterInfo), limits: describeLimits(device.limits), features },

@@ -82,3 +82,14 @@ export function meterBackendMemory(): MemoryMeter {
     },
   };
 }
+
+/**
+ * What the backend holds right now, as a person would count it: WebGPU's buffers (in use and
+ * pooled), WASM's heap, else the bytes of live tensors.
+ */
+export function backendMemoryBytes(): number {
+  const backend = tf.backend() as unknown as { bufferManager?: { numBytesAllocated: number }; wasm?: { HEAPU8: Uint8Array } };
+  if (backend.bufferManager) return backend.bufferManager.numBytesAllocated;
+  if (backend.wasm) return backend.wasm.HEAPU8.byteLength;
+  return tf.memory().numBytes;
+}

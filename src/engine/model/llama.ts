@@ -8,8 +8,8 @@ import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../errors.ts';
 import { LINEAR_MODULES, linearPath, linearShape, parseModelConfig, type LinearModule, type ModelConfig } from './config.ts';
 import type { LoraAdapter } from './lora.ts';
-import { attention, checkpoint, frozenLinear, gatherFrozenRows, gatherRows, matMul, reshape, residualAdd, rmsNorm, rope, siluMul, trainedLinear, type LoraBranch } from './ops.ts';
-import { frozenWeightF32, linearForward, packWeight16, unpackWeight, type FrozenWeight } from '../backend/kernels/linear.ts';
+import { attention, checkpoint, frozenLinear, gatherRows, matMul, reshape, residualAdd, rmsNorm, rope, siluMul, trainedLinear, type LoraBranch } from './ops.ts';
+import { frozenWeightF32, gatherWeightRows, linearForward, packWeight16, unpackWeight, type FrozenWeight } from '../backend/kernels/linear.ts';
 import type { AttentionOptions } from '../backend/kernels/attention.ts';
 import type { LoadProgress, OpenModelFolder } from '../io/model_folder.ts';
 import { valuesToFloat32 } from '../io/safetensors.ts';
@@ -232,7 +232,7 @@ export class CausalLM {
   private embed(ids: tf.Tensor1D): tf.Tensor2D {
     const name = 'model.embed_tokens.weight';
     const trained = this.params.get(name);
-    return trained instanceof tf.Variable ? gatherRows(trained, ids) : gatherFrozenRows(this.matrix(name) as FrozenWeight, ids);
+    return trained instanceof tf.Variable ? gatherRows(trained, ids) : gatherWeightRows(this.matrix(name) as FrozenWeight, ids);
   }
 
   /** One decoder layer: h + attention(norm(h)), then + mlp(norm(·)). */

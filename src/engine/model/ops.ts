@@ -10,7 +10,7 @@ import { installEagerGradients } from '../backend/gradients.ts';
 import { matMul } from '../backend/kernels/matmul.ts';
 import { applyRope } from '../backend/kernels/rope.ts';
 import { attentionBackward, attentionForward, type AttentionOptions } from '../backend/kernels/attention.ts';
-import { linearForward, linearInputGrad, unpackWeight, type FrozenWeight } from '../backend/kernels/linear.ts';
+import { linearForward, linearInputGrad, type FrozenWeight } from '../backend/kernels/linear.ts';
 import { rmsNormBackward, rmsNormForward } from '../backend/kernels/norm.ts';
 import { siluMulBackward, siluMulForward } from '../backend/kernels/silu.ts';
 
@@ -38,20 +38,6 @@ export function gatherRows(x: tf.Tensor2D, indices: tf.Tensor1D): tf.Tensor2D {
     };
   });
   return f(x, indices) as tf.Tensor2D;
-}
-
-/**
- * Rows of a frozen matrix (the embedding), widened to float32. A 16-bit matrix is gathered as
- * whole packed words ([rows, cols / 2] int32) and only the gathered rows are unpacked. Frozen, so
- * no gradient flows back into it.
- */
-export function gatherFrozenRows(w: FrozenWeight, indices: tf.Tensor1D): tf.Tensor2D {
-  return tf.tidy(() => {
-    const [rows, cols] = w.shape;
-    if (w.dtype === 'float32') return tf.gather(w.data, indices) as tf.Tensor2D;
-    const words = tf.gather(tf.reshape(w.data, [rows, cols / 2]), indices);
-    return unpackWeight({ data: tf.reshape(words, [-1]), dtype: w.dtype, shape: [indices.shape[0], cols] });
-  });
 }
 
 /** tf.reshape whose tape node keeps only the input's shape (tfjs's keeps the input itself). */

@@ -75,6 +75,16 @@ export function float32ToBits16(values: ArrayLike<number>, dtype: Weight16DType)
 }
 
 /** The weight as a float32 [out, in] tensor (the caller disposes it unless it is `w.data` itself). */
+/**
+ * Rows `indices` of a 16-bit matrix [rows, cols] (cols even) widened to float32 [n, cols]: an
+ * embedding lookup that reads only the rows it returns.
+ */
+export function gatherWeightRows(w: FrozenWeight, indices: tf.Tensor1D): tf.Tensor2D {
+  if (w.dtype === 'float32') return tf.gather(w.data, indices) as tf.Tensor2D;
+  if (w.shape[1] % 2 !== 0) throw new Error(`gatherWeightRows: a 16-bit matrix needs an even row length, not ${w.shape[1]}`);
+  return tf.engine().runKernel(FT_UNPACK16, { w: w.data, rows: indices }, { wDtype: w.dtype, wShape: w.shape }) as tf.Tensor2D;
+}
+
 export function unpackWeight(w: FrozenWeight): tf.Tensor2D {
   if (w.dtype === 'float32') return w.data as tf.Tensor2D;
   if (hasKernel(FT_UNPACK16)) {
@@ -316,7 +326,31 @@ function hostKernels(backendName: 'cpu' | 'wasm') {
 
   const unpack16 = ({ inputs, backend, attrs }: { inputs: tf.NamedTensorInfoMap; backend: unknown; attrs?: tf.NamedAttrMap }) => {
     const a = attrs as unknown as LinearAttrs;
-    return unpack(backend as tf.KernelBackend, (inputs as unknown as LinearInputs).w, a.wDtype as Weight16DType, a.wShape);
+    const { w, rows } = inputs as unknown as { w: tf.TensorInfo; rows?: tf.TensorInfo };
+    if (!rows) return unpack(backend as tf.KernelBackend, w, a.wDtype as Weight16DType, a.wShape);
+    return gatherRows16(backend as tf.KernelBackend, w, rows, a.wDtype as Weight16DType, a.wShape[1]);
+  };
+  /** The listed rows of a packed [rows, cols] matrix, widened: only those rows' words are read. */
+  const gatherRows16 = (b: tf.KernelBackend, w: tf.TensorInfo, rows: tf.TensorInfo, dtype: Weight16DType, cols: number): tf.TensorInfo => {
+    const n = rows.shape[0];
+    const widenRows = (words: Int32Array, idx: Int32Array, out: Float32Array) => {
+      const row = new Float32Array(cols);
+      for (let i = 0; i < n; i++) {
+        const start = idx[i] * cols;
+        // cols is even for every model (hidden sizes are), so a row starts on a word boundary.
+        widen16(words.subarray(start >> 1, (start + cols + 1) >> 1), dtype, row);
+        out.set(row, i * cols);
+      }
+    };
+    if (backendName === 'wasm') {
+      const wasm = b as unknown as BackendWasm;
+      const out = wasm.makeOutput([n, cols], 'float32');
+      widenRows(wasm.typedArrayFromHeap(w) as Int32Array, wasm.typedArrayFromHeap(rows) as Int32Array, wasm.typedArrayFromHeap(out) as Float32Array);
+      return out;
+    }
+    const out = new Float32Array(n * cols);
+    widenRows(b.readSync(w.dataId) as Int32Array, b.readSync(rows.dataId) as Int32Array, out);
+    return (b as HostBackend).makeTensorInfo([n, cols], 'float32', out);
   };
 
   return { forward, inputGrad, unpack16 };
@@ -559,26 +593,35 @@ class FtUnpack16Program implements WebGPUProgram {
   shaderKey: string;
   dispatchLayout: { x: number[] };
   dispatch: [number, number, number];
-  variableNames = ['W'];
+  variableNames: string[];
+  uniforms = 'cols : i32,';
   workgroupSize: [number, number, number] = [64, 1, 1];
   size = true;
   private readonly dtype: Weight16DType;
+  private readonly gather: boolean;
 
-  constructor(shape: [number, number], dtype: Weight16DType) {
+  /** The whole matrix, or with `gather` the rows listed by a second input (an embedding lookup). */
+  constructor(shape: [number, number], dtype: Weight16DType, gather: boolean) {
     this.outputShape = shape;
     this.dtype = dtype;
+    this.gather = gather;
+    this.variableNames = gather ? ['W', 'Rows'] : ['W'];
     this.dispatchLayout = { x: [0, 1] };
     const groups = Math.ceil((shape[0] * shape[1]) / this.workgroupSize[0]);
     this.dispatch = [groups, 1, 1];
-    this.shaderKey = `ftunpack16_${dtype}`;
+    this.shaderKey = `ftunpack16_${dtype}_${gather}`;
   }
 
   getUserCode(): string {
+    // Gathering reads whole 32-bit words by index: tfjs's own gather of an int32 tensor goes
+    // through float32 on WebGPU, which rounds packed words above 2²⁴.
+    const source = this.gather ? 'Rows[index / uniforms.cols] * uniforms.cols + index % uniforms.cols' : 'index';
     return `
       ${halfHelpers(this.dtype)}
       fn main(index : i32) {
         if (index < uniforms.size) {
-          result[index] = half16(bitcast<u32>(W[index >> 1]), (index & 1) == 1);
+          let e = ${source};
+          result[index] = half16(bitcast<u32>(W[e >> 1]), (e & 1) == 1);
         }
       }`;
   }
@@ -610,8 +653,10 @@ function webgpuKernels() {
     };
   const unpack16 = ({ inputs, backend, attrs }: { inputs: tf.NamedTensorInfoMap; backend: unknown; attrs?: tf.NamedAttrMap }) => {
     const a = attrs as unknown as LinearAttrs;
-    const program = new FtUnpack16Program(a.wShape, a.wDtype as Weight16DType);
-    return (backend as WebGPUBackend).runWebGPUProgram(program, [(inputs as unknown as LinearInputs).w], 'float32');
+    const { w, rows } = inputs as unknown as { w: tf.TensorInfo; rows?: tf.TensorInfo };
+    const shape: [number, number] = rows ? [rows.shape[0], a.wShape[1]] : a.wShape;
+    const program = new FtUnpack16Program(shape, a.wDtype as Weight16DType, rows != null);
+    return (backend as WebGPUBackend).runWebGPUProgram(program, rows ? [w, rows] : [w], 'float32', [{ type: 'int32', data: [a.wShape[1]] }]);
   };
   return { forward: linear('nt'), inputGrad: linear('nn'), unpack16 };
 }
