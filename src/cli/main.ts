@@ -17,7 +17,7 @@ import { generate } from '../engine/model/generate.ts';
 import type { LogEntry } from '../engine/train/trainer.ts';
 import { nodeFolder, writeFileAtomic, writeFolderAtomic } from './fs_files.ts';
 import { checkFlags, numberFlag, parseArgs, required, type ParsedArgs } from './args.ts';
-import { Progress } from './progress.ts';
+import { loadProgress, Progress } from './progress.ts';
 
 const USAGE = `finetune — fine-tune small LLMs with LoRA on TensorFlow.js
 
@@ -109,7 +109,7 @@ async function train(argv: string[]): Promise<void> {
       await pruneCheckpoints(out, recipe.save_total_limit);
     },
     shouldStop: () => stopRequested,
-  });
+  }, { onProgress: loadProgress(process.stderr) });
   // Everything is checked: only now does the output folder come into being.
   await mkdir(out, { recursive: true });
   if (!sources.resumeFrom) await rm(metricsPath, { force: true });
@@ -155,7 +155,7 @@ async function pruneCheckpoints(out: string, limit: number | null): Promise<void
 }
 
 async function withModel(args: ParsedArgs, command: string): Promise<LoadedModel & { adapter: Awaited<ReturnType<typeof loadAdapter>> | null }> {
-  const loaded = await loadModel(folder(required(args, command, 'model'), 'model'));
+  const loaded = await loadModel(folder(required(args, command, 'model'), 'model'), { onProgress: loadProgress(process.stderr) });
   const adapterDir = args.flags.get('adapter');
   const adapter = adapterDir ? await loadAdapter(loaded.model, folder(adapterDir, 'adapter')) : null;
   return { ...loaded, adapter };

@@ -1,4 +1,5 @@
 import { SingleBar } from 'cli-progress';
+import type { LoadProgress } from '../engine/io/model_folder.ts';
 import type { LogEntry } from '../engine/train/trainer.ts';
 
 /**
@@ -45,4 +46,23 @@ export class Progress {
 
 function fmt(x: number): string {
   return Number.isFinite(x) ? x.toFixed(4) : String(x);
+}
+
+/**
+ * Weight loading, tensor by tensor, as a bar of megabytes on a terminal, so a slow disk or a big
+ * model never looks hung. Off a terminal (logs, pipes) it stays silent: a refused input must
+ * still be the one line printed.
+ */
+export function loadProgress(out: NodeJS.WriteStream): ((p: LoadProgress) => void) | undefined {
+  if (!out.isTTY) return undefined;
+  const mb = (n: number) => Math.round(n / 2 ** 20);
+  let bar: SingleBar | null = null;
+  return (p) => {
+    if (!bar) {
+      bar = new SingleBar({ stream: out, format: 'loading weights |{bar}| {value}/{total} MB, tensor {index}/{count}', hideCursor: true, clearOnComplete: true });
+      bar.start(mb(p.totalBytes), 0, { index: 0, count: p.count });
+    }
+    bar.update(mb(p.bytes), { index: p.index, count: p.count });
+    if (p.index === p.count) bar.stop();
+  };
 }

@@ -112,9 +112,9 @@ export interface PreparedRun {
  * Everything up to the first step, checked before anything is written: a bad recipe, model,
  * adapter or data file fails here with its one sentence, and the output folder is never touched.
  */
-export async function prepareRun(recipe: Recipe, sources: RunSources, callbacks: TrainerCallbacks = {}): Promise<PreparedRun> {
+export async function prepareRun(recipe: Recipe, sources: RunSources, callbacks: TrainerCallbacks = {}, load: LoadOptions = {}): Promise<PreparedRun> {
   if (recipe.method !== 'sft') throw new UserError(`recipe: method ${recipe.method} is not available in this version; use "sft".`, { field: 'method' });
-  const loaded = await loadModel(sources.model);
+  const loaded = await loadModel(sources.model, load);
   const disposables: { dispose(): void }[] = [loaded.model];
   try {
     const { model, tokenizer, folder } = loaded;

@@ -5,11 +5,12 @@
 import type { Remote } from 'comlink';
 import type { BackendInfo } from '../engine/backend/index.ts';
 import { parseRecipe, type Recipe } from '../engine/recipe.ts';
+import type { LoadProgress } from '../engine/io/model_folder.ts';
 import type { DataReport, FolderFiles, MemoryEstimate, ModelSummary, RunEvent, RunRecord, RunStatus, StudioApi } from '../worker/protocol.ts';
 import { connectWorker, proxy, transfer } from './connect.ts';
 import { describeError, errorText } from './lib/errors.ts';
 import { fileSafe, saveBytes, unzipFolder, type PickedFile, readFolder } from './lib/files.ts';
-import { SpeedMeter, estimateEta } from './lib/format.ts';
+import { SpeedMeter, estimateEta, formatBytes } from './lib/format.ts';
 import { chooseHubUrl, downloadModel, isCached, normalizeHubUrl, type DownloadProgress } from './model/hub.ts';
 import { CATALOG } from './model/catalog.ts';
 import { defaultForm, formWithAdapterConfig, validateForm, type RawForm } from './recipe/form.ts';
@@ -229,7 +230,11 @@ export class Studio {
     this.modelBusy = `Loading ${name} onto ${this.backend?.name ?? 'the backend'}…`;
     // The bytes move to the Worker rather than being copied, and big files go as Blobs the
     // Worker reads a tensor at a time: a model can be gigabytes.
-    this.model = await this.api!.loadModel(name, transfer(files, buffersOf(files)));
+    const where = this.backend?.name ?? 'the backend';
+    const onProgress = proxy((p: LoadProgress) => {
+      this.modelBusy = `Loading ${name} onto ${where}: ${formatBytes(p.bytes)} of ${formatBytes(p.totalBytes)} (tensor ${p.index} of ${p.count})…`;
+    });
+    this.model = await this.api!.loadModel(name, transfer(files, buffersOf(files)), onProgress);
     this.hasAdapter = false;
     this.adapterLabel = null;
     this.chat = { base: [], adapter: [] };

@@ -8,6 +8,7 @@ import type { DatasetStats } from '../engine/data/sft.ts';
 import type { DatasetFormat } from '../engine/data/dataset.ts';
 import type { LogEntry } from '../engine/train/trainer.ts';
 import type { RecipeInput } from '../engine/recipe.ts';
+import type { LoadProgress } from '../engine/io/model_folder.ts';
 
 /** A checkpoint or export folder as plain bytes keyed by file name (transferable). */
 export type FolderBytes = Record<string, Uint8Array>;
@@ -109,7 +110,8 @@ export interface MemoryEstimate {
 export interface StudioApi {
   init(preferred?: 'auto' | 'webgpu' | 'wasm' | 'cpu'): Promise<BackendInfo>;
   /** A model folder's files (dropped, picked, or downloaded by the page). */
-  loadModel(name: string, files: FolderFiles): Promise<ModelSummary>;
+  /** Streams the weights onto the backend tensor by tensor, reporting each to `onProgress`. */
+  loadModel(name: string, files: FolderFiles, onProgress?: (p: LoadProgress) => void): Promise<ModelSummary>;
   /** `data` is the dropped File itself where possible: a Blob crosses to the Worker without copying its bytes. */
   inspectData(file: string, data: Blob | string, recipe: RecipeInput): Promise<DataReport>;
   estimateMemory(recipe: RecipeInput): Promise<MemoryEstimate>;

@@ -10,6 +10,7 @@ import { zipSync, type Zippable } from 'fflate';
 import { initBackend, type BackendInfo } from '../engine/backend/index.ts';
 import { UserError } from '../engine/errors.ts';
 import { memoryFiles, type FileSource } from '../engine/io/files.ts';
+import type { LoadProgress } from '../engine/io/model_folder.ts';
 import { generate } from '../engine/model/generate.ts';
 import type { LoraAdapter } from '../engine/model/lora.ts';
 import { parseRecipe, type Recipe, type RecipeInput } from '../engine/recipe.ts';
@@ -95,13 +96,13 @@ export class Studio implements StudioApi {
     return this.dbOpen;
   }
 
-  async loadModel(name: string, files: FolderFiles): Promise<ModelSummary> {
+  async loadModel(name: string, files: FolderFiles, onProgress?: (p: LoadProgress) => void): Promise<ModelSummary> {
     return this.exclusive('loading a model', async () => {
       await this.ready();
       // The old model goes first: two models rarely fit in a browser's GPU memory at once.
       this.dropTensors();
       this.model = null;
-      const loaded = await loadModel(memoryFiles(name, files));
+      const loaded = await loadModel(memoryFiles(name, files), { onProgress });
       const { config } = loaded.model;
       const summary: ModelSummary = {
         name,
