@@ -5,6 +5,7 @@
 // since SwiftShader is slow.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
+import { countDispatches } from '../../src/engine/backend/dispatches.ts';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { tileRows } from '../../src/engine/backend/kernels/attention.wgsl.ts';
 import { initBackend, type BackendName } from '../../src/engine/backend/index.ts';
@@ -122,22 +123,6 @@ async function maxDiff(a: tf.Tensor, b: tf.Tensor): Promise<number> {
   return m;
 }
 
-/** GPUComputePassEncoder.dispatchWorkgroups calls made while running f. */
-function countDispatches<T>(f: () => T): { result: T; dispatches: number } {
-  const proto = (globalThis as { GPUComputePassEncoder?: { prototype: GPUComputePassEncoder } }).GPUComputePassEncoder?.prototype;
-  if (proto == null) return { result: f(), dispatches: 0 };
-  const original = proto.dispatchWorkgroups;
-  let dispatches = 0;
-  proto.dispatchWorkgroups = function (this: GPUComputePassEncoder, ...args: Parameters<GPUComputePassEncoder['dispatchWorkgroups']>) {
-    dispatches++;
-    return original.apply(this, args);
-  };
-  try {
-    return { result: f(), dispatches };
-  } finally {
-    proto.dispatchWorkgroups = original;
-  }
-}
 
 /** The fused kernels against the composition, on whichever backend is active. */
 function fusedMatchesComposition(backend: BackendName): void {

@@ -5,6 +5,7 @@
 // Values are read with `await data()`: dataSync throws on WebGPU in Node.
 import { beforeAll, describe, expect, it, vi } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
+import { countDispatches } from '../../src/engine/backend/dispatches.ts';
 import { initBackend } from '../../src/engine/backend/index.ts';
 import { installNodeWebGPU } from '../../src/engine/backend/node_webgpu.ts';
 import { rmsNormBackward, rmsNormForward } from '../../src/engine/backend/kernels/norm.ts';
@@ -51,18 +52,8 @@ function kernelRuns<R>(name: string, f: () => R): { result: R; runs: number } {
 
 /** Compute-pass dispatches recorded during f (WebGPU records them synchronously as ops run). */
 function dispatches<R>(f: () => R): { result: R; count: number } {
-  const proto = (globalThis as unknown as { GPUComputePassEncoder: { prototype: GPUComputePassEncoder } }).GPUComputePassEncoder.prototype;
-  const original = proto.dispatchWorkgroups;
-  let count = 0;
-  proto.dispatchWorkgroups = function (this: GPUComputePassEncoder, ...args: Parameters<GPUComputePassEncoder['dispatchWorkgroups']>) {
-    count++;
-    return original.apply(this, args);
-  };
-  try {
-    return { result: f(), count };
-  } finally {
-    proto.dispatchWorkgroups = original;
-  }
+  const { result, dispatches: count } = countDispatches(f);
+  return { result, count };
 }
 
 /** Deterministic values in [-scale, scale) (a small LCG; no tfjs RNG, so both backends see the same data). */

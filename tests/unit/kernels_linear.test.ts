@@ -5,6 +5,7 @@
 // WebGPU in Node.
 import { afterAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
+import { countDispatches } from '../../src/engine/backend/dispatches.ts';
 import { initBackend, type BackendName } from '../../src/engine/backend/index.ts';
 import { installNodeWebGPU } from '../../src/engine/backend/node_webgpu.ts';
 import {
@@ -233,24 +234,12 @@ for (const { name, skip } of BACKENDS) {
         const dy = tf.tensor2d(uniform(N * out, 101), [N, out]);
         const A = tf.tensor2d(uniform(r * inDim, 103), [r, inDim]);
         await Promise.all([x, bias, xa, B, dy, A, w.data].map((t) => t.data()));
-        const proto = (globalThis as unknown as { GPUComputePassEncoder: { prototype: GPUComputePassEncoder } }).GPUComputePassEncoder.prototype;
-        const original = proto.dispatchWorkgroups;
-        let dispatches = 0;
-        proto.dispatchWorkgroups = function (this: GPUComputePassEncoder, ...args: Parameters<GPUComputePassEncoder['dispatchWorkgroups']>) {
-          dispatches++;
-          return original.apply(this, args);
-        };
-        try {
-          const y = linearForward(x, w, bias, { xa, B, scale: 2 });
-          expect(dispatches).toBe(1);
-          const dx = linearInputGrad(dy, w, { g: xa, A, scale: 2 });
-          expect(dispatches).toBe(2);
-          await Promise.all([y.data(), dx.data()]);
-          tf.dispose([y, dx]);
-        } finally {
-          proto.dispatchWorkgroups = original;
-          tf.dispose([w.data, x, bias, xa, B, dy, A]);
-        }
+        const forward = countDispatches(() => linearForward(x, w, bias, { xa, B, scale: 2 }));
+        expect(forward.dispatches).toBe(1);
+        const inputGrad = countDispatches(() => linearInputGrad(dy, w, { g: xa, A, scale: 2 }));
+        expect(inputGrad.dispatches).toBe(1);
+        await Promise.all([forward.result.data(), inputGrad.result.data()]);
+        tf.dispose([forward.result, inputGrad.result, w.data, x, bias, xa, B, dy, A]);
       });
     }
   });

@@ -6,8 +6,9 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { nodeFolder, writeFileAtomic, writeFolderAtomic } from '../../src/cli/fs_files.ts';
 import { UserError } from '../../src/engine/errors.ts';
 import { memoryFiles } from '../../src/engine/io/files.ts';
-import { loadModelFolder, openModelFolder } from '../../src/engine/io/model_folder.ts';
+import { openModelFolder } from '../../src/engine/io/model_folder.ts';
 import { bf16BitsToFloat32, writeSafetensors } from '../../src/engine/io/safetensors.ts';
+import { readAllWeights, readEagerly } from './helpers/weights.ts';
 
 const STORIES = fileURLToPath(new URL('../../../shared/models/stories260K/', import.meta.url));
 
@@ -55,27 +56,46 @@ async function userError(promise: Promise<unknown>): Promise<UserError> {
   throw new Error('expected a UserError');
 }
 
-describe('loadModelFolder', () => {
+/** The sentence JSON.parse gives for `text`, as the folder reader quotes it. */
+function jsonError(text: string): string {
+  try {
+    JSON.parse(text);
+  } catch (e) {
+    return (e as Error).message;
+  }
+  throw new Error('expected invalid JSON');
+}
+
+/** A single-file safetensors whose header stores tensor "w" as `dtype` (same byte width as F32). */
+function storedAs(dtype: 'I32' | 'U32'): Uint8Array {
+  const bytes = writeSafetensors([f32('w', [1, 2])]);
+  const at = Buffer.from(bytes).indexOf('"F32"');
+  expect(at).toBeGreaterThan(8);
+  bytes.set(new TextEncoder().encode(`"${dtype}"`), at);
+  return bytes;
+}
+
+describe('openModelFolder + readWeights, every weight as f32', () => {
   it('loads stories260K from disk', async () => {
     expect(existsSync(join(STORIES, 'config.json'))).toBe(true);
-    const folder = await loadModelFolder(nodeFolder(STORIES));
+    const { folder, weights } = await readAllWeights(nodeFolder(STORIES));
     expect(folder.config.hidden_size).toBe(64);
     expect(folder.tokenizerJson.model).toBeTypeOf('object');
     expect(folder.tokenizerConfig).toBeTypeOf('object');
     expect(folder.generationConfig).not.toBeNull();
-    expect(folder.weights.size).toBe(47);
+    expect(weights.size).toBe(47);
     expect(folder.weightsDType).toBe('F32');
-    const emb = folder.weights.get('model.embed_tokens.weight')!;
+    const emb = weights.get('model.embed_tokens.weight')!;
     expect(emb.shape).toEqual([512, 64]);
     expect(emb.data).toBeInstanceOf(Float32Array);
     expect(emb.data.length).toBe(512 * 64);
   });
 
   it('loads a sharded folder through its index', async () => {
-    const folder = await loadModelFolder(memoryFiles('models/m', shardedFiles()));
-    expect([...folder.weights.keys()].sort()).toEqual(['a.weight', 'b.weight', 'c.weight']);
-    expect([...folder.weights.get('c.weight')!.data]).toEqual([4, 5, 6]);
-    expect(folder.weights.get('a.weight')!.shape).toEqual([2]);
+    const { folder, weights } = await readAllWeights(memoryFiles('models/m', shardedFiles()));
+    expect([...weights.keys()].sort()).toEqual(['a.weight', 'b.weight', 'c.weight']);
+    expect([...weights.get('c.weight')!.data]).toEqual([4, 5, 6]);
+    expect(weights.get('a.weight')!.shape).toEqual([2]);
     expect(folder.generationConfig).toBeNull();
     expect(folder.weightsDType).toBe('F32');
   });
@@ -83,7 +103,7 @@ describe('loadModelFolder', () => {
   it('refuses a missing shard', async () => {
     const files = shardedFiles();
     delete files['model-00002-of-00002.safetensors'];
-    const err = await userError(loadModelFolder(memoryFiles('models/m', files)));
+    const err = await userError(readAllWeights(memoryFiles('models/m', files)));
     expect(err.message).toBe(
       'models/m/model-00002-of-00002.safetensors is missing: model.safetensors.index.json lists it as the shard holding "c.weight".',
     );
@@ -92,7 +112,7 @@ describe('loadModelFolder', () => {
   it('refuses an index that names a tensor its shard does not hold', async () => {
     const files = shardedFiles();
     files['model-00002-of-00002.safetensors'] = writeSafetensors([f32('d.weight', [4, 5, 6])]);
-    const err = await userError(loadModelFolder(memoryFiles('models/m', files)));
+    const err = await userError(readAllWeights(memoryFiles('models/m', files)));
     expect(err.message).toBe(
       'models/m/model-00002-of-00002.safetensors has no tensor "c.weight", which model.safetensors.index.json says it holds.',
     );
@@ -100,7 +120,7 @@ describe('loadModelFolder', () => {
 
   it('refuses a folder with only PyTorch pickle weights', async () => {
     const files = { ...JSONS, 'pytorch_model.bin': new Uint8Array([0x80, 0x02]) };
-    const err = await userError(loadModelFolder(memoryFiles('models/m', files)));
+    const err = await userError(readAllWeights(memoryFiles('models/m', files)));
     expect(err.message).toBe(
       'models/m/pytorch_model.bin: PyTorch pickle weights are not supported; convert the model to safetensors (model.safetensors or sharded with model.safetensors.index.json).',
     );
@@ -109,7 +129,7 @@ describe('loadModelFolder', () => {
   it('refuses a folder without tokenizer.json', async () => {
     const { 'tokenizer.json': _, ...rest } = JSONS;
     const files = { ...rest, 'model.safetensors': writeSafetensors([f32('w', [1])]) };
-    const err = await userError(loadModelFolder(memoryFiles('models/m', files)));
+    const err = await userError(readAllWeights(memoryFiles('models/m', files)));
     expect(err.message).toBe(
       'models/m/tokenizer.json is missing: a model folder needs config.json, tokenizer.json, tokenizer_config.json and model.safetensors (or model.safetensors.index.json with its shards).',
     );
@@ -117,19 +137,19 @@ describe('loadModelFolder', () => {
   });
 
   it('refuses a folder without weights', async () => {
-    const err = await userError(loadModelFolder(memoryFiles('models/m', JSONS)));
+    const err = await userError(readAllWeights(memoryFiles('models/m', JSONS)));
     expect(err.message).toMatch(/^models\/m\/model\.safetensors is missing: /);
   });
 
   it('refuses a config.json that is not valid JSON', async () => {
     const files = { ...JSONS, 'config.json': '{"hidden_size": 4,}', 'model.safetensors': writeSafetensors([f32('w', [1])]) };
-    const err = await userError(loadModelFolder(memoryFiles('models/m', files)));
+    const err = await userError(readAllWeights(memoryFiles('models/m', files)));
     expect(err.message).toMatch(/^models\/m\/config\.json is not valid JSON \(.*position.*\)\.$/);
   });
 
   it('names the file of a corrupt safetensors', async () => {
     const files = { ...JSONS, 'model.safetensors': new Uint8Array(4) };
-    const err = await userError(loadModelFolder(memoryFiles('models/m', files)));
+    const err = await userError(readAllWeights(memoryFiles('models/m', files)));
     expect(err.message).toMatch(/^models\/m\/model\.safetensors: /);
   });
 
@@ -143,10 +163,10 @@ describe('loadModelFolder', () => {
         f32('small', [1]),
       ]),
     };
-    const folder = await loadModelFolder(memoryFiles('models/m', files));
+    const { folder, weights } = await readAllWeights(memoryFiles('models/m', files));
     expect(folder.weightsDType).toBe('BF16');
     expect(folder.generationConfig).toEqual({ eos_token_id: [2, 3] });
-    const big = folder.weights.get('big')!;
+    const big = weights.get('big')!;
     expect(big.dtype).toBe('BF16');
     // bf16 keeps 8 significant bits: 0.1 → 0x3DCD, π → 0x4049, -1e-3 → 0xBA83.
     expect([...big.data]).toEqual([1, -2.5, bf16BitsToFloat32(0x3dcd), bf16BitsToFloat32(0x4049), bf16BitsToFloat32(0xba83)]);
@@ -155,54 +175,86 @@ describe('loadModelFolder', () => {
   });
 });
 
-describe('openModelFolder refuses what loadModelFolder refuses, with the same sentence', () => {
-  const cases: [string, () => Record<string, Uint8Array | string>][] = [
+describe('openModelFolder refuses a bad folder with one exact sentence naming the file', () => {
+  const SHARD2 = 'models/m/model-00002-of-00002.safetensors';
+  const INDEX = 'models/m/model.safetensors.index.json';
+  const NEEDS =
+    'a model folder needs config.json, tokenizer.json, tokenizer_config.json and model.safetensors (or model.safetensors.index.json with its shards)';
+  const cases: [string, () => Record<string, Uint8Array | string>, () => string, string][] = [
     ['a missing shard', () => {
       const files = shardedFiles();
       delete files['model-00002-of-00002.safetensors'];
       return files;
-    }],
+    }, () => `${SHARD2} is missing: model.safetensors.index.json lists it as the shard holding "c.weight".`, SHARD2],
     ['a tensor the index names but its shard lacks', () => ({
       ...shardedFiles(),
       'model-00002-of-00002.safetensors': writeSafetensors([f32('d.weight', [4, 5, 6])]),
-    })],
-    ['an index without a weight_map', () => ({ ...shardedFiles(), 'model.safetensors.index.json': '{"metadata": {}}' })],
-    ['an index with an empty weight_map', () => ({ ...shardedFiles(), 'model.safetensors.index.json': '{"weight_map": {}}' })],
-    ['an index entry that is not a file name', () => ({ ...shardedFiles(), 'model.safetensors.index.json': '{"weight_map": {"a.weight": 3}}' })],
-    ['an index that is not JSON', () => ({ ...shardedFiles(), 'model.safetensors.index.json': '{' })],
-    ['pickle weights only', () => ({ ...JSONS, 'pytorch_model.bin': new Uint8Array([0x80, 0x02]) })],
+    }), () => `${SHARD2} has no tensor "c.weight", which model.safetensors.index.json says it holds.`, SHARD2],
+    ['an index without a weight_map', () => ({ ...shardedFiles(), 'model.safetensors.index.json': '{"metadata": {}}' }),
+      () => `${INDEX} has no "weight_map" object (tensor name → shard file).`, INDEX],
+    ['an index with an empty weight_map', () => ({ ...shardedFiles(), 'model.safetensors.index.json': '{"weight_map": {}}' }),
+      () => `${INDEX} lists no tensors in "weight_map".`, INDEX],
+    ['an index entry that is not a file name', () => ({ ...shardedFiles(), 'model.safetensors.index.json': '{"weight_map": {"a.weight": 3}}' }),
+      () => `${INDEX}: "weight_map" entry "a.weight" is not a shard file name.`, INDEX],
+    ['an index that is not JSON', () => ({ ...shardedFiles(), 'model.safetensors.index.json': '{' }),
+      () => `${INDEX} is not valid JSON (${jsonError('{')}).`, INDEX],
+    ['pickle weights only', () => ({ ...JSONS, 'pytorch_model.bin': new Uint8Array([0x80, 0x02]) }),
+      () => 'models/m/pytorch_model.bin: PyTorch pickle weights are not supported; convert the model to safetensors (model.safetensors or sharded with model.safetensors.index.json).',
+      'models/m/pytorch_model.bin'],
     ['no tokenizer.json', () => {
       const { 'tokenizer.json': _, ...rest } = JSONS;
       return { ...rest, 'model.safetensors': writeSafetensors([f32('w', [1])]) };
-    }],
-    ['no weights', () => ({ ...JSONS })],
-    ['a config.json that is not JSON', () => ({ ...JSONS, 'config.json': '{"hidden_size": 4,}', 'model.safetensors': writeSafetensors([f32('w', [1])]) })],
-    ['a corrupt safetensors', () => ({ ...JSONS, 'model.safetensors': new Uint8Array(4) })],
-    ['a safetensors with no tensors', () => ({ ...JSONS, 'model.safetensors': writeSafetensors([]) })],
-    ['an integer tensor', () => {
+    }, () => `models/m/tokenizer.json is missing: ${NEEDS}.`, 'models/m/tokenizer.json'],
+    ['no weights', () => ({ ...JSONS }), () => `models/m/model.safetensors is missing: ${NEEDS}.`, 'models/m/model.safetensors'],
+    ['a config.json that is not JSON', () => ({ ...JSONS, 'config.json': '{"hidden_size": 4,}', 'model.safetensors': writeSafetensors([f32('w', [1])]) }),
+      () => `models/m/config.json is not valid JSON (${jsonError('{"hidden_size": 4,}')}).`, 'models/m/config.json'],
+    ['a corrupt safetensors', () => ({ ...JSONS, 'model.safetensors': new Uint8Array(4) }),
+      () => 'models/m/model.safetensors: the file is 4 bytes long, too short for a safetensors header (at least 8 bytes).',
+      'models/m/model.safetensors'],
+    ['a safetensors with no tensors', () => ({ ...JSONS, 'model.safetensors': writeSafetensors([]) }),
+      () => 'models/m/model.safetensors holds no tensors.', 'models/m/model.safetensors'],
+    ['data bytes that belong to no tensor (a text round trip widened them)', () => {
       const good = writeSafetensors([f32('w', [1, 2])]);
-      // Same size and layout, but the header says I32.
+      // 1.0 is 00 00 80 3F: the 0x80 is not UTF-8, so decoding and re-encoding adds two bytes.
       const text = new TextDecoder().decode(good).replace('"F32"', '"I32"');
       return { ...JSONS, 'model.safetensors': new TextEncoder().encode(text) };
-    }],
+    }, () => 'models/m/model.safetensors: data bytes [8, 10) at the end of the file belong to no tensor.', 'models/m/model.safetensors'],
+    ['an integer tensor', () => ({ ...JSONS, 'model.safetensors': storedAs('I32') }),
+      () => 'models/m/model.safetensors: tensor "w" is stored as I32; only F32, F16 and BF16 tensors are supported.',
+      'models/m/model.safetensors'],
   ];
-  it.each(cases)('%s', async (_, build) => {
-    const expected = await userError(loadModelFolder(memoryFiles('models/m', build())));
+  it.each(cases)('%s', async (_, build, message, file) => {
     const got = await userError(openModelFolder(memoryFiles('models/m', build())));
-    expect(got.message).toBe(expected.message);
-    expect(got.file).toBe(expected.file);
+    expect(got.message).toBe(message());
+    expect(got.file).toBe(file);
   });
 
-  it('opens a sharded folder with the same configs, tensor order and dtype as loadModelFolder', async () => {
-    const loaded = await loadModelFolder(memoryFiles('models/m', shardedFiles()));
+  it('refuses an integer tensor in a shard with the sentence an eager parse of that shard gives', async () => {
+    const files = { ...shardedFiles(), 'model-00002-of-00002.safetensors': writeSafetensors([f32('c.weight', [4, 5, 6])]) };
+    const shard = files['model-00002-of-00002.safetensors'] as Uint8Array;
+    shard.set(new TextEncoder().encode('"U32"'), Buffer.from(shard).indexOf('"F32"'));
+    const expected = `${SHARD2}: tensor "c.weight" is stored as U32; only F32, F16 and BF16 tensors are supported.`;
+    const got = await userError(openModelFolder(memoryFiles('models/m', files)));
+    expect(got.message).toBe(expected);
+    expect(got.file).toBe(SHARD2);
+    await expect(readEagerly(memoryFiles('models/m', files))).rejects.toThrow(expected);
+  });
+
+  it('opens a sharded folder with the same configs, tensor order and dtype as an eager read', async () => {
+    const eager = await readEagerly(memoryFiles('models/m', shardedFiles()));
     const open = await openModelFolder(memoryFiles('models/m', shardedFiles()));
-    expect([...open.tensors.keys()]).toEqual([...loaded.weights.keys()]);
-    expect([...open.tensors.values()]).toEqual([...loaded.weights.values()].map((w) => ({ dtype: w.dtype, shape: w.shape })));
-    expect(open.weightsDType).toBe(loaded.weightsDType);
-    expect(open.config).toEqual(loaded.config);
-    expect(open.tokenizerJson).toEqual(loaded.tokenizerJson);
-    expect(open.tokenizerConfig).toEqual(loaded.tokenizerConfig);
+    expect([...open.tensors.keys()]).toEqual(['a.weight', 'b.weight', 'c.weight']);
+    expect([...open.tensors.keys()]).toEqual([...eager.weights.keys()]);
+    expect([...open.tensors.values()]).toEqual([...eager.weights.values()].map((w) => ({ dtype: w.dtype, shape: w.shape })));
+    expect(open.weightsDType).toBe('F32');
+    expect(open.weightsDType).toBe(eager.weightsDType);
+    expect(open.config).toEqual(eager.config);
+    expect(open.tokenizerJson).toEqual(eager.tokenizerJson);
+    expect(open.tokenizerConfig).toEqual(eager.tokenizerConfig);
     expect(open.generationConfig).toBeNull();
+    // And the values streamed are those the eager read converts.
+    const { weights } = await readAllWeights(memoryFiles('models/m', shardedFiles()));
+    expect(weights).toEqual(eager.weights);
   });
 });
 

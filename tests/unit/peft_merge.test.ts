@@ -7,7 +7,6 @@ import * as tf from '@tensorflow/tfjs';
 import { nodeFolder } from '../../src/cli/fs_files.ts';
 import { UserError } from '../../src/engine/errors.ts';
 import { memoryFiles } from '../../src/engine/io/files.ts';
-import { loadModelFolder } from '../../src/engine/io/model_folder.ts';
 import { bf16BitsToFloat32, float32ToBf16Bits, parseSafetensors, tensorToFloat32 } from '../../src/engine/io/safetensors.ts';
 import { LINEAR_MODULES, linearPath, linearShape } from '../../src/engine/model/config.ts';
 import type { CausalLM } from '../../src/engine/model/llama.ts';
@@ -16,6 +15,7 @@ import { Rng } from '../../src/engine/rng.ts';
 import { adapterFiles, loadAdapter, loadModel, modelFiles, savedDType, type LoadedModel } from '../../src/engine/run.ts';
 import { buildTinyModelFolder, writeTinyModel, type TinyModelOptions } from './helpers/tiny_model.ts';
 import { maxAbsDiff } from './helpers/golden.ts';
+import { readAllWeights } from './helpers/weights.ts';
 
 beforeAll(async () => {
   await tf.setBackend('cpu');
@@ -185,8 +185,9 @@ describe('merged export', () => {
     const files = await modelFiles(folder, model, savedDType(folder), adapter);
     expect(JSON.parse(new TextDecoder().decode(files['config.json'])).torch_dtype).toBe('bfloat16');
 
-    const reread = await loadModelFolder(memoryFiles('merged-bf16', files));
-    expect(reread.weightsDType).toBe('BF16');
+    const reread = await readAllWeights(memoryFiles('merged-bf16', files));
+    expect(reread.folder.weightsDType).toBe('BF16');
+    expect(reread.weights.size).toBe(f32.tensors.size);
     for (const [name, w] of reread.weights) {
       expect(w.dtype, name).toBe('BF16');
       const rounded = tensorToFloat32(f32, name).map((x) => bf16BitsToFloat32(float32ToBf16Bits(x)));

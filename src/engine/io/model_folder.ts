@@ -3,53 +3,24 @@
  * `model.safetensors` or from shards listed by `model.safetensors.index.json`.
  * `openModelFolder` reads the configs and only the safetensors headers, then streams the weights
  * one tensor at a time (16-bit floats as their raw bit patterns), so that loading holds about one
- * tensor's bytes at a time. `loadModelFolder` is the older whole-folder reader: every weight as f32.
- * `weightsDType` remembers what the folder stored.
+ * tensor's bytes at a time. `weightsDType` remembers what the folder stored.
  */
 import { UserError } from '../errors.ts';
 import { type FileSource, pathIn, readJsonObject } from './files.ts';
 import {
   type FloatDType,
-  type SafetensorsFile,
   type SafetensorsHeader,
   type TensorInfo,
   isFloatDType,
-  parseSafetensors,
   readSafetensorsHeader,
-  tensorToFloat32,
   tensorValues,
 } from './safetensors.ts';
-
-export interface WeightTensor {
-  /** The dtype the tensor is stored in (F32, F16 or BF16); `data` is always f32. */
-  dtype: string;
-  shape: number[];
-  data: Float32Array;
-}
-
-export interface ModelFolder {
-  source: FileSource;
-  config: Record<string, unknown>;
-  tokenizerJson: Record<string, unknown>;
-  tokenizerConfig: Record<string, unknown>;
-  generationConfig: Record<string, unknown> | null;
-  weights: Map<string, WeightTensor>;
-  /** The dtype most weight values are stored in, e.g. 'BF16'; exports write this dtype back. */
-  weightsDType: string;
-}
 
 const SINGLE = 'model.safetensors';
 const INDEX = 'model.safetensors.index.json';
 const REQUIRED = ['config.json', 'tokenizer.json', 'tokenizer_config.json'];
 const NEEDS =
   'a model folder needs config.json, tokenizer.json, tokenizer_config.json and model.safetensors (or model.safetensors.index.json with its shards)';
-
-export async function loadModelFolder(source: FileSource): Promise<ModelFolder> {
-  const configs = await readConfigs(source);
-  // transformers looks for the single file first, so a folder with both loads the same here.
-  const weights = source.has(SINGLE) ? await readSingle(source) : await readSharded(source);
-  return { source, ...configs, weights, weightsDType: dominantDType(weights) };
-}
 
 /** One weight as stored: F32 values, or the raw 16-bit patterns of an F16/BF16 tensor. */
 export interface RawWeight {
@@ -87,7 +58,10 @@ export interface OpenModelFolder {
   generationConfig: Record<string, unknown> | null;
   /** The dtype most weight values are stored in, e.g. 'BF16'; exports write this dtype back. */
   weightsDType: string;
-  /** Every weight the folder provides, in the order `loadModelFolder` lists them. */
+  /**
+   * Every weight the folder provides: model.safetensors' tensors in header order, or the index's
+   * tensors grouped by shard, shards in the order the index first names them.
+   */
   tensors: Map<string, WeightInfo>;
   /**
    * Reads the weights shard by shard, one tensor's bytes at a time, handing each to `onWeight`
@@ -105,8 +79,9 @@ interface ShardPlan {
 
 /**
  * Open a model folder: check its files, read its JSON files and only the headers of its
- * safetensors (one file, or every shard the index lists), refusing a bad folder with the same
- * sentences as `loadModelFolder` before any tensor data is read.
+ * safetensors (one file, or every shard the index lists), refusing a bad folder with one
+ * sentence naming the file before any tensor data is read. transformers looks for the single file
+ * first, so a folder with both is read from model.safetensors.
  */
 export async function openModelFolder(source: FileSource): Promise<OpenModelFolder> {
   const configs = await readConfigs(source);
@@ -213,26 +188,6 @@ function requireFile(source: FileSource, name: string): void {
   }
 }
 
-async function readSingle(source: FileSource): Promise<Map<string, WeightTensor>> {
-  const file = pathIn(source, SINGLE);
-  const st = parseSafetensors(await source.read(SINGLE), file);
-  if (st.tensors.size === 0) throw new UserError(`${file} holds no tensors.`, { file });
-  return weightsFromSafetensors(st, [...st.tensors.keys()]);
-}
-
-/** Shards are read one at a time so only one shard's bytes are held beside the converted weights. */
-async function readSharded(source: FileSource): Promise<Map<string, WeightTensor>> {
-  const byShard = await readIndex(source);
-  const weights = new Map<string, WeightTensor>();
-  for (const [shard, tensors] of byShard) {
-    const file = pathIn(source, shard);
-    const st = parseSafetensors(await source.read(shard), file);
-    requireListed(st.tensors, tensors, file);
-    for (const [name, w] of weightsFromSafetensors(st, tensors)) weights.set(name, w);
-  }
-  return weights;
-}
-
 /** The index's weight_map grouped by shard (in the order shards first appear); every shard must exist. */
 async function readIndex(source: FileSource): Promise<Map<string, string[]>> {
   const indexFile = pathIn(source, INDEX);
@@ -277,22 +232,6 @@ function requireListed(have: Map<string, TensorInfo>, listed: string[], file: st
       field: absent,
     });
   }
-}
-
-/** The named tensors of a parsed safetensors file, converted to f32. */
-export function weightsFromSafetensors(st: SafetensorsFile, names: string[]): Map<string, WeightTensor> {
-  const weights = new Map<string, WeightTensor>();
-  for (const name of names) {
-    // Converting first means a missing name is refused by tensorToFloat32 with its own message.
-    const data = tensorToFloat32(st, name);
-    const { dtype, shape } = st.tensors.get(name) as TensorInfo;
-    weights.set(name, { dtype, shape, data });
-  }
-  return weights;
-}
-
-function dominantDType(weights: Map<string, WeightTensor>): string {
-  return mostValues([...weights.values()].map((w) => [w.dtype, w.data.length]));
 }
 
 /** The dtype holding the most values; on a tie, the one seen first. */

@@ -9,13 +9,12 @@
  * have no registered gradient: `attention` in model/ops.ts differentiates through customGrad.
  */
 import * as tf from '@tensorflow/tfjs';
+import { hasKernel, registerKernels } from './registry.ts';
 import { matMul } from './matmul.ts';
 import { attentionCpuKernels } from './attention.cpu.ts';
 import { attentionWebGPUKernels } from './attention.wgsl.ts';
 
-for (const k of [...attentionWebGPUKernels, ...attentionCpuKernels]) {
-  if (tf.getKernel(k.kernelName, k.backendName) == null) tf.registerKernel(k);
-}
+registerKernels([...attentionWebGPUKernels, ...attentionCpuKernels]);
 
 export interface AttentionOptions {
   /** Multiplies q·kᵀ (1/√head_dim). */
@@ -39,7 +38,7 @@ const MASKED = -1e30;
  * lse [B, heads, T]. Query head h reads kv head ⌊h / (heads / kv_heads)⌋.
  */
 export function attentionForward(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, opts: AttentionOptions): { out: tf.Tensor4D; lse: tf.Tensor3D } {
-  if (ownKernel('FtAttention', q, k, v)) {
+  if (hasKernel('FtAttention', [q, k, v])) {
     const [out, lse] = tf.engine().runKernel('FtAttention', kernelInputs({ q, k, v }, opts), kernelAttrs(opts)) as tf.Tensor[];
     return { out: out as tf.Tensor4D, lse: lse as tf.Tensor3D };
   }
@@ -50,17 +49,12 @@ export function attentionForward(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D,
 export function attentionBackward(
   dout: tf.Tensor4D, q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, out: tf.Tensor4D, lse: tf.Tensor3D, opts: AttentionOptions,
 ): { dq: tf.Tensor4D; dk: tf.Tensor4D; dv: tf.Tensor4D } {
-  if (ownKernel('FtAttentionGrad', dout, q, k, v, out, lse)) {
+  if (hasKernel('FtAttentionGrad', [dout, q, k, v, out, lse])) {
     const inputs = kernelInputs({ dout, q, k, v, out, lse }, opts);
     const [dq, dk, dv] = tf.engine().runKernel('FtAttentionGrad', inputs, kernelAttrs(opts)) as tf.Tensor4D[];
     return { dq, dk, dv };
   }
   return composedAttentionBackward(dout, q, k, v, out, lse, opts);
-}
-
-/** Whether our kernel is registered for the active backend and every float input is float32. */
-function ownKernel(name: string, ...ts: tf.Tensor[]): boolean {
-  return tf.getKernel(name, tf.getBackend()) != null && ts.every((t) => t.dtype === 'float32');
 }
 
 function kernelInputs(inputs: Record<string, tf.Tensor>, opts: AttentionOptions): tf.NamedTensorMap {

@@ -12,6 +12,7 @@
  * the tests hold the kernels against.
  */
 import * as tf from '@tensorflow/tfjs';
+import { hasKernel, registerKernels } from './registry.ts';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
 import { f16BitsToFloat32, float32ToBf16Bits, float32ToF16Bits } from '../../io/safetensors.ts';
@@ -158,9 +159,6 @@ export function linearInputGradComposed(dy: tf.Tensor2D, w: FrozenWeight, lora?:
   });
 }
 
-function hasKernel(name: string): boolean {
-  return tf.getKernel(name, tf.getBackend()) != null;
-}
 
 /** aᵀ·b without handing tfjs-wasm a transposed operand (see the wasm notes below). */
 function matMulTransposedA(a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
@@ -661,19 +659,13 @@ function webgpuKernels() {
   return { forward: linear('nt'), inputGrad: linear('nn'), unpack16 };
 }
 
-function register(kernelName: string, backendName: string, kernelFunc: tf.KernelFunc): void {
-  if (tf.getKernel(kernelName, backendName) == null) tf.registerKernel({ kernelName, backendName, kernelFunc });
-}
-
-for (const backendName of ['cpu', 'wasm'] as const) {
-  const k = hostKernels(backendName);
-  register(FT_LINEAR, backendName, k.forward as tf.KernelFunc);
-  register(FT_LINEAR_INPUT_GRAD, backendName, k.inputGrad as tf.KernelFunc);
-  register(FT_UNPACK16, backendName, k.unpack16 as tf.KernelFunc);
-}
-{
-  const k = webgpuKernels();
-  register(FT_LINEAR, 'webgpu', k.forward as tf.KernelFunc);
-  register(FT_LINEAR_INPUT_GRAD, 'webgpu', k.inputGrad as tf.KernelFunc);
-  register(FT_UNPACK16, 'webgpu', k.unpack16 as tf.KernelFunc);
-}
+registerKernels(
+  (['cpu', 'wasm', 'webgpu'] as const).flatMap((backendName) => {
+    const k = backendName === 'webgpu' ? webgpuKernels() : hostKernels(backendName);
+    return [
+      { kernelName: FT_LINEAR, backendName, kernelFunc: k.forward as tf.KernelFunc },
+      { kernelName: FT_LINEAR_INPUT_GRAD, backendName, kernelFunc: k.inputGrad as tf.KernelFunc },
+      { kernelName: FT_UNPACK16, backendName, kernelFunc: k.unpack16 as tf.KernelFunc },
+    ];
+  }),
+);

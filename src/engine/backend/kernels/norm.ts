@@ -6,12 +6,11 @@
  * composition.
  */
 import * as tf from '@tensorflow/tfjs';
+import { hasKernel, registerKernels } from './registry.ts';
 import { normCpuKernels } from './norm.cpu.ts';
 import { normWebGPUKernels } from './norm.wgsl.ts';
 
-for (const k of [...normWebGPUKernels, ...normCpuKernels]) {
-  if (tf.getKernel(k.kernelName, k.backendName) == null) tf.registerKernel(k);
-}
+registerKernels([...normWebGPUKernels, ...normCpuKernels]);
 if (tf.getGradient('FtRmsNorm') == null) {
   tf.registerGradient({
     kernelName: 'FtRmsNorm',
@@ -34,14 +33,9 @@ if (tf.getGradient('FtRmsNorm') == null) {
   });
 }
 
-/** Whether our kernel can take these tensors: registered for the backend, and float32. */
-function ownKernel(name: string, ...ts: tf.Tensor[]): boolean {
-  return tf.getKernel(name, tf.getBackend()) != null && ts.every((t) => t.dtype === 'float32');
-}
-
 /** y and the per-row 1/√(mean(x²) + ε) (shape of x without its last axis), which the backward pass reuses. */
 export function rmsNormForward<T extends tf.Tensor>(x: T, w: tf.Tensor1D, eps: number): { y: T; rstd: tf.Tensor } {
-  if (ownKernel('FtRmsNorm', x, w)) {
+  if (hasKernel('FtRmsNorm', [x, w])) {
     const [y, rstd] = tf.engine().runKernel('FtRmsNorm', { x, w }, { eps }) as tf.Tensor[];
     return { y: y as T, rstd };
   }
@@ -57,7 +51,7 @@ export function rmsNormForward<T extends tf.Tensor>(x: T, w: tf.Tensor1D, eps: n
  * leading axis, only when asked (a trained norm weight).
  */
 export function rmsNormBackward<T extends tf.Tensor>(dy: T, x: T, w: tf.Tensor1D, rstd: tf.Tensor, weightGrad: boolean): { dx: T; dw: tf.Tensor1D | null } {
-  if (ownKernel('FtRmsNormGrad', dy, x, w, rstd)) {
+  if (hasKernel('FtRmsNormGrad', [dy, x, w, rstd])) {
     const [dx, dw] = tf.engine().runKernel('FtRmsNormGrad', { dy, x, w, rstd }, { weightGrad }) as tf.Tensor[];
     return { dx: dx as T, dw: weightGrad ? (dw as tf.Tensor1D) : null };
   }

@@ -7,12 +7,11 @@
  * gradient, so the tape differentiates it like the composition.
  */
 import * as tf from '@tensorflow/tfjs';
+import { hasKernel, registerKernels } from './registry.ts';
 import { ropeCpuKernels } from './rope.cpu.ts';
 import { ropeWebGPUKernels } from './rope.wgsl.ts';
 
-for (const k of [...ropeWebGPUKernels, ...ropeCpuKernels]) {
-  if (tf.getKernel(k.kernelName, k.backendName) == null) tf.registerKernel(k);
-}
+registerKernels([...ropeWebGPUKernels, ...ropeCpuKernels]);
 if (tf.getGradient('FtRope') == null) {
   tf.registerGradient({
     kernelName: 'FtRope',
@@ -29,8 +28,7 @@ if (tf.getGradient('FtRope') == null) {
 export function applyRope(x: tf.Tensor4D, cos: tf.Tensor3D, sin: tf.Tensor3D, inverse: boolean): tf.Tensor4D {
   const [B, , T, D] = x.shape;
   const own =
-    tf.getKernel('FtRope', tf.getBackend()) != null &&
-    [x, cos, sin].every((t) => t.dtype === 'float32') &&
+    hasKernel('FtRope', [x, cos, sin]) &&
     D % 2 === 0 &&
     tf.util.arraysEqual(cos.shape, [B, T, D / 2]) &&
     tf.util.arraysEqual(sin.shape, cos.shape);

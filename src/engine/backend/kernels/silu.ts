@@ -6,12 +6,11 @@
  * composition.
  */
 import * as tf from '@tensorflow/tfjs';
+import { hasKernel, registerKernels } from './registry.ts';
 import { siluCpuKernels } from './silu.cpu.ts';
 import { siluWebGPUKernels } from './silu.wgsl.ts';
 
-for (const k of [...siluWebGPUKernels, ...siluCpuKernels]) {
-  if (tf.getKernel(k.kernelName, k.backendName) == null) tf.registerKernel(k);
-}
+registerKernels([...siluWebGPUKernels, ...siluCpuKernels]);
 if (tf.getGradient('FtSiluMul') == null) {
   tf.registerGradient({
     kernelName: 'FtSiluMul',
@@ -25,10 +24,7 @@ if (tf.getGradient('FtSiluMul') == null) {
 
 /** Whether our kernel can take these tensors: registered for the backend, float32, one shape. */
 function ownKernel(name: string, ...ts: tf.Tensor[]): boolean {
-  return (
-    tf.getKernel(name, tf.getBackend()) != null &&
-    ts.every((t) => t.dtype === 'float32' && tf.util.arraysEqual(t.shape, ts[0].shape))
-  );
+  return hasKernel(name, ts) && ts.every((t) => tf.util.arraysEqual(t.shape, ts[0].shape));
 }
 
 export function siluMulForward<T extends tf.Tensor>(gate: T, up: T): T {
