@@ -227,14 +227,20 @@ export class Studio {
   }
 
   private async loadFiles(name: string, files: FolderFiles): Promise<void> {
-    this.modelBusy = `Loading ${name} onto ${this.backend?.name ?? 'the backend'}…`;
+    const where = this.backend?.name ?? 'the backend';
+    this.modelBusy = `Loading ${name} onto ${where}…`;
+    // Progress messages may arrive after the load's own answer; those are dropped.
+    let loading = true;
+    const onProgress = proxy((p: LoadProgress) => {
+      if (loading) this.modelBusy = `Loading ${name} onto ${where}: ${formatBytes(p.bytes)} of ${formatBytes(p.totalBytes)} (tensor ${p.index} of ${p.count})…`;
+    });
     // The bytes move to the Worker rather than being copied, and big files go as Blobs the
     // Worker reads a tensor at a time: a model can be gigabytes.
-    const where = this.backend?.name ?? 'the backend';
-    const onProgress = proxy((p: LoadProgress) => {
-      this.modelBusy = `Loading ${name} onto ${where}: ${formatBytes(p.bytes)} of ${formatBytes(p.totalBytes)} (tensor ${p.index} of ${p.count})…`;
-    });
-    this.model = await this.api!.loadModel(name, transfer(files, buffersOf(files)), onProgress);
+    try {
+      this.model = await this.api!.loadModel(name, transfer(files, buffersOf(files)), onProgress);
+    } finally {
+      loading = false;
+    }
     this.hasAdapter = false;
     this.adapterLabel = null;
     this.chat = { base: [], adapter: [] };

@@ -46,8 +46,9 @@ function recordBytes(value: unknown): number {
  * meter is meant for differences (a step's peak above what was resident before it).
  */
 export function meterBackendMemory(): MemoryMeter {
-  const backend = tf.backend() as unknown as { data?: Storage; dataIdMap?: Storage; bufferManager?: { numBytesAllocated: number }; wasm?: { HEAPU8: Uint8Array } };
-  const storage = backend.dataIdMap ?? backend.data;
+  const backend = tf.backend() as unknown as { data?: Storage; dataIdMap?: Storage; tensorMap?: Storage; bufferManager?: { numBytesAllocated: number }; wasm?: { HEAPU8: Uint8Array } };
+  // The buffer table: WASM's dataIdMap, WebGPU's tensorMap, the CPU backend's data.
+  const storage = backend.dataIdMap ?? backend.tensorMap ?? backend.data;
   if (!storage) throw new Error(`meterBackendMemory: the ${tf.getBackend()} backend keeps no buffer table this meter knows`);
   const sizes = new WeakMap<object, number>();
   let bytes = 0;
