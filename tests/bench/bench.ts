@@ -1,89 +1,234 @@
 /**
- * `npm run bench`: training and generation speed of the engine on the real stories260K model,
- * on each backend this machine has (CPU always; WebGPU in Node through Dawn when an adapter is
- * found — SwiftShader here, a real GPU on a GPU machine). Prints one table; nothing is asserted.
- * Usage: npm run bench [-- --backends cpu,wasm,webgpu --steps 5 --batch 4 --seq 64]
+ * `npm run bench`: LoRA SFT step speed, FLOP/s against the best matmul on the same adapter,
+ * dispatches per step (with our kernels and with tfjs's own ops), physical peak memory, bytes
+ * per frozen parameter and generation speed, for SmolLM2-135M, Qwen2.5-0.5B and Llama-3.2-1B
+ * shaped models with random weights (stand-ins on a software adapter), in Node (WebGPU through
+ * Dawn, WASM, CPU) and in headless Chromium. Prints a table and writes bench.json; asserts nothing.
+ *
+ *   npm run bench -- [--runtimes node,chromium] [--backends webgpu,wasm,cpu]
+ *                    [--models SmolLM2-135M,Qwen2.5-0.5B/stand-in,...] [--storage f32,16-bit]
+ *                    [--checkpointing on,off] [--seq 128,512] [--steps N] [--gen-tokens N]
+ *                    [--before node,chromium|none] [--no-torch] [--out bench.json]
+ *
+ * Unset, --backends is webgpu,wasm in Node and webgpu in Chromium, and models, lengths and steps
+ * follow the adapter (see resolvePlan in core.ts): full shapes on a real GPU, stand-ins on
+ * SwiftShader. WebGPU in Node runs on SwiftShader unless VK_ICD_FILENAMES names another driver.
  */
 import '../../src/cli/quiet_tfjs.ts';
-import * as tf from '@tensorflow/tfjs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { initBackend, type BackendName } from '../../src/engine/backend/index.ts';
 import { installNodeWebGPU } from '../../src/engine/backend/node_webgpu.ts';
-import { nodeFolder } from '../../src/cli/fs_files.ts';
-import { loadModel } from '../../src/engine/run.ts';
-import { LoraAdapter, resolveTargetModules } from '../../src/engine/model/lora.ts';
-import { AdamW } from '../../src/engine/train/optim.ts';
-import { collate } from '../../src/engine/train/batch.ts';
-import { sftLossSum } from '../../src/engine/train/sft.ts';
-import { trainStep } from '../../src/engine/train/step.ts';
-import { generate } from '../../src/engine/model/generate.ts';
-import { Rng } from '../../src/engine/rng.ts';
+import type { BackendName } from '../../src/engine/backend/index.ts';
+import { runBackend, type BackendRun, type CaseResult, type Plan } from './core.ts';
+import { FLOPS_FORMULA, STAND_IN, type Storage } from './models.ts';
+import { runInChromium } from './chromium.ts';
 
 const { values } = parseArgs({
   options: {
-    backends: { type: 'string', default: 'cpu,wasm,webgpu' },
-    steps: { type: 'string', default: '5' },
-    batch: { type: 'string', default: '4' },
-    seq: { type: 'string', default: '64' },
-    model: { type: 'string', default: fileURLToPath(new URL('../../../shared/models/stories260K', import.meta.url)) },
+    runtimes: { type: 'string', default: 'node,chromium' },
+    backends: { type: 'string' },
+    models: { type: 'string' },
+    storage: { type: 'string', default: 'f32,16-bit' },
+    checkpointing: { type: 'string', default: 'on,off' },
+    seq: { type: 'string' },
+    steps: { type: 'string' },
+    'gen-tokens': { type: 'string' },
+    before: { type: 'string', default: 'node' },
+    'no-torch': { type: 'boolean', default: false },
+    out: { type: 'string', default: fileURLToPath(new URL('../../bench.json', import.meta.url)) },
   },
 });
-const steps = Number(values.steps);
-const batch = Number(values.batch);
-const seq = Number(values.seq);
 
-interface Row { backend: string; adapter: string; train_tok_s: number; step_ms: number; gen_tok_s: number; peak_mb: number }
-const rows: Row[] = [];
-const hasWebGPU = values.backends.includes('webgpu') ? await installNodeWebGPU() : false;
+const list = (s: string) => s.split(',').map((x) => x.trim()).filter(Boolean);
+const basePlan = (runtime: Plan['runtime'], backend: BackendName): Plan => ({
+  runtime,
+  backend,
+  models: values.models ? list(values.models) : 'auto',
+  storages: list(values.storage) as Storage[],
+  checkpointing: list(values.checkpointing).map((s) => s === 'on' || s === 'true'),
+  seqs: values.seq ? list(values.seq).map(Number) : 'auto',
+  steps: values.steps ? Number(values.steps) : 'auto',
+  genTokens: values['gen-tokens'] ? Number(values['gen-tokens']) : 'auto',
+  before: list(values.before).includes(runtime),
+});
 
-for (const name of values.backends.split(',') as BackendName[]) {
-  if (name === 'webgpu' && !hasWebGPU) {
-    console.error('webgpu: no adapter in Node here; skipped');
-    continue;
+const started = Date.now();
+const log = (line: string) => console.log(`[${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s] ${line}`);
+const runs: BackendRun[] = [];
+
+for (const runtime of list(values.runtimes)) {
+  const backends = (values.backends ? list(values.backends) : runtime === 'node' ? ['webgpu', 'wasm'] : ['webgpu']) as BackendName[];
+  if (runtime === 'node') {
+    for (const backend of backends) {
+      if (backend === 'webgpu' && !(await installNodeWebGPU())) {
+        runs.push({ runtime, backend, adapter: '', available: false, note: 'no WebGPU adapter in Node (Dawn found none)', best_matmul: {}, cases: [] });
+        log('node/webgpu: no adapter; skipped');
+        continue;
+      }
+      runs.push(await runBackend(basePlan('node', backend), log));
+    }
+  } else if (runtime === 'chromium') {
+    runs.push(...(await runInChromium(backends.map((b) => basePlan('chromium', b)), log)));
+  } else {
+    throw new Error(`unknown runtime ${runtime}; expected node or chromium`);
   }
-  const info = await initBackend(name);
-  if (info.name !== name) {
-    console.error(`${name}: not available (${info.fallbackReason}); skipped`);
-    continue;
-  }
-  if (name === 'webgpu') tf.env().set('WEBGPU_CPU_FORWARD', false);
-  const { model, tokenizer } = await loadModel(nodeFolder(values.model));
-  const rng = new Rng(0);
-  const adapter = LoraAdapter.init(model.config, { r: 8, lora_alpha: 16, lora_dropout: 0, target_modules: resolveTargetModules('all-linear'), use_rslora: false, layers_to_transform: null }, rng);
-  const params = adapter.variables();
-  const optimizer = new AdamW(params, { weight_decay: 0 });
-  const examples = Array.from({ length: batch }, () => {
-    const ids = Array.from({ length: seq }, () => 3 + rng.int(model.config.vocab_size - 3));
-    return { input_ids: ids, labels: ids };
-  });
-  const micro = [collate(examples, tokenizer.padTokenId)];
-  const step = () => trainStep(params, micro, (b) => sftLossSum(model, b, { adapter }), optimizer, 1e-4, 1.0);
-  await step(); // warm-up: shader compilation and buffer pools
-  let peak = 0;
-  const t0 = performance.now();
-  for (let i = 0; i < steps; i++) {
-    await step();
-    peak = Math.max(peak, tf.memory().numBytes);
-  }
-  const stepMs = (performance.now() - t0) / steps;
-  const prompt = tokenizer.encode('Once upon a time');
-  await generate(model, [prompt], { do_sample: false, max_new_tokens: 4, adapter });
-  const g0 = performance.now();
-  const out = await generate(model, [prompt], { do_sample: false, max_new_tokens: 32, adapter, eos_token_id: [] });
-  const genS = (performance.now() - g0) / 1000;
-  rows.push({
-    backend: name,
-    adapter: info.adapter ? `${info.adapter.vendor} ${info.adapter.description || info.adapter.device}`.trim() : name === 'wasm' ? 'host CPU (XNNPACK, WebAssembly)' : 'host CPU (JavaScript kernels)',
-    train_tok_s: Math.round((batch * seq) / (stepMs / 1000)),
-    step_ms: Math.round(stepMs),
-    gen_tok_s: Math.round((out[0].length / genS) * 10) / 10,
-    peak_mb: Math.round(peak / 2 ** 20),
-  });
-  optimizer.dispose();
-  adapter.dispose();
-  model.dispose();
 }
 
-console.log(`stories260K, LoRA r=8 all-linear, batch ${batch} × ${seq} tokens, ${steps} timed steps after one warm-up`);
-console.table(rows);
+const torch = values['no-torch'] ? { note: 'skipped (--no-torch)' } : runTorchReference(runs.flatMap((r) => r.cases));
+const cases = runs.flatMap((r) => r.cases);
+const report = {
+  generated: new Date().toISOString(),
+  host: { cpus: cpus().length, cpu: cpus()[0]?.model ?? '', node: process.version },
+  flops_formula: FLOPS_FORMULA,
+  stand_in: `"<model>/stand-in": the model's layer shapes with ${STAND_IN.layers} layer(s) and a ${STAND_IN.vocab}-word vocabulary`,
+  runs: runs.map(({ cases: _c, ...r }) => r),
+  cases,
+  dispatches_before_after: beforeAfter(cases),
+  torch,
+  targets: targets(cases, torch),
+};
+writeFileSync(values.out, JSON.stringify(report, null, 2) + '\n');
+
+printTable(cases);
+console.log(`\nFLOP/s = model FLOPs per step / step time, with\n${FLOPS_FORMULA}`);
+console.log('\nDispatches per step, plain tfjs ops (every Ft* kernel unregistered) → ours, f32 weights:');
+if (report.dispatches_before_after.length) console.table(report.dispatches_before_after);
+else console.log('  none measured (--before)');
+console.log('\nPyTorch reference:', JSON.stringify(torch));
+console.log('\nTargets (reported, never asserted):');
+console.table(report.targets);
+for (const r of runs) if (!r.available) console.log(`${r.runtime}/${r.backend}: not run (${r.note})`);
+console.log(`\nwrote ${values.out} (${cases.length} cases) in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+
+// ---------------------------------------------------------------------------------------------
+
+function printTable(cases: CaseResult[]): void {
+  const mb = (b: number | null) => (b == null ? '-' : (b / 2 ** 20).toFixed(0));
+  console.table(
+    cases.map((c) => ({
+      runtime: c.runtime,
+      backend: c.backend,
+      model: c.model,
+      storage: c.storage,
+      ckpt: c.gradient_checkpointing ? 'on' : 'off',
+      seq: `1×${c.seq}`,
+      kernels: c.kernels,
+      'step ms': Math.round(c.step_ms),
+      'tok/s': +c.tokens_per_s.toFixed(1),
+      'GFLOP/s': +(c.achieved_flops_per_s / 1e9).toFixed(3),
+      'best mm GFLOP/s': +(c.best_matmul_flops_per_s / 1e9).toFixed(3),
+      '% of mm': +(c.matmul_fraction * 100).toFixed(1),
+      dispatches: c.dispatches_per_step ?? '-',
+      kernels_: c.kernel_calls_per_step,
+      'peak MiB': mb(c.peak_bytes),
+      'resident MiB': mb(c.resident_bytes),
+      'reserved MiB': mb(c.reserved_bytes),
+      'floats/tok·layer·hid': +c.transient_floats_per_token_layer_hidden.toFixed(1),
+      'B/frozen param': +c.frozen_bytes_per_parameter.toFixed(2),
+      'gen tok/s': c.gen_tokens_per_s == null ? '-' : +c.gen_tokens_per_s.toFixed(2),
+    })),
+  );
+  console.log('(kernels_ = tfjs kernel calls per step; dispatches = WebGPU dispatchWorkgroups per step; peak/resident = live backend buffers, each once; reserved = WebGPU buffer pool or WASM heap)');
+}
+
+function beforeAfter(cases: CaseResult[]) {
+  const out: Record<string, unknown>[] = [];
+  for (const b of cases.filter((c) => c.kernels === 'tfjs')) {
+    const a = cases.find((c) => c.kernels === 'ours' && c.runtime === b.runtime && c.backend === b.backend && c.model === b.model && c.storage === b.storage && c.seq === b.seq && c.gradient_checkpointing === b.gradient_checkpointing);
+    out.push({
+      runtime: b.runtime,
+      backend: b.backend,
+      model: b.model,
+      seq: b.seq,
+      ckpt: b.gradient_checkpointing ? 'on' : 'off',
+      dispatches_tfjs: b.dispatches_per_step,
+      dispatches_ours: a?.dispatches_per_step ?? null,
+      kernels_tfjs: b.kernel_calls_per_step,
+      kernels_ours: a?.kernel_calls_per_step ?? null,
+      step_ms_tfjs: Math.round(b.step_ms),
+      step_ms_ours: a ? Math.round(a.step_ms) : null,
+      peak_mib_tfjs: Math.round(b.peak_bytes / 2 ** 20),
+      peak_mib_ours: a ? Math.round(a.peak_bytes / 2 ** 20) : null,
+    });
+  }
+  return out;
+}
+
+type Torch = { ms_per_step?: number; note: string; torch?: string; command?: string; matmul_flops_per_s?: number; blas?: string[] };
+
+/** tests/reference/bench_torch.py: the SmolLM2-135M LoRA step at 1×512 in float32 PyTorch eager on one thread. */
+function runTorchReference(cases: CaseResult[]): Torch {
+  const wanted = cases.some((c) => c.backend === 'wasm' && c.model === 'SmolLM2-135M' && c.seq === 512);
+  if (!wanted) return { note: 'skipped: no WASM SmolLM2-135M 1×512 case in this run to compare with' };
+  const script = fileURLToPath(new URL('../reference/bench_torch.py', import.meta.url));
+  // Debian's python3-torch lives under /usr/bin/python3; a python3 earlier on PATH may lack it.
+  for (const python of ['/usr/bin/python3', 'python3']) {
+    if (python.startsWith('/') && !existsSync(python)) continue;
+    try {
+      execFileSync(python, ['-c', 'import torch'], { stdio: 'ignore' });
+    } catch {
+      continue;
+    }
+    log(`torch: ${python} ${script} --seq 512`);
+    // One step without a warm-up: eager CPU PyTorch has no compilation to amortise, and a step
+    // takes minutes where torch sits on netlib's reference BLAS.
+    const out = execFileSync(python, ['-B', script, '--seq', '512', '--steps', '1', '--warmup', '0'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+    const r = JSON.parse(out.trim().split('\n').pop()!) as { ms_per_step: number; torch: string; threads: number; matmul_flops_per_s: number; blas: string[] };
+    log(`torch: ${r.ms_per_step.toFixed(0)} ms/step (torch ${r.torch}, ${r.threads} thread, matmul ${(r.matmul_flops_per_s / 1e9).toFixed(2)} GFLOP/s, BLAS ${r.blas.join(' ') || 'built in'})`);
+    return {
+      ms_per_step: r.ms_per_step,
+      torch: r.torch,
+      matmul_flops_per_s: r.matmul_flops_per_s,
+      blas: r.blas,
+      command: `${python} -B tests/reference/bench_torch.py --seq 512 --steps 1 --warmup 0`,
+      note: 'float32 eager, torch.set_num_threads(1), LoRA r16 all-linear, no checkpointing, one step',
+    };
+  }
+  return { note: 'skipped: no python3 with torch (apt-get install -y python3-torch)' };
+}
+
+function targets(cases: CaseResult[], torch: Torch) {
+  const rows: { target: string; measured: string; met: string }[] = [];
+  const fmt = (ok: boolean | null) => (ok == null ? 'n/a' : ok ? 'yes' : 'NO');
+  const ours = cases.filter((c) => c.kernels === 'ours');
+  for (const [model, limit] of [['SmolLM2-135M', 1.5], ['Qwen2.5-0.5B', 3], ['Llama-3.2-1B', 5]] as const) {
+    const c = ours.filter((c) => c.model === model && c.storage === '16-bit' && c.gradient_checkpointing && c.seq === 512);
+    rows.push({
+      target: `${model} LoRA 1×512 ckpt, 16-bit: peak ≤ ${limit} GB`,
+      measured: c.length ? c.map((c) => `${c.runtime}/${c.backend} ${(c.peak_bytes / 1e9).toFixed(2)} GB`).join('; ') : 'no full-shape case in this run',
+      met: c.length ? fmt(c.every((c) => c.peak_bytes <= limit * 1e9)) : 'n/a',
+    });
+  }
+  const noCkpt = ours.filter((c) => !c.gradient_checkpointing);
+  rows.push({
+    target: 'transient ≤ 40 floats per token·layer·hidden, ckpt off',
+    measured: noCkpt.map((c) => `${c.runtime}/${c.backend} ${c.model} ${c.storage} 1×${c.seq}: ${c.transient_floats_per_token_layer_hidden.toFixed(1)}`).join('; ') || 'none',
+    met: noCkpt.some((c) => !c.stand_in) ? fmt(noCkpt.filter((c) => !c.stand_in).every((c) => c.transient_floats_per_token_layer_hidden <= 40)) + ' (full shapes; a 1-layer stand-in spreads the LM head chunk over one layer)' : 'n/a (stand-ins only)',
+  });
+  const pairs: string[] = [];
+  let allOk: boolean | null = null;
+  for (const on of ours.filter((c) => c.gradient_checkpointing)) {
+    const off = ours.find((c) => !c.gradient_checkpointing && c.runtime === on.runtime && c.backend === on.backend && c.model === on.model && c.storage === on.storage && c.seq === on.seq);
+    if (!off) continue;
+    const ratio = on.step_ms / off.step_ms;
+    pairs.push(`${on.runtime}/${on.backend} ${on.model} ${on.storage} 1×${on.seq}: ${ratio.toFixed(2)}×`);
+    allOk = (allOk ?? true) && ratio <= 1.4;
+  }
+  rows.push({ target: 'checkpointed step ≤ 1.4× uncheckpointed', measured: pairs.join('; ') || 'no pair', met: fmt(allOk) });
+  const wasm = ours.filter((c) => c.backend === 'wasm' && c.model === 'SmolLM2-135M' && c.seq === 512 && c.storage === 'f32' && !c.gradient_checkpointing);
+  rows.push({
+    target: 'WASM 1 thread SmolLM2-135M LoRA 1×512 (f32, ckpt off) ≤ 5× PyTorch eager f32 1 thread',
+    measured: torch.ms_per_step && wasm.length ? wasm.map((c) => `${c.runtime}: ${c.step_ms.toFixed(0)} ms vs ${torch.ms_per_step!.toFixed(0)} ms = ${(c.step_ms / torch.ms_per_step!).toFixed(2)}×`).join('; ') : `${wasm.length ? wasm.map((c) => `${c.runtime}: ${c.step_ms.toFixed(0)} ms`).join('; ') : 'no case'}; torch ${torch.note}`,
+    met: torch.ms_per_step && wasm.length ? fmt(wasm.every((c) => c.step_ms <= 5 * torch.ms_per_step!)) : 'n/a',
+  });
+  const gpu = ours.filter((c) => c.backend === 'webgpu');
+  rows.push({
+    target: 'WebGPU step ≥ 50 % of the best matmul FLOP/s',
+    measured: gpu.map((c) => `${c.runtime} ${c.model} ${c.storage} ckpt ${c.gradient_checkpointing ? 'on' : 'off'} 1×${c.seq}: ${(c.matmul_fraction * 100).toFixed(0)} %`).join('; ') || 'no WebGPU case',
+    met: gpu.length ? fmt(gpu.every((c) => c.matmul_fraction >= 0.5)) + (gpu.some((c) => c.software_adapter) ? ' (software adapter)' : '') : 'n/a',
+  });
+  return rows;
+}

@@ -105,10 +105,13 @@ function groupedScores(q: tf.Tensor4D, k: tf.Tensor4D, opts: AttentionOptions): 
   const G = H / KV;
   const qg = tf.reshape(q, [B, KV, G * T, D]);
   const raw = tf.mul(matMul(qg, k, false, true), opts.scale);
-  const qpos = tf.reshape(tf.range(opts.past, opts.past + T, 1, 'int32'), [T, 1]);
-  const kpos = tf.reshape(tf.range(0, S, 1, 'int32'), [1, S]);
-  let allowed = tf.reshape(tf.lessEqual(kpos, qpos), [1, 1, T, S]);
-  if (opts.keyMask) allowed = tf.logicalAnd(allowed, tf.reshape(tf.cast(opts.keyMask, 'bool'), [B, 1, 1, S]));
-  const bias = tf.tile(tf.mul(tf.sub(1, tf.cast(allowed, 'float32')), MASKED), [allowed.shape[0] === 1 ? B : 1, 1, G, 1]);
-  return tf.add(raw, bias) as tf.Tensor4D;
+  // 1 where query t (at position past + t) may see key s, built on the host: tfjs-wasm's broadcast
+  // comparisons are scalar loops, slower than the attention products themselves at T = 512.
+  const causal = new Float32Array(T * S);
+  for (let t = 0; t < T; t++) causal.fill(1, t * S, Math.min(S, opts.past + t + 1) + t * S);
+  let allowed: tf.Tensor = tf.tensor(causal, [1, 1, 1, T, S]);
+  if (opts.keyMask) allowed = tf.mul(allowed, tf.reshape(tf.cast(opts.keyMask, 'float32'), [B, 1, 1, 1, S]));
+  // [B, 1, 1, T, S] broadcast over the kv heads and the query heads of each: no tiled copy.
+  const bias = tf.mul(tf.sub(1, allowed), MASKED);
+  return tf.reshape(tf.add(tf.reshape(raw, [B, KV, G, T, S]), bias), [B, KV, G * T, S]) as tf.Tensor4D;
 }

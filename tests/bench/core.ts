@@ -1,0 +1,423 @@
+/**
+ * What `npm run bench` measures on one backend, the same code in Node and in a page: LoRA SFT
+ * steps on random-weight models, the best matmul on the same adapter, dispatches, physical
+ * memory, and generation speed. Browser-safe: no Node imports (Node's WebGPU must already be on
+ * `navigator.gpu` when `runBackend` is called).
+ */
+import * as tf from '@tensorflow/tfjs';
+import { getThreadsCount, setThreadsCount } from '@tensorflow/tfjs-backend-wasm';
+import { initBackend, type BackendInfo, type BackendName } from '../../src/engine/backend/index.ts';
+import { meterBackendMemory, type MemoryMeter } from '../../src/engine/backend/memory.ts';
+import { float32ToBits16, frozenWeightF32, linearForward, packWeight16 } from '../../src/engine/backend/kernels/linear.ts';
+import { CausalLM } from '../../src/engine/model/llama.ts';
+import { LoraAdapter, resolveTargetModules } from '../../src/engine/model/lora.ts';
+import { generate } from '../../src/engine/model/generate.ts';
+import { AdamW } from '../../src/engine/train/optim.ts';
+import { collate } from '../../src/engine/train/batch.ts';
+import { sftLossSum } from '../../src/engine/train/sft.ts';
+import { trainStep } from '../../src/engine/train/step.ts';
+import { Rng } from '../../src/engine/rng.ts';
+import { largestLinear, modelConfig, parseModelConfig, randomWeights, stepFlops, tokenFlops, type Storage } from './models.ts';
+
+export const LORA_RANK = 16;
+
+/** What to run on one backend; 'auto' fields are settled once the adapter is known (see `resolvePlan`). */
+export interface Plan {
+  runtime: 'node' | 'chromium';
+  backend: BackendName;
+  models: string[] | 'auto';
+  storages: Storage[];
+  checkpointing: boolean[];
+  seqs: number[] | 'auto';
+  steps: number | 'auto';
+  genTokens: number | 'auto';
+  /** Also run each f32 model with our `Ft*` kernels unregistered (plain tfjs): dispatches "before". */
+  before: boolean;
+}
+
+export interface CaseResult {
+  runtime: string;
+  backend: BackendName;
+  adapter: string;
+  software_adapter: boolean;
+  /** WASM: threads XNNPACK runs on. */
+  threads: number | null;
+  model: string;
+  stand_in: boolean;
+  layers: number;
+  hidden: number;
+  vocab: number;
+  storage: Storage;
+  gradient_checkpointing: boolean;
+  batch: number;
+  seq: number;
+  /** 'ours': the engine as shipped; 'tfjs': every Ft* kernel unregistered (tfjs's own ops). */
+  kernels: 'ours' | 'tfjs';
+  timed_steps: number;
+  step_ms: number;
+  tokens_per_s: number;
+  /** Model FLOPs of one step (see stepFlops in models.ts). */
+  step_flops: number;
+  achieved_flops_per_s: number;
+  best_matmul_flops_per_s: number;
+  best_matmul_variant: string;
+  /** achieved / best matmul, both on this adapter in this run. */
+  matmul_fraction: number;
+  /** WebGPU: GPUComputePassEncoder.dispatchWorkgroups calls per step; null elsewhere. */
+  dispatches_per_step: number | null;
+  /** tfjs kernel invocations per step (every backend). */
+  kernel_calls_per_step: number;
+  /** Most bytes of live backend buffers during the timed steps: weights, adapter, optimizer state and the step's transients, each buffer once. */
+  peak_bytes: number;
+  /** Live bytes just before the timed steps (weights + adapter + optimizer state). */
+  resident_bytes: number;
+  /** WebGPU: bytes of every GPU buffer tfjs holds, pooled ones too (pool trimmed before each model); WASM: heap size (only grows). */
+  reserved_bytes: number | null;
+  /** (peak − resident) / 4 / (tokens · layers · hidden): the step's transient memory in floats. */
+  transient_floats_per_token_layer_hidden: number;
+  frozen_bytes: number;
+  frozen_parameters: number;
+  frozen_bytes_per_parameter: number;
+  loss: number;
+  /** Greedy generation with the LoRA adapter applied, 16-token prompt, KV cache; per model and storage. */
+  gen_tokens_per_s: number | null;
+  gen_flops_per_s: number | null;
+}
+
+type Log = (line: string) => void;
+
+/** Whether this adapter is a software rasteriser (SwiftShader, or one the browser flags as fallback). */
+export function isSoftware(info: BackendInfo): boolean {
+  const a = info.adapter;
+  if (!a) return false;
+  return a.isFallbackAdapter === true || /swiftshader|llvmpipe|software/i.test(`${a.vendor} ${a.architecture} ${a.device} ${a.description}`);
+}
+
+/**
+ * Defaults that fit a ~10-minute run on a 2-core machine without a GPU: a software WebGPU adapter
+ * gets the SmolLM2 stand-in at 1×128; WASM the full SmolLM2-135M at 1×128 (and f32 at 1×512); the
+ * CPU backend the stand-in. A real GPU gets all three full models at both lengths.
+ */
+export function resolvePlan(plan: Plan, info: BackendInfo): { [K in keyof Plan]: Exclude<Plan[K], 'auto'> } & { longOnlyF32: boolean } {
+  const software = isSoftware(info);
+  const host = plan.backend !== 'webgpu';
+  const models =
+    plan.models !== 'auto'
+      ? plan.models
+      : plan.backend === 'webgpu'
+        ? software ? ['SmolLM2-135M/stand-in'] : ['SmolLM2-135M', 'Qwen2.5-0.5B', 'Llama-3.2-1B']
+        : plan.backend === 'wasm' ? ['SmolLM2-135M'] : ['SmolLM2-135M/stand-in'];
+  const seqs = plan.seqs !== 'auto' ? plan.seqs : software ? [128] : [128, 512];
+  // A SmolLM2-135M step at 1×512 takes over a minute on one WASM thread, so by default only f32
+  // runs there (both checkpointing settings, the PyTorch comparison among them).
+  const longOnlyF32 = plan.seqs === 'auto' && host;
+  const steps = plan.steps !== 'auto' ? plan.steps : software || host ? 1 : 5;
+  const genTokens = plan.genTokens !== 'auto' ? plan.genTokens : software ? 4 : host ? 8 : 32;
+  return { ...plan, models, seqs, steps, genTokens, longOnlyF32 };
+}
+
+function adapterName(info: BackendInfo): string {
+  if (info.adapter) return [info.adapter.vendor, info.adapter.architecture, info.adapter.description || info.adapter.device].filter(Boolean).join(' ');
+  return info.name === 'wasm' ? 'host CPU (XNNPACK, WebAssembly)' : 'host CPU (JavaScript kernels)';
+}
+
+// ---------------------------------------------------------------------------------------------
+// Counting dispatches and kernel calls.
+
+const counts = { dispatches: 0, kernels: 0 };
+const wrapped = new WeakSet<object>();
+
+/** Wraps every kernel registered for the backend and, where WebGPU exists, dispatchWorkgroups. */
+function installCounters(backend: BackendName): void {
+  for (const k of tf.getKernelsForBackend(backend)) {
+    if (wrapped.has(k)) continue;
+    const f = k.kernelFunc;
+    (k as { kernelFunc: tf.KernelFunc }).kernelFunc = (args) => {
+      counts.kernels++;
+      return f(args);
+    };
+    wrapped.add(k);
+  }
+  const enc = (globalThis as { GPUComputePassEncoder?: { prototype: GPUComputePassEncoder } }).GPUComputePassEncoder;
+  if (enc && !wrapped.has(enc.prototype)) {
+    const dispatch = enc.prototype.dispatchWorkgroups;
+    enc.prototype.dispatchWorkgroups = function (this: GPUComputePassEncoder, ...args: Parameters<GPUComputePassEncoder['dispatchWorkgroups']>) {
+      counts.dispatches++;
+      return dispatch.apply(this, args);
+    };
+    wrapped.add(enc.prototype);
+  }
+}
+
+/** Runs f with every `Ft*` kernel of the backend unregistered, so the engine falls back to tfjs's own ops. */
+async function withoutOwnKernels<T>(backend: BackendName, f: () => Promise<T>): Promise<T> {
+  const own = tf.getKernelsForBackend(backend).filter((k) => k.kernelName.startsWith('Ft'));
+  for (const k of own) tf.unregisterKernel(k.kernelName, backend);
+  try {
+    return await f();
+  } finally {
+    for (const k of own) tf.registerKernel(k);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timing helpers.
+
+/** Waits for the backend to finish queued work (WebGPU runs asynchronously). */
+async function sync(t: tf.Tensor): Promise<void> {
+  await t.data();
+}
+
+/**
+ * Frees tfjs's pooled WebGPU buffers (it keeps every released buffer by exact size until the
+ * backend goes), so `reserved_bytes` describes the model being measured, not those before it.
+ */
+async function trimGpuPool(): Promise<void> {
+  const b = tf.backend() as unknown as {
+    device?: GPUDevice;
+    submitQueue?: () => void;
+    commandEncoder?: GPUCommandEncoder | null;
+    bufferManager?: { freeBuffers: Map<string, GPUBuffer[]>; numBytesAllocated: number; numFreeBuffers: number };
+  };
+  if (!b.bufferManager || !b.device) return;
+  if (b.commandEncoder != null) b.submitQueue?.();
+  await b.device.queue.onSubmittedWorkDone();
+  const m = b.bufferManager;
+  for (const list of m.freeBuffers.values()) {
+    for (const buf of list) {
+      m.numBytesAllocated -= buf.size;
+      m.numFreeBuffers--;
+      buf.destroy();
+    }
+    // Keys stay: tfjs's releaseBuffer does nothing at all when the map is empty.
+    list.length = 0;
+  }
+}
+
+/**
+ * meterBackendMemory knows the CPU backend's `data` and WASM's `dataIdMap`; tfjs-webgpu keeps the
+ * same kind of table under `tensorMap`, so it is shown to the meter under the name it looks for.
+ */
+
+const matmulCache = new Map<string, { flops: number; variant: string; all: Record<string, number> }>();
+
+/**
+ * The best matmul FLOP/s on this adapter for an [N, in] × [out, in]ᵀ product (the model's largest
+ * layer linear at the step's token count): tfjs's matMul with Wᵀ implied (transposeB) and with
+ * W stored transposed, and our FtLinear reading f32 and bf16 weights. Each variant is queued
+ * `reps` times and read back once, reps chosen so a variant runs for about `targetMs`.
+ */
+async function bestMatmul(N: number, [out, inp]: [number, number], targetMs: number, log: Log): Promise<{ flops: number; variant: string; all: Record<string, number> }> {
+  const key = `${tf.getBackend()} ${N} ${out} ${inp}`;
+  const hit = matmulCache.get(key);
+  if (hit) return hit;
+  const rng = new Rng(7);
+  const wValues = rng.uniform(out * inp, -0.04, 0.04);
+  const x = tf.tensor2d(rng.uniform(N * inp, -1, 1), [N, inp]);
+  const W = tf.tensor2d(wValues, [out, inp]);
+  const Wt = tf.transpose(W) as tf.Tensor2D;
+  const W16 = packWeight16(float32ToBits16(wValues, 'bfloat16'), [out, inp], 'bfloat16');
+  const variants: Record<string, () => tf.Tensor> = {
+    'tf.matMul(x, W, transposeB)': () => tf.matMul(x, W, false, true),
+    'tf.matMul(x, Wᵀ stored)': () => tf.matMul(x, Wt),
+    'FtLinear f32': () => linearForward(x, frozenWeightF32(W)),
+    'FtLinear bf16': () => linearForward(x, W16),
+  };
+  const flops = 2 * N * inp * out;
+  const all: Record<string, number> = {};
+  for (const [name, f] of Object.entries(variants)) {
+    const run = async (reps: number) => {
+      const t0 = performance.now();
+      let y: tf.Tensor | null = null;
+      for (let i = 0; i < reps; i++) {
+        y?.dispose();
+        y = f();
+      }
+      await sync(y!);
+      y!.dispose();
+      return performance.now() - t0;
+    };
+    await run(1); // compile
+    const once = await run(1);
+    const reps = Math.max(1, Math.min(50, Math.round(targetMs / Math.max(once, 0.01))));
+    const ms = reps === 1 ? once : await run(reps);
+    all[name] = flops / ((ms / reps) / 1000);
+  }
+  tf.dispose([x, W, Wt, W16.data]);
+  const [variant, best] = Object.entries(all).sort((a, b) => b[1] - a[1])[0];
+  log(`  best matmul [${N}×${inp}]·[${out}×${inp}]ᵀ: ${Object.entries(all).map(([k, v]) => `${k} ${(v / 1e9).toFixed(2)}`).join(', ')} GFLOP/s`);
+  const r = { flops: best, variant, all };
+  matmulCache.set(key, r);
+  return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// One backend.
+
+export interface BackendRun {
+  runtime: string;
+  backend: BackendName;
+  adapter: string;
+  available: boolean;
+  note?: string;
+  best_matmul: Record<string, Record<string, number>>;
+  cases: CaseResult[];
+}
+
+export async function runBackend(plan: Plan, log: Log): Promise<BackendRun> {
+  if (plan.backend === 'wasm' && tf.findBackend('wasm') == null) {
+    // One thread, to compare with single-threaded PyTorch. Without cross-origin isolation (and
+    // in Node) tfjs-wasm has no threads anyway; this pins it where it has.
+    setThreadsCount(1);
+  }
+  const info = await initBackend(plan.backend);
+  if (info.name !== plan.backend) {
+    return { runtime: plan.runtime, backend: plan.backend, adapter: '', available: false, note: info.fallbackReason ?? `${plan.backend} not available`, best_matmul: {}, cases: [] };
+  }
+  if (plan.backend === 'webgpu') tf.env().set('WEBGPU_CPU_FORWARD', false);
+  const p = resolvePlan(plan, info);
+  const software = isSoftware(info);
+  const adapter = adapterName(info);
+  const threads = plan.backend === 'wasm' ? getThreadsCount() : null;
+  log(`${plan.runtime}/${plan.backend}: ${adapter}${threads != null ? `, ${threads} thread(s)` : ''}; models ${p.models.join(', ')}; seq ${p.seqs.join(', ')}; ${p.steps} timed step(s)`);
+  installCounters(plan.backend);
+
+  const cases: CaseResult[] = [];
+  const bestByN: Record<string, Record<string, number>> = {};
+  for (const modelName of p.models) {
+    const raw = modelConfig(modelName);
+    const config = parseModelConfig(raw);
+    for (const storage of p.storages) {
+      await trimGpuPool();
+      const meter = meterBackendMemory();
+      const t0 = performance.now();
+      const model = await CausalLM.load(raw, randomWeights(config, storage), modelName, { storage: 'auto' });
+      const frozen = model.frozenStorage();
+      log(`  ${modelName} ${storage}: loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s, ${(frozen.bytes / 2 ** 20).toFixed(0)} MiB frozen`);
+      const common = {
+        runtime: plan.runtime, backend: plan.backend, adapter, software_adapter: software, threads,
+        model: modelName, stand_in: modelName.endsWith('/stand-in'), layers: config.num_hidden_layers, hidden: config.hidden_size, vocab: config.vocab_size, storage,
+        frozen_bytes: frozen.bytes, frozen_parameters: frozen.parameters, frozen_bytes_per_parameter: frozen.bytes / frozen.parameters,
+      };
+      const passes: { kernels: 'ours' | 'tfjs'; checkpointing: boolean[] }[] = [{ kernels: 'ours', checkpointing: p.checkpointing }];
+      // tfjs has no 16-bit storage, so "before" is the f32 model; without checkpointing, as plain tfjs training would run.
+      if (p.before && storage === 'f32') passes.push({ kernels: 'tfjs', checkpointing: [false] });
+      const mine: CaseResult[] = [];
+      try {
+        for (const pass of passes) {
+          for (const seq of p.seqs) {
+            if (seq > Math.min(...p.seqs) && p.longOnlyF32 && (storage !== 'f32' || pass.kernels === 'tfjs')) continue;
+            const best = await bestMatmul(seq, largestLinear(config), software ? 500 : 300, log);
+            bestByN[`${seq}×${largestLinear(config).join('×')}`] = best.all;
+            for (const ckpt of pass.checkpointing) {
+              const run = () => runCase(model, seq, ckpt, p.steps, meter, plan.backend === 'webgpu');
+              const m = pass.kernels === 'tfjs' ? await withoutOwnKernels(plan.backend, run) : await run();
+              const flops = stepFlops(config, 1, seq, seq - 1, LORA_RANK);
+              const tokens = seq;
+              const r: CaseResult = {
+                ...common,
+                gradient_checkpointing: ckpt, batch: 1, seq, kernels: pass.kernels, timed_steps: p.steps,
+                step_ms: m.stepMs,
+                tokens_per_s: tokens / (m.stepMs / 1000),
+                step_flops: flops.total,
+                achieved_flops_per_s: flops.total / (m.stepMs / 1000),
+                best_matmul_flops_per_s: best.flops,
+                best_matmul_variant: best.variant,
+                matmul_fraction: flops.total / (m.stepMs / 1000) / best.flops,
+                dispatches_per_step: plan.backend === 'webgpu' ? m.dispatches : null,
+                kernel_calls_per_step: m.kernels,
+                peak_bytes: m.peak,
+                resident_bytes: m.resident,
+                reserved_bytes: m.reserved,
+                transient_floats_per_token_layer_hidden: (m.peak - m.resident) / 4 / (tokens * config.num_hidden_layers * config.hidden_size),
+                loss: m.loss,
+                gen_tokens_per_s: null,
+                gen_flops_per_s: null,
+              };
+              log(`  ${modelName} ${storage} ckpt=${ckpt ? 'on' : 'off'} 1×${seq} kernels=${pass.kernels}: ${m.stepMs.toFixed(0)} ms/step, ${(r.achieved_flops_per_s / 1e9).toFixed(2)} GFLOP/s (${(r.matmul_fraction * 100).toFixed(0)} % of best matmul), ${r.dispatches_per_step ?? '-'} dispatches, ${r.kernel_calls_per_step} kernels, peak ${(m.peak / 2 ** 20).toFixed(0)} MiB`);
+              mine.push(r);
+            }
+          }
+        }
+        const gen = await generationSpeed(model, p.genTokens);
+        log(`  ${modelName} ${storage} generate: ${gen.toFixed(2)} tokens/s`);
+        for (const r of mine) {
+          if (r.kernels !== 'ours') continue;
+          r.gen_tokens_per_s = gen;
+          r.gen_flops_per_s = gen * tokenFlops(config, 16 + p.genTokens / 2, LORA_RANK);
+        }
+      } finally {
+        model.dispose();
+        meter.dispose();
+      }
+      cases.push(...mine);
+    }
+  }
+  return { runtime: plan.runtime, backend: plan.backend, adapter, available: true, best_matmul: bestByN, cases };
+}
+
+interface Measured {
+  stepMs: number;
+  dispatches: number;
+  kernels: number;
+  peak: number;
+  resident: number;
+  reserved: number | null;
+  loss: number;
+}
+
+/**
+ * A fresh adapter (r 16, alpha 32, all-linear, no dropout) and AdamW (its state exists from the
+ * start); a warm-up step where there are shaders to compile and pools to fill (WebGPU), then
+ * `steps` timed.
+ */
+async function runCase(model: CausalLM, seq: number, checkpointing: boolean, steps: number, meter: MemoryMeter, warmUp: boolean): Promise<Measured> {
+  const rng = new Rng(1);
+  const adapter = LoraAdapter.init(model.config, { r: LORA_RANK, lora_alpha: 32, lora_dropout: 0, target_modules: resolveTargetModules('all-linear'), use_rslora: false, layers_to_transform: null }, rng);
+  const params = adapter.variables();
+  const optimizer = new AdamW(params, { weight_decay: 0 });
+  const probe = params.values().next().value!;
+  try {
+    const ids = Array.from({ length: seq }, () => 3 + rng.int(model.config.vocab_size - 3));
+    const micro = [collate([{ input_ids: ids, labels: ids }], 0)];
+    const step = () => trainStep(params, micro, (b) => sftLossSum(model, b, { adapter, gradientCheckpointing: checkpointing }), optimizer, 1e-4, 1.0);
+    if (warmUp) await step();
+    await sync(probe);
+    const resident = meter.read().bytes;
+    meter.resetPeak();
+    const c0 = { ...counts };
+    const t0 = performance.now();
+    let loss = 0;
+    for (let i = 0; i < steps; i++) loss = (await step()).loss;
+    await sync(probe);
+    const stepMs = (performance.now() - t0) / steps;
+    const reading = meter.read();
+    return {
+      stepMs,
+      dispatches: (counts.dispatches - c0.dispatches) / steps,
+      kernels: (counts.kernels - c0.kernels) / steps,
+      peak: reading.peak,
+      resident,
+      reserved: reading.reserved,
+      loss,
+    };
+  } finally {
+    optimizer.dispose();
+    adapter.dispose();
+  }
+}
+
+/** Greedy decoding of `tokens` tokens after a 16-token prompt, with a LoRA adapter applied; tokens/s including the prefill. */
+async function generationSpeed(model: CausalLM, tokens: number): Promise<number> {
+  const rng = new Rng(2);
+  const adapter = LoraAdapter.init(model.config, { r: LORA_RANK, lora_alpha: 32, lora_dropout: 0, target_modules: resolveTargetModules('all-linear'), use_rslora: false, layers_to_transform: null }, rng);
+  try {
+    const prompt = Array.from({ length: 16 }, () => 3 + rng.int(model.config.vocab_size - 3));
+    await generate(model, [prompt], { do_sample: false, max_new_tokens: 1, adapter, eos_token_id: [] });
+    const t0 = performance.now();
+    const out = await generate(model, [prompt], { do_sample: false, max_new_tokens: tokens, adapter, eos_token_id: [] });
+    return out[0].length / ((performance.now() - t0) / 1000);
+  } finally {
+    adapter.dispose();
+  }
+}
