@@ -26,6 +26,7 @@ import {
 } from '../../src/engine/backend/kernels/linear.ts';
 import { bf16BitsToFloat32, f16BitsToFloat32 } from '../../src/engine/io/safetensors.ts';
 import { maxAbsDiff } from './helpers/golden.ts';
+import { Rng } from '../../src/engine/rng.ts';
 
 const hasWebGPU = await installNodeWebGPU();
 if (!hasWebGPU) {
@@ -242,6 +243,30 @@ for (const { name, skip } of BACKENDS) {
         tf.dispose([forward.result, inputGrad.result, w.data, x, bias, xa, B, dy, A]);
       });
     }
+  });
+}
+
+// A 16-bit weight above 2^24 values is widened on the host a block of rows at a time (the LM head
+// of a big vocabulary): 4097 × 4096 makes a block of 4096 rows and one of a single row.
+for (const name of ['cpu', 'wasm'] as const) {
+  describe(`a 16-bit weight widened in blocks on ${name}`, () => {
+    it('gives the product on the whole widened matrix, forward and input gradient', async () => {
+      expect((await initBackend(name)).name).toBe(name);
+      const [N, inDim, out] = [3, 4096, 4097];
+      const rng = new Rng(11);
+      const bits = float32ToBits16(rng.uniform(out * inDim, -0.05, 0.05), 'bfloat16');
+      const w = packWeight16(bits, [out, inDim], 'bfloat16');
+      const x = tf.tensor2d(rng.uniform(N * inDim, -1, 1), [N, inDim]);
+      const dy = tf.tensor2d(rng.uniform(N * out, -1, 1), [N, out]);
+      const full = unpackWeight(w);
+      const y = linearForward(x, w);
+      const wantY = tf.matMul(x, full, false, true);
+      expect(maxAbsDiff(await y.data(), await wantY.data())).toBeLessThan(1e-4);
+      const dx = linearInputGrad(dy, w);
+      const wantDx = tf.matMul(dy, full);
+      expect(maxAbsDiff(await dx.data(), await wantDx.data())).toBeLessThan(1e-4);
+      tf.dispose([w.data, x, dy, full, y, wantY, dx, wantDx]);
+    });
   });
 }
 

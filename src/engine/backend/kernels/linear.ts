@@ -245,6 +245,22 @@ interface LinearAttrs {
   scale: number;
 }
 
+/**
+ * Widening a 16-bit weight for a host product makes a float32 copy; a large one (an LM head of a
+ * 150k-word vocabulary is 136M values, 0.5 GB widened) is widened this many values at a time.
+ */
+const WIDEN_BLOCK = 1 << 24;
+
+/** Row ranges [r0, r1) of W to widen and multiply one at a time: the whole of a float32 or small W. */
+function rowBlocks(a: LinearAttrs): [number, number][] {
+  const [out, inDim] = a.wShape;
+  if (a.wDtype === 'float32' || inDim % 2 !== 0 || out * inDim <= WIDEN_BLOCK) return [[0, out]];
+  const rows = Math.max(1, Math.floor(WIDEN_BLOCK / inDim));
+  const blocks: [number, number][] = [];
+  for (let r0 = 0; r0 < out; r0 += rows) blocks.push([r0, Math.min(out, r0 + rows)]);
+  return blocks;
+}
+
 function hostKernels(backendName: 'cpu' | 'wasm') {
   const call = (name: string, backend: tf.KernelBackend, inputs: Record<string, tf.TensorInfo>, attrs: object = {}): tf.TensorInfo => {
     const kernel = tf.getKernel(name, backendName);
@@ -274,9 +290,33 @@ function hostKernels(backendName: 'cpu' | 'wasm') {
     widen16(b.readSync(w.dataId) as Int32Array, dtype, out);
     return (b as HostBackend).makeTensorInfo(shape, 'float32', out);
   };
-  /** The weight as float32 [out, in], and whether it is a temporary to dispose. */
-  const widened = (b: tf.KernelBackend, w: tf.TensorInfo, a: LinearAttrs): [tf.TensorInfo, boolean] =>
-    a.wDtype === 'float32' ? [w, false] : [unpack(b, w, a.wDtype, a.wShape), true];
+  /**
+   * Rows [r0, r1) of the weight as float32, and whether that is a temporary to dispose (a float32
+   * weight is used whole, as it is).
+   */
+  const widenedRows = (b: tf.KernelBackend, w: tf.TensorInfo, a: LinearAttrs, r0: number, r1: number): [tf.TensorInfo, boolean] => {
+    if (a.wDtype === 'float32') return [w, false];
+    const inDim = a.wShape[1];
+    if (r0 === 0 && r1 === a.wShape[0]) return [unpack(b, w, a.wDtype, a.wShape), true];
+    // Blocks exist only for an even row length, so a block starts and ends on a word boundary.
+    const [from, to] = [(r0 * inDim) >> 1, (r1 * inDim) >> 1];
+    const shape: [number, number] = [r1 - r0, inDim];
+    if (backendName === 'wasm') {
+      const wasm = b as unknown as BackendWasm;
+      const out = wasm.makeOutput(shape, 'float32');
+      widen16((wasm.typedArrayFromHeap(w) as Int32Array).subarray(from, to), a.wDtype, wasm.typedArrayFromHeap(out) as Float32Array);
+      return [out, true];
+    }
+    const out = new Float32Array(shape[0] * shape[1]);
+    widen16((b.readSync(w.dataId) as Int32Array).subarray(from, to), a.wDtype, out);
+    return [(b as HostBackend).makeTensorInfo(shape, 'float32', out), true];
+  };
+  const concatRows = (b: tf.KernelBackend, parts: tf.TensorInfo[]): tf.TensorInfo => {
+    const kernel = tf.getKernel(tf.Concat, backendName)!;
+    const out = kernel.kernelFunc({ inputs: parts as unknown as tf.NamedTensorInfoMap, backend: b, attrs: { axis: 0 } }) as tf.TensorInfo;
+    dispose(b, ...parts);
+    return out;
+  };
   /** y += scale · term, consuming both temporaries. */
   const addScaled = (b: tf.KernelBackend, y: tf.TensorInfo, term: tf.TensorInfo, scale: number): tf.TensorInfo => {
     const s = scalar(b, scale);
@@ -290,13 +330,18 @@ function hostKernels(backendName: 'cpu' | 'wasm') {
     const backend = b as tf.KernelBackend;
     const a = attrs as unknown as LinearAttrs;
     const { x, w, bias, la, lb } = inputs as unknown as LinearInputs;
-    const [W, temp] = widened(backend, w, a);
-    // y = (W·xᵀ)ᵀ: see the measurements above.
+    // y = (W·xᵀ)ᵀ: see the measurements above. A large 16-bit W is widened a block of rows at a
+    // time, each block's product one slice of yᵀ.
     const xT = transpose(backend, x);
-    const yT = matMul(backend, W, xT);
+    const parts = rowBlocks(a).map(([r0, r1]) => {
+      const [W, temp] = widenedRows(backend, w, a, r0, r1);
+      const part = matMul(backend, W, xT);
+      if (temp) dispose(backend, W);
+      return part;
+    });
+    const yT = parts.length === 1 ? parts[0] : concatRows(backend, parts);
     let y = transpose(backend, yT);
     dispose(backend, xT, yT);
-    if (temp) dispose(backend, W);
     if (bias) {
       const withBias = call(tf.Add, backend, { a: y, b: bias });
       dispose(backend, y);
@@ -315,9 +360,22 @@ function hostKernels(backendName: 'cpu' | 'wasm') {
     const backend = b as tf.KernelBackend;
     const a = attrs as unknown as LinearAttrs;
     const { x: dy, w, la, lb } = inputs as unknown as LinearInputs;
-    const [W, temp] = widened(backend, w, a);
-    let dx = matMul(backend, dy, W);
-    if (temp) dispose(backend, W);
+    let dx: tf.TensorInfo | null = null;
+    for (const [r0, r1] of rowBlocks(a)) {
+      const [W, temp] = widenedRows(backend, w, a, r0, r1);
+      const whole = r0 === 0 && r1 === a.wShape[0];
+      const dyBlock = whole ? dy : call(tf.Slice, backend, { x: dy }, { begin: [0, r0], size: [dy.shape[0], r1 - r0] });
+      const part = matMul(backend, dyBlock, W);
+      if (!whole) dispose(backend, dyBlock);
+      if (temp) dispose(backend, W);
+      if (dx === null) dx = part;
+      else {
+        const sum = call(tf.Add, backend, { a: dx, b: part });
+        dispose(backend, dx, part);
+        dx = sum;
+      }
+    }
+    if (dx === null) throw new Error('linear input gradient of an empty weight');
     if (la && lb) dx = addScaled(backend, dx, matMul(backend, la, lb), a.scale);
     return dx;
   };
