@@ -310,7 +310,11 @@ export async function runBackend(plan: Plan, log: Log): Promise<BackendRun> {
             const best = await bestMatmul(seq, largestLinear(config), software ? 500 : 300, log);
             bestByN[`${seq}×${largestLinear(config).join('×')}`] = best.all;
             for (const ckpt of pass.checkpointing) {
-              const run = () => runCase(model, seq, ckpt, p.steps, meter, plan.backend === 'webgpu');
+              // WebGPU warms every case (shaders per shape); elsewhere only the first case of the
+              // backend pays the process's warm-up (WASM compilation, JIT), which is not a step.
+              const warm = plan.backend === 'webgpu' || !warmedHosts.has(plan.backend);
+              warmedHosts.add(plan.backend);
+              const run = () => runCase(model, seq, ckpt, p.steps, meter, warm);
               const m = pass.kernels === 'tfjs' ? await withoutOwnKernels(plan.backend, run) : await run();
               const flops = stepFlops(config, 1, seq, seq - 1, LORA_RANK);
               const tokens = seq;
@@ -371,6 +375,9 @@ interface Measured {
  * start); a warm-up step where there are shaders to compile and pools to fill (WebGPU), then
  * `steps` timed.
  */
+/** Host backends whose first case already ran its untimed warm-up step. */
+const warmedHosts = new Set<string>();
+
 async function runCase(model: CausalLM, seq: number, checkpointing: boolean, steps: number, meter: MemoryMeter, warmUp: boolean): Promise<Measured> {
   const rng = new Rng(1);
   const adapter = LoraAdapter.init(model.config, { r: LORA_RANK, lora_alpha: 32, lora_dropout: 0, target_modules: resolveTargetModules('all-linear'), use_rslora: false, layers_to_transform: null }, rng);
