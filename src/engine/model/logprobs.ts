@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { CausalLM } from './llama.ts';
-import { gatherRows, matMul } from './ops.ts';
+import { gatherRows } from './ops.ts';
+import { matMul } from '../backend/kernels/matmul.ts';
 import { linearForward, linearInputGrad, type FrozenWeight } from '../backend/kernels/linear.ts';
 
 /**

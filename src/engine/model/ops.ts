@@ -14,8 +14,6 @@ import { linearForward, linearInputGrad, type FrozenWeight } from '../backend/ke
 import { rmsNormBackward, rmsNormForward } from '../backend/kernels/norm.ts';
 import { siluMulBackward, siluMulForward } from '../backend/kernels/silu.ts';
 
-export { matMul };
-
 type Args = (tf.Tensor | tf.GradSaveFunc)[];
 
 // The model's memory depends on gradients being freed once used; see gradients.ts.
