@@ -3,7 +3,8 @@
  * whose forward and backward run our kernels (`../backend/kernels/`) and whose tape node keeps
  * only what its backward pass needs: tfjs's own composition of the same math would keep every
  * intermediate (squares, means, sigmoids, attention scores and probabilities), 170–220 floats
- * per token, layer and hidden unit, where these keep about 15.
+ * per token, layer and hidden unit, where these keep about 15 (20–31 measured on a SmolLM2
+ * layer, with the backward pass's own transients).
  */
 import * as tf from '@tensorflow/tfjs';
 import { installEagerGradients } from '../backend/gradients.ts';
