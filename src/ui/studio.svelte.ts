@@ -6,7 +6,7 @@ import type { Remote } from 'comlink';
 import type { BackendInfo } from '../engine/backend/index.ts';
 import { parseRecipe, type Recipe } from '../engine/recipe.ts';
 import type { LoadProgress } from '../engine/io/model_folder.ts';
-import type { DataReport, FolderFiles, MemoryEstimate, ModelSummary, RunEvent, RunRecord, RunStatus, StudioApi } from '../worker/protocol.ts';
+import { RUN_OPEN_ELSEWHERE, type DataReport, type FolderFiles, type MemoryEstimate, type ModelSummary, type RunEvent, type RunRecord, type RunStatus, type StudioApi } from '../worker/protocol.ts';
 import { connectWorker, proxy, transfer } from './connect.ts';
 import { describeError, errorText } from './lib/errors.ts';
 import { fileSafe, saveBytes, unzipFolder, type PickedFile, readFolder } from './lib/files.ts';
@@ -33,6 +33,8 @@ const STORAGE = { hub: 'studio.hubUrl', token: 'studio.hfToken', lastModel: 'stu
 const MAX_LOG_LINES = 500;
 /** A run that ended any other way than finishing can go on from its last checkpoint (a closed tab's run is listed as stopped). */
 const RESUMABLE: readonly RunStatus[] = ['running', 'paused', 'stopped', 'failed'];
+/** How often a run watched read-only (trained in another tab) is read again from IndexedDB. */
+const WATCH_MS = 2000;
 
 function readSetting(key: string): string | null {
   try {
@@ -108,7 +110,12 @@ export class Studio {
   private pace: { step: number; time: number } | null = null;
   lastLogTime = $state(0);
   eta = $derived(this.pace && this.lastLogTime ? estimateEta(this.pace.step, this.pace.time, this.step, this.lastLogTime, this.totalSteps) : null);
-  active = $derived(this.status === 'running' || this.status === 'starting' || this.status === 'paused');
+  /** A run another tab trains, shown read-only from what it stores: this tab cannot pause or stop it. */
+  watchingId = $state<string | null>(null);
+  /** The run this tab was refused because another tab holds it; the Train view offers to watch it. */
+  elsewhere = $state<string | null>(null);
+  private watchTimer: ReturnType<typeof setInterval> | null = null;
+  active = $derived(this.watchingId === null && (this.status === 'running' || this.status === 'starting' || this.status === 'paused'));
 
   // ---- adapter and chat ----
   hasAdapter = $state(false);
@@ -125,7 +132,7 @@ export class Studio {
   storage = $state.raw<{ usage: number; quota: number; persisted: boolean } | null>(null);
   runsError = $state<string | null>(null);
   dismissedResume = $state(false);
-  resumable = $derived(this.runs.filter((r) => RESUMABLE.includes(r.status) && r.checkpoint_step !== null && !(this.active && r.id === this.runId)));
+  resumable = $derived(this.runs.filter((r) => RESUMABLE.includes(r.status) && r.checkpoint_step !== null && !r.open_elsewhere && !(this.active && r.id === this.runId)));
 
   /** Starts the Worker, picks the backend and reads the runs list. */
   async start(): Promise<void> {
@@ -376,6 +383,7 @@ export class Studio {
   /** Continues a run from its last checkpoint (after a reload, or a run that stopped with an error). */
   async resumeRun(run: RunRecord): Promise<void> {
     if (!this.api || this.active) return;
+    this.stopWatching();
     this.view = 'train';
     this.resetRun();
     this.status = 'starting';
@@ -409,6 +417,8 @@ export class Studio {
   }
 
   private async launch(recipe: Recipe, data: { file: string; data: Blob | string }, resumeRunId: string | undefined): Promise<void> {
+    this.stopWatching();
+    this.elsewhere = null;
     if (!resumeRunId) this.resetRun();
     this.status = 'starting';
     this.view = 'train';
@@ -430,6 +440,8 @@ export class Studio {
       const shown = describeError(e);
       this.trainError = shown.message;
       this.pushLog('error', shown.message);
+      // Another tab trains this run: this one may only watch it.
+      if (resumeRunId && shown.message === RUN_OPEN_ELSEWHERE) this.elsewhere = resumeRunId;
       // A run that never started leaves nothing to show as failed.
       if (this.status === 'starting') this.status = 'idle';
     }
@@ -509,6 +521,61 @@ export class Studio {
     if (!this.api) return;
     try {
       await action();
+    } catch (e) {
+      this.trainError = errorText(e);
+    }
+  }
+
+  // ---- watching a run another tab trains ----
+
+  /** Shows a run another tab holds, read-only: its status, step and curves as stored, re-read every few seconds. */
+  async watchRun(id: string): Promise<void> {
+    if (!this.api || this.active) return;
+    this.stopWatching();
+    this.resetRun();
+    this.view = 'train';
+    this.elsewhere = null;
+    this.dismissedResume = true;
+    this.runId = id;
+    this.watchingId = id;
+    this.pushLog('info', 'Watching the run read-only; the tab that trains it writes its checkpoints.');
+    this.watchTimer = setInterval(() => void this.refreshWatched(), WATCH_MS);
+    await this.refreshWatched();
+  }
+
+  stopWatching(): void {
+    if (this.watchTimer !== null) clearInterval(this.watchTimer);
+    this.watchTimer = null;
+    if (this.watchingId === null) return;
+    this.watchingId = null;
+    this.status = 'idle';
+  }
+
+  private async refreshWatched(): Promise<void> {
+    const id = this.watchingId;
+    if (!this.api || id === null) return;
+    try {
+      const [runs, metrics] = await Promise.all([this.api.listRuns(), this.api.runMetrics(id)]);
+      if (this.watchingId !== id) return;
+      this.runs = [...runs].sort((a, b) => b.created - a.created);
+      const run = runs.find((r) => r.id === id);
+      if (!run) {
+        this.stopWatching();
+        this.trainError = 'The watched run was deleted in the other tab.';
+        return;
+      }
+      this.series = seriesFromMetrics(metrics, Infinity);
+      this.step = run.global_step;
+      this.totalSteps = run.total_steps;
+      this.status = run.status;
+      if (!run.open_elsewhere) {
+        // The other tab let go of it (it ended, or the tab closed): it is a stored run like any other now.
+        const ended = run.status;
+        this.stopWatching();
+        // A paused run let go of can only be resumed from its checkpoint (the runs list), not with Resume here.
+        this.status = ended === 'paused' || ended === 'running' ? 'idle' : ended;
+        this.pushLog('info', `The other tab let go of the run: ${ended} at step ${run.global_step}.`);
+      }
     } catch (e) {
       this.trainError = errorText(e);
     }

@@ -54,6 +54,12 @@ export interface DataReport {
 export type RunStatus = 'running' | 'paused' | 'stopped' | 'finished' | 'failed';
 
 /**
+ * The error message of startTraining (and resume, deleteRun) for a run that another tab trains or
+ * holds paused: that tab alone may write its checkpoints, so this one can only watch it.
+ */
+export const RUN_OPEN_ELSEWHERE = 'This run is open in another tab.';
+
+/**
  * What a run reports, in order: 'status' whenever its status changes (first 'running'; last
  * 'paused', 'stopped', 'finished' or 'failed'); 'warning' for data problems that do not stop it;
  * 'log' per logged step; 'checkpoint' once a checkpoint is safely stored; 'error' with the
@@ -88,6 +94,8 @@ export interface RunRecord {
   size_bytes: number;
   /** Step of the latest complete checkpoint, or null. */
   checkpoint_step: number | null;
+  /** Set by listRuns (never stored): another tab trains this run or holds it paused. */
+  open_elsewhere?: boolean;
 }
 
 export interface MemoryEstimate {
@@ -122,7 +130,8 @@ export interface StudioApi {
    * names. With `resumeRunId`, that stored run continues exactly from its latest checkpoint with
    * its own stored recipe and training file (`recipe` and `trainFile` are then not read); the
    * same model must be loaded. recipe.init_adapter (any name) continues training the adapter
-   * dropped in with loadAdapter.
+   * dropped in with loadAdapter. A run that another tab trains or holds paused is refused with
+   * RUN_OPEN_ELSEWHERE as the message: one tab at a time writes a run's checkpoints.
    */
   startTraining(recipe: RecipeInput, trainFile: { file: string; data: Blob | string }, onEvent: (e: RunEvent) => void, resumeRunId?: string): Promise<string>;
   /** Stops after the current step with a checkpoint there (status 'paused'); resolves once it is stored. */
@@ -139,6 +148,7 @@ export interface StudioApi {
   chat(messages: { role: string; content: string }[], opts: { adapter: boolean; max_new_tokens?: number; temperature?: number; seed?: number }, onText: (text: string) => void): Promise<string>;
   /** Uses a PEFT adapter folder (a previous download) for chat or to continue training. */
   loadAdapter(files: FolderFiles): Promise<void>;
+  /** Newest first; `open_elsewhere` marks the runs another tab holds (watch those read-only). */
   listRuns(): Promise<RunRecord[]>;
   /** A stored run's logged metrics (metrics.jsonl's lines), oldest first. */
   runMetrics(id: string): Promise<LogEntry[]>;

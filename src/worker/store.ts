@@ -73,8 +73,42 @@ export async function createRun(db: StudioDb, record: RunRecord, data: RunData):
   );
 }
 
+/**
+ * Updates a run's record, refusing with a sentence to move it backwards: a finished run back to
+ * another status, or to a checkpoint older than the stored one (what a second tab training the
+ * same run would do). A resume may lower global_step to its checkpoint's step.
+ */
 export async function putRun(db: StudioDb, record: RunRecord): Promise<void> {
-  await db.put('runs', record);
+  const tx = db.transaction('runs', 'readwrite');
+  let refusal: UserError | null = null;
+  await commit(
+    tx,
+    async (issue) => {
+      const stored = await tx.store.get(record.id);
+      refusal = stored ? regression(stored, record, 'this update', false) : null;
+      if (refusal) throw refusal;
+      issue(tx.store.put(record));
+    },
+    (e) => refusal ?? storageFailure(e, `run "${record.name}" was not updated`, null),
+  );
+}
+
+/**
+ * Why writing `next` over `stored` would move the run backwards, or null. A run trained in two
+ * tabs at once (or a tab lagging behind another) must never undo what the other recorded.
+ */
+function regression(stored: RunRecord, next: RunRecord, what: string, checkStep: boolean): UserError | null {
+  const run = `Run "${stored.name}"`;
+  if (stored.status === 'finished' && next.status !== 'finished') {
+    return new UserError(`${run} has already finished all ${stored.total_steps} steps (it was trained in another tab); ${what} was not saved, so the finished run and its checkpoint stay as they are.`);
+  }
+  if ((stored.checkpoint_step ?? -1) > (next.checkpoint_step ?? -1)) {
+    return new UserError(`${run} already has a newer checkpoint, from step ${stored.checkpoint_step} (it was trained in another tab); ${what} was not saved and that checkpoint is kept.`);
+  }
+  if (checkStep && stored.global_step > next.global_step) {
+    return new UserError(`${run} has already reached step ${stored.global_step} (it was trained in another tab); ${what} was not saved, so the run does not go back to step ${next.global_step}.`);
+  }
+  return null;
 }
 
 export async function getRun(db: StudioDb, id: string): Promise<RunRecord | undefined> {
@@ -93,21 +127,34 @@ export async function getRunData(db: StudioDb, id: string): Promise<RunData | un
 /**
  * Writes checkpoint `step` and the run record that points at it in one transaction, and only once
  * that has committed deletes the run's older checkpoints: a failed or aborted write leaves the
- * previous checkpoint and record exactly as they were. Returns the record as stored.
+ * previous checkpoint and record exactly as they were. A write that would move the run backwards
+ * (a newer checkpoint is stored, the run has finished or gone further) is refused with a sentence
+ * and changes nothing. Returns the record as stored.
  */
 export async function saveCheckpoint(db: StudioDb, runId: string, step: number, files: FolderBytes, record: RunRecord): Promise<RunRecord> {
   const bytes = Object.values(files).reduce((n, f) => n + f.byteLength, 0);
   const updated: RunRecord = { ...record, checkpoint_step: step, size_bytes: bytes, updated: Date.now() };
   const tx = db.transaction(['checkpoints', 'runs'], 'readwrite');
   let older: [string, number][] = [];
+  let refusal: UserError | null = null;
+  const what = `the checkpoint at step ${step}`;
   await commit(
     tx,
     async (issue) => {
-      older = (await tx.objectStore('checkpoints').getAllKeys(runKeys(runId))).filter(([, s]) => s !== step);
+      const keys = await tx.objectStore('checkpoints').getAllKeys(runKeys(runId));
+      const stored = await tx.objectStore('runs').get(runId);
+      const newest = Math.max(-1, ...keys.map(([, s]) => s));
+      if (newest > step) {
+        refusal = new UserError(`Run "${record.name}" already has a newer checkpoint, from step ${newest} (it was trained in another tab); ${what} was not saved and that checkpoint is kept.`);
+      } else if (stored) {
+        refusal = regression(stored, updated, what, true);
+      }
+      if (refusal) throw refusal;
+      older = keys.filter(([, s]) => s < step);
       issue(tx.objectStore('checkpoints').put({ runId, step, files, bytes }));
       issue(tx.objectStore('runs').put(updated));
     },
-    (e) => storageFailure(e, `checkpoint at step ${step} was not saved`, older.length ? Math.max(...older.map(([, s]) => s)) : null),
+    (e) => refusal ?? storageFailure(e, `checkpoint at step ${step} was not saved`, older.length ? Math.max(...older.map(([, s]) => s)) : null),
   );
   if (older.length > 0) {
     const del = db.transaction('checkpoints', 'readwrite');

@@ -19,8 +19,9 @@ import type { TextTokenizer } from '../engine/data/tokenizer.ts';
 import { dataReport } from './data_report.ts';
 import { activeDevice, lostSoon } from './device_guard.ts';
 import { countParameters, estimateMemory } from './estimate.ts';
-import type { DataReport, FolderBytes, FolderFiles, MemoryEstimate, ModelSummary, RunEvent, RunRecord, StudioApi } from './protocol.ts';
+import { RUN_OPEN_ELSEWHERE, type DataReport, type FolderBytes, type FolderFiles, type MemoryEstimate, type ModelSummary, type RunEvent, type RunRecord, type StudioApi } from './protocol.ts';
 import type { LogEntry } from '../engine/train/trainer.ts';
+import { runLocks, type LockManagerLike, type RunLock, type RunLocks } from './run_lock.ts';
 import { TrainingSession } from './session.ts';
 import * as store from './store.ts';
 
@@ -30,6 +31,8 @@ export interface StudioOptions {
   dbName?: string;
   /** Folder of the tfjs-backend-wasm binaries, for initBackend (the Worker entry maps them itself). */
   wasmPaths?: string;
+  /** Web Locks that keep a run to one tab; defaults to navigator.locks, and to none where that is missing. */
+  locks?: LockManagerLike;
 }
 
 type BackendChoice = 'auto' | 'webgpu' | 'wasm' | 'cpu';
@@ -64,8 +67,13 @@ export class Studio implements StudioApi {
   private busy: string | null = null;
   /** Chats, estimates and downloads under way, which read the tensors a swap would free. */
   private readers = 0;
+  private readonly locks: RunLocks;
+  /** The lock of the run this studio trains or holds paused; no other tab may train it meanwhile. */
+  private held: RunLock | null = null;
 
-  constructor(private readonly options: StudioOptions = {}) {}
+  constructor(private readonly options: StudioOptions = {}) {
+    this.locks = runLocks(options.locks);
+  }
 
   async init(preferred: BackendChoice = 'auto'): Promise<BackendInfo> {
     this.preferred = preferred;
@@ -168,6 +176,8 @@ export class Studio implements StudioApi {
 
   /** A stored run's recipe, data and latest checkpoint, checked against the loaded model. */
   private async resumePoint(id: string): Promise<RunStart> {
+    // What another tab is changing cannot be judged from the store here; begin() takes the lock itself.
+    if (this.held?.runId !== id && (await this.locks.held()).has(id)) throw new UserError(RUN_OPEN_ELSEWHERE);
     const db = await this.db();
     const model = this.requireModel();
     const record = await store.getRun(db, id);
@@ -193,20 +203,54 @@ export class Studio implements StudioApi {
     const model = this.requireModel();
     const info = await this.ready();
     const initAdapter = start.resumeFrom === null && start.recipe.init_adapter !== undefined ? this.droppedAdapterFolder() : null;
-    // prepareRun loads its own copy of the weights; nothing else may hold one meanwhile.
-    this.dropTensors();
-    const session = await TrainingSession.open(
-      await this.db(),
-      start.recipe,
-      { model: memoryFiles(model.name, model.files), train: start.train, initAdapter, resumeFrom: start.resumeFrom },
-      start.existing,
-      emit,
-      info.limits,
-    );
+    // A new run is locked under its id before it is stored, so no other tab can ever resume it meanwhile.
+    const id = start.existing?.id ?? crypto.randomUUID();
+    const lock = await this.claim(id);
+    const ended = (e: RunEvent) => {
+      if (e.type === 'status' && (e.status === 'stopped' || e.status === 'finished' || e.status === 'failed')) this.letGo(id);
+      emit(e);
+    };
+    let session: TrainingSession;
+    try {
+      // prepareRun loads its own copy of the weights; nothing else may hold one meanwhile.
+      this.dropTensors();
+      session = await TrainingSession.open(
+        await this.db(),
+        start.recipe,
+        { model: memoryFiles(model.name, model.files), train: start.train, initAdapter, resumeFrom: start.resumeFrom },
+        start.existing,
+        ended,
+        info.limits,
+        id,
+      );
+    } catch (e) {
+      lock.release();
+      throw e;
+    }
+    this.held = lock;
     this.session = session;
     this.paused = null;
     session.start();
     return session.record.id;
+  }
+
+  /** The run's lock: the one this studio holds already, else a new one unless another tab has it. */
+  private async claim(id: string): Promise<RunLock> {
+    if (this.held?.runId === id) {
+      const lock = this.held;
+      this.held = null;
+      return lock;
+    }
+    const lock = await this.locks.acquire(id);
+    if (!lock) throw new UserError(RUN_OPEN_ELSEWHERE);
+    return lock;
+  }
+
+  /** Lets other tabs train the held run (all of them, or only run `id`'s). */
+  private letGo(id?: string): void {
+    if (!this.held || (id !== undefined && this.held.runId !== id)) return;
+    this.held.release();
+    this.held = null;
   }
 
   /** recipe.init_adapter names the adapter folder dropped in with loadAdapter; its bytes start the run. */
@@ -302,8 +346,12 @@ export class Studio implements StudioApi {
 
   async listRuns(): Promise<RunRecord[]> {
     const live = this.session?.status === 'running' ? this.session.record.id : null;
-    // A run left 'running' by a closed or crashed tab is not running: it can be resumed from its checkpoint.
-    return (await store.listRuns(await this.db())).map((r) => (r.status === 'running' && r.id !== live ? { ...r, status: 'stopped' } : r));
+    const [runs, held] = await Promise.all([store.listRuns(await this.db()), this.locks.held()]);
+    return runs.map((r) => {
+      if (held.has(r.id) && r.id !== this.held?.runId) return { ...r, open_elsewhere: true };
+      // A run left 'running' by a closed or crashed tab is not running: it can be resumed from its checkpoint.
+      return r.status === 'running' && r.id !== live ? { ...r, status: 'stopped' } : r;
+    });
   }
 
   async runMetrics(id: string): Promise<LogEntry[]> {
@@ -317,7 +365,13 @@ export class Studio implements StudioApi {
         this.releaseSession();
       }
       if (this.paused?.id === id) this.paused = null;
-      await store.deleteRun(await this.db(), id);
+      // Deleting what another tab trains would pull its checkpoints from under it.
+      const lock = await this.claim(id);
+      try {
+        await store.deleteRun(await this.db(), id);
+      } finally {
+        lock.release();
+      }
     });
   }
 
@@ -400,6 +454,7 @@ export class Studio implements StudioApi {
   }
 
   private releaseSession(): void {
+    this.letGo();
     const base = this.session?.release() ?? null;
     this.session = null;
     if (base && this.model) {
@@ -410,6 +465,8 @@ export class Studio implements StudioApi {
 
   /** Frees every tensor the studio holds; the base model's bytes stay, to load it again. */
   private dropTensors(): void {
+    // Without its session, this tab no longer holds the run open for training.
+    if (this.session) this.letGo();
     this.session?.dispose();
     this.session = null;
     this.dropped?.adapter.dispose();

@@ -14,6 +14,7 @@ import {
   latestCheckpoint,
   listRuns,
   openStudioDb,
+  putRun,
   saveCheckpoint,
   storageEstimate,
   truncateMetrics,
@@ -118,6 +119,52 @@ describe('checkpoint store', () => {
       'Browser storage is full: checkpoint at step 2 was not saved. Free space by deleting old runs.',
     );
     expect(await checkpointKeys(db)).toEqual([]);
+  });
+
+  it('a lagging writer never deletes a newer checkpoint nor moves the run back (two tabs on one run)', async () => {
+    const db = await freshDb();
+    // Tab A trains to the end: checkpoint 24, finished.
+    let a = await saveCheckpoint(db, 'run-1', 20, files(20), { ...record('run-1'), global_step: 20, total_steps: 24 });
+    a = await saveCheckpoint(db, 'run-1', 24, files(24), { ...a, global_step: 24 });
+    await putRun(db, { ...a, status: 'finished' });
+    // Tab B resumed from checkpoint 20 earlier and now pauses at step 21.
+    const lagging: RunRecord = { ...a, status: 'running', global_step: 21, checkpoint_step: 20 };
+    await expect(saveCheckpoint(db, 'run-1', 21, files(21), lagging)).rejects.toThrow(
+      'Run "train.jsonl" already has a newer checkpoint, from step 24 (it was trained in another tab); the checkpoint at step 21 was not saved and that checkpoint is kept.',
+    );
+    await expect(putRun(db, { ...lagging, status: 'paused' })).rejects.toThrow(
+      'Run "train.jsonl" has already finished all 24 steps (it was trained in another tab); this update was not saved, so the finished run and its checkpoint stay as they are.',
+    );
+    expect(await checkpointKeys(db)).toEqual([['run-1', 24]]);
+    expect((await latestCheckpoint(db, 'run-1'))?.files['adapter_model.safetensors'][0]).toBe(24);
+    expect(await getRun(db, 'run-1')).toMatchObject({ status: 'finished', global_step: 24, checkpoint_step: 24 });
+  });
+
+  it('a checkpoint is refused on a finished run, or below the step the run reached, and a stray newer one is never deleted', async () => {
+    const db = await freshDb();
+    const r = await saveCheckpoint(db, 'run-1', 4, files(4), { ...record('run-1'), global_step: 4 });
+    await putRun(db, { ...r, status: 'finished' });
+    await expect(saveCheckpoint(db, 'run-1', 4, files(4), { ...r, status: 'running' })).rejects.toThrow(/^Run "train\.jsonl" has already finished all 10 steps .*; the checkpoint at step 4 was not saved, so the finished run and its checkpoint stay as they are\.$/);
+
+    const db2 = await freshDb();
+    await putRun(db2, { ...record('run-1'), global_step: 6 });
+    await expect(saveCheckpoint(db2, 'run-1', 5, files(5), { ...record('run-1'), global_step: 5 })).rejects.toThrow(
+      'Run "train.jsonl" has already reached step 6 (it was trained in another tab); the checkpoint at step 5 was not saved, so the run does not go back to step 5.',
+    );
+    expect(await checkpointKeys(db2)).toEqual([]);
+    // A checkpoint stored without its record pointing at it (a record written by a lagging tab) still outranks an older write.
+    await db2.put('checkpoints', { runId: 'run-1', step: 8, files: files(8), bytes: 1 });
+    await expect(saveCheckpoint(db2, 'run-1', 7, files(7), { ...record('run-1'), global_step: 7 })).rejects.toThrow(/newer checkpoint, from step 8/);
+    expect(await checkpointKeys(db2)).toEqual([['run-1', 8]]);
+  });
+
+  it('putRun lets a resume lower global_step to its checkpoint, but not drop below the stored checkpoint', async () => {
+    const db = await freshDb();
+    const r = await saveCheckpoint(db, 'run-1', 4, files(4), { ...record('run-1'), global_step: 4 });
+    await putRun(db, { ...r, global_step: 5, status: 'failed' });
+    await putRun(db, { ...r, global_step: 4, status: 'running' });
+    expect(await getRun(db, 'run-1')).toMatchObject({ status: 'running', global_step: 4, checkpoint_step: 4 });
+    await expect(putRun(db, { ...r, checkpoint_step: 2 })).rejects.toThrow(/already has a newer checkpoint, from step 4 .*; this update was not saved and that checkpoint is kept\.$/);
   });
 
   it('metrics come back in step order, a re-logged step replaces its line, and truncation drops later steps', async () => {

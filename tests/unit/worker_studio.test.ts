@@ -9,7 +9,8 @@ import { unzipSync } from 'fflate';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { parseSafetensors } from '../../src/engine/io/safetensors.ts';
 import type { RecipeInput } from '../../src/engine/recipe.ts';
-import type { FolderBytes, RunEvent, StudioApi } from '../../src/worker/protocol.ts';
+import { RUN_OPEN_ELSEWHERE, type FolderBytes, type RunEvent, type StudioApi } from '../../src/worker/protocol.ts';
+import { memoryLockManager } from '../../src/worker/run_lock.ts';
 import { Studio } from '../../src/worker/studio.ts';
 import { STORIES_DIR } from './helpers/tiny_model.ts';
 
@@ -305,6 +306,68 @@ describe('Studio on stories260K', () => {
     await studio.deleteRun(straightId);
     expect((await studio.listRuns()).some((r) => r.id === straightId)).toBe(false);
     await expect(studio.exportZip('adapter', straightId)).rejects.toThrow(`There is no saved run ${straightId}; it may have been deleted.`);
+  });
+});
+
+describe('two tabs on one run (one IndexedDB, one lock manager)', () => {
+  async function tabs(): Promise<[Studio, Studio]> {
+    const idbFactory = new IDBFactory();
+    const locks = memoryLockManager();
+    const pair: [Studio, Studio] = [new Studio({ idbFactory, locks }), new Studio({ idbFactory, locks })];
+    for (const tab of pair) {
+      await tab.init('cpu');
+      await tab.loadModel(MODEL, modelFiles);
+    }
+    return pair;
+  }
+
+  it('the second tab cannot resume, stop or delete the run the first trains or holds paused; it watches it read-only, and the finished run stays intact', async () => {
+    const [a, b] = await tabs();
+    let tried: Promise<unknown> | null = null;
+    let pausing: Promise<void> | null = null;
+    const run = recorder((e) => {
+      // While A trains: B's resume is refused (the record says 'running', as a closed tab's run would).
+      if (e.step === 1) tried = b.startTraining(RECIPE, TRAIN, () => undefined, id).catch((err: Error) => err);
+      if (e.step === 2) pausing = a.pause();
+    });
+    const id = await a.startTraining(RECIPE, TRAIN, run.onEvent);
+    expect((await run.end()).status).toBe('paused');
+    await pausing;
+    expect(((await (tried as Promise<unknown> | null)) as Error).message).toBe(RUN_OPEN_ELSEWHERE);
+
+    // Paused, A still holds it: B sees it as open elsewhere, with its status, step and curves as stored.
+    expect((await b.listRuns()).find((r) => r.id === id)).toMatchObject({ status: 'paused', global_step: 2, checkpoint_step: 2, open_elsewhere: true });
+    expect((await a.listRuns()).find((r) => r.id === id)?.open_elsewhere).toBeUndefined();
+    expect((await b.runMetrics(id)).map((m) => m.step)).toEqual([1, 2]);
+    await expect(b.startTraining(RECIPE, TRAIN, () => undefined, id)).rejects.toThrow(RUN_OPEN_ELSEWHERE);
+    await expect(b.deleteRun(id)).rejects.toThrow(RUN_OPEN_ELSEWHERE);
+
+    await a.resume();
+    expect((await run.end(2)).status).toBe('finished');
+    const finished = (await b.listRuns()).find((r) => r.id === id);
+    expect(finished).toMatchObject({ status: 'finished', global_step: 4, checkpoint_step: 4 });
+    expect(finished?.open_elsewhere).toBeUndefined();
+    await expect(b.startTraining(RECIPE, TRAIN, () => undefined, id)).rejects.toThrow(/has finished all 4 steps/);
+    const stored = unzipped(await b.exportZip('adapter', id));
+    expect(stored['adapter_model.safetensors']).toEqual(unzipped(await a.exportZip('adapter'))['adapter_model.safetensors']);
+  });
+
+  it('a run that is stopped lets go of its lock: the other tab resumes and finishes it', async () => {
+    const [a, b] = await tabs();
+    let stopping: Promise<void> | null = null;
+    const first = recorder((e) => {
+      if (e.step === 1) stopping = a.stop();
+    });
+    const id = await a.startTraining(RECIPE, TRAIN, first.onEvent);
+    expect((await first.end()).status).toBe('stopped');
+    await stopping;
+    expect((await b.listRuns()).find((r) => r.id === id)).toMatchObject({ status: 'stopped', checkpoint_step: 1 });
+    const second = recorder();
+    await b.startTraining(RECIPE, TRAIN, second.onEvent, id);
+    // Now B holds it, and A is the one refused.
+    await expect(a.startTraining(RECIPE, TRAIN, () => undefined, id)).rejects.toThrow(RUN_OPEN_ELSEWHERE);
+    expect((await second.end()).status).toBe('finished');
+    expect((await a.listRuns()).find((r) => r.id === id)).toMatchObject({ status: 'finished', checkpoint_step: 4 });
   });
 });
 
