@@ -6,7 +6,7 @@
  */
 import { z } from 'zod';
 import { LINEAR_MODULES } from './model/config.ts';
-import { UserError } from './errors.ts';
+import { UserError, checkTextEncoding } from './errors.ts';
 
 /** How a field's value is written on a command line, so an override string can be converted. */
 export type FieldKind = 'string' | 'number' | 'integer' | 'boolean' | 'enum' | 'modules';
@@ -133,6 +133,14 @@ const optimizerWithAlias: FieldType<z.ZodType<'adamw_torch' | 'sgd'>> = {
   schema: z.preprocess((v) => (v === 'adamw' ? 'adamw_torch' : v), optimizer.schema),
 };
 
+// transformers' resume_from_checkpoint=True: the newest checkpoint in output_dir. "true" from a
+// command line means the same.
+const checkpointPath: FieldType<z.ZodType<string | true>> = {
+  schema: z.preprocess((v) => (v === 'true' ? true : v), z.union([z.literal(true), z.string().min(1)])),
+  kind: 'string',
+  expect: 'a folder path (a checkpoint-<step> folder or an output folder), or true for the newest checkpoint in output_dir',
+};
+
 const PeftSchema = z.strictObject({
   type: field(choice(['lora', 'freeze', 'full']), 'lora',
     'What is trained: "lora" adds low-rank adapters and trains only them, "freeze" trains the last peft.layers_to_train decoder layers, "full" trains every weight.',
@@ -180,8 +188,8 @@ const RecipeObject = z.strictObject({
   init_adapter: optional(text('a folder path'),
     'A PEFT adapter folder to start from instead of fresh adapters; its r, alpha and target modules must match peft.',
     'PeftModel.from_pretrained(model, init_adapter, is_trainable=True)'),
-  resume_from_checkpoint: optional(text('a folder path'),
-    'A checkpoint of this recipe to continue from: weights, optimiser moments, schedule, data order and RNG.',
+  resume_from_checkpoint: optional(checkpointPath,
+    'A checkpoint of this recipe to continue from (weights, optimiser moments, schedule, data order and RNG): a checkpoint-<step> folder, an output folder (its newest complete checkpoint), or true for the newest in output_dir.',
     'SFTConfig.resume_from_checkpoint'),
   learning_rate: optional(number({ gt: 0 }),
     'Peak learning rate after warmup; 2e-4 when peft.type is "lora", 2e-5 otherwise (adapters need larger steps than full weights).',
@@ -351,6 +359,7 @@ function describe(value: unknown): string {
     return s.length <= 60 ? s : 'a long list';
   }
   if (typeof value === 'object' && value !== null) return 'an object';
+  if (typeof value === 'number' && !Number.isFinite(value)) return Number.isNaN(value) ? 'NaN' : 'a number out of range';
   const s = JSON.stringify(value);
   return s.length <= 60 ? s : `${s.slice(0, 57)}…"`;
 }
@@ -405,6 +414,8 @@ export function parseRecipe(json: unknown, file: string): Recipe {
 
 /** The JSON of a recipe file, unvalidated (overrides go on before validation); a syntax error is reported with its line and column. */
 export function parseRecipeJson(text: string, file: string): Record<string, unknown> {
+  checkTextEncoding(text, file);
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
   let json: unknown;
   try {
     json = JSON.parse(text);
@@ -419,7 +430,28 @@ export function parseRecipeJson(text: string, file: string): Record<string, unkn
     throw new UserError(`${file} is not valid JSON at line ${line}, column ${column}: ${reason}.`, { file, line });
   }
   if (!isPlainObject(json)) throw new UserError(`${file}: the recipe must be a JSON object.`, { file });
+  const huge = outOfRange(json, '');
+  if (huge !== null) {
+    throw new UserError(`${file}: "${huge}" is out of range (a number this large or small cannot be represented; the limit is about 1.8e308).`, { file, field: huge });
+  }
   return json;
+}
+
+/** The dotted path of a number JSON.parse turned into ±Infinity (such as 1e400), or null. */
+function outOfRange(value: unknown, path: string): string | null {
+  if (typeof value === 'number') return Number.isFinite(value) ? null : path;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const p = outOfRange(value[i], `${path}[${i}]`);
+      if (p !== null) return p;
+    }
+  } else if (isPlainObject(value)) {
+    for (const [k, v] of Object.entries(value)) {
+      const p = outOfRange(v, path ? `${path}.${k}` : k);
+      if (p !== null) return p;
+    }
+  }
+  return null;
 }
 
 /** Parses and validates recipe JSON text. */
@@ -470,6 +502,9 @@ export function applyOverrides(
     const unset = raw === 'null' && !info.required && !info.nullable && info.default === undefined;
     const value = convertOverride(info, raw);
     if (!unset && !fieldSchema(path).safeParse(value).success) {
+      if ((info.kind === 'number' || info.kind === 'integer') && /^\s*[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?\s*$/i.test(raw) && !Number.isFinite(Number(raw))) {
+        throw new UserError(`${source}: --${path} ${raw.trim()} is out of range (the limit is about 1.8e308); it must be ${info.expect}.`, { file: source, field: path });
+      }
       throw new UserError(`${source}: --${path} must be ${info.expect} (got ${JSON.stringify(raw)}).`, { file: source, field: path });
     }
     const keys = path.split('.');

@@ -10,13 +10,15 @@ import { pathIn, readJsonObject, readText, type FileSource } from './io/files.ts
 import { openModelFolder, type OpenModelFolder } from './io/model_folder.ts';
 import { parseSafetensors, valuesToFloat32, writeSafetensors, type TensorToWrite } from './io/safetensors.ts';
 import { CausalLM, expectedWeights, type LoadOptions } from './model/llama.ts';
-import { LoraAdapter, parseAdapterConfig, resolveTargetModules } from './model/lora.ts';
+import { LoraAdapter, parseAdapterConfig, resolveTargetModules, type LoraConfig } from './model/lora.ts';
 import { TextTokenizer } from './data/tokenizer.ts';
 import { detectFormat, parseDatasetText } from './data/dataset.ts';
 import { tokenizeSft, type SftData, type SftOptions } from './data/sft.ts';
 import { Rng } from './rng.ts';
 import type { Recipe } from './recipe.ts';
 import { Trainer, type TrainerCallbacks } from './train/trainer.ts';
+import { describeValue, findUnusableTensor } from './train/guard.ts';
+import { resolveCheckpoint } from './train/checkpoints.ts';
 import type { Example } from './train/batch.ts';
 
 export interface LoadedModel {
@@ -29,7 +31,7 @@ export interface LoadedModel {
 export async function loadModel(source: FileSource, opts: LoadOptions = {}): Promise<LoadedModel> {
   const folder = await openModelFolder(source);
   await adoptChatTemplateFile(source, folder.tokenizerConfig);
-  const tokenizer = TextTokenizer.fromFiles(folder.tokenizerJson, folder.tokenizerConfig, folder.generationConfig, pathIn(source, 'tokenizer_config.json'));
+  const tokenizer = TextTokenizer.fromFiles(folder.tokenizerJson, folder.tokenizerConfig, folder.generationConfig, pathIn(source, 'tokenizer_config.json'), folder.config);
   const model = await CausalLM.fromFolder(folder, opts);
   return { folder, model, tokenizer };
 }
@@ -93,6 +95,10 @@ export interface RunSources {
   train: { text: string; file: string };
   eval?: { text: string; file: string } | null;
   initAdapter?: FileSource | null;
+  /**
+   * resume_from_checkpoint: a checkpoint-<step> folder, or an output folder whose newest complete
+   * checkpoint is resumed (as transformers' resume_from_checkpoint=True does with output_dir).
+   */
   resumeFrom?: FileSource | null;
 }
 
@@ -103,6 +109,8 @@ export interface PreparedRun {
   trainer: Trainer;
   train: SftData;
   evalExamples: Example[];
+  /** The checkpoint folder the run resumed from (resolved from an output folder), or null. */
+  resumedFrom: FileSource | null;
   /** The files of the finished run: the adapter, or the trained model folder. */
   outputFiles(): Promise<Record<string, Uint8Array>>;
   dispose(): void;
@@ -130,7 +138,7 @@ export async function prepareRun(recipe: Recipe, sources: RunSources, callbacks:
     const peft = recipe.peft;
     let adapter: LoraAdapter | null = null;
     let params: Map<string, tf.Variable>;
-    const checkpointModel = sources.resumeFrom ?? null;
+    const checkpointModel = sources.resumeFrom ? resolveCheckpoint(sources.resumeFrom) : null;
     if (peft.type === 'lora') {
       const from = checkpointModel ?? sources.initAdapter ?? null;
       adapter = from
@@ -143,9 +151,18 @@ export async function prepareRun(recipe: Recipe, sources: RunSources, callbacks:
             use_rslora: peft.use_rslora,
             layers_to_transform: null,
           }, new Rng(recipe.seed));
-      if (from) adapter.config.lora_dropout = peft.lora_dropout;
       disposables.push(adapter);
+      if (from) {
+        checkAdapterMatchesRecipe(adapter.config, peft, pathIn(from, 'adapter_config.json'), checkpointModel ? 'resume_from_checkpoint' : 'init_adapter');
+        adapter.config.lora_dropout = peft.lora_dropout;
+      }
       params = adapter.variables();
+      if (from && !checkpointModel) {
+        // A resumed checkpoint's weights are checked by Trainer.restore, with its other files.
+        const bad = await findUnusableTensor(params);
+        const file = pathIn(from, 'adapter_model.safetensors');
+        if (bad) throw new UserError(`${file}: ${bad.name} holds ${describeValue(bad.value)}; this adapter cannot be trained from.`, { file, field: bad.name });
+      }
     } else {
       if (sources.initAdapter) throw new UserError(`recipe: init_adapter needs peft.type "lora" (got "${peft.type}").`, { field: 'init_adapter' });
       const names = trainableNames(model, peft.type, peft.layers_to_train);
@@ -157,7 +174,7 @@ export async function prepareRun(recipe: Recipe, sources: RunSources, callbacks:
       adapter ? adapterFiles(adapter, recipe.model) : modelFiles(folder, model, 'F32');
     const trainer = new Trainer({ recipe, model, adapter, params, train: trainExamples, eval: evalExamples.length ? evalExamples : null, padTokenId: tokenizer.padTokenId, saveModel, callbacks });
     disposables.push(trainer);
-    if (sources.resumeFrom) await trainer.restore(sources.resumeFrom);
+    if (checkpointModel) await trainer.restore(checkpointModel);
     return {
       recipe,
       loaded,
@@ -165,12 +182,45 @@ export async function prepareRun(recipe: Recipe, sources: RunSources, callbacks:
       trainer,
       train,
       evalExamples,
+      resumedFrom: checkpointModel,
       outputFiles: saveModel,
       dispose: () => disposables.forEach((d) => d.dispose()),
     };
   } catch (e) {
     disposables.forEach((d) => d.dispose());
     throw e;
+  }
+}
+
+/**
+ * An adapter loaded from a file (init_adapter, or a checkpoint being resumed) must be the one the
+ * recipe describes: otherwise the file's adapter would be trained while recipe.json records the
+ * recipe's r, lora_alpha and target modules. PEFT would follow the file; refusing keeps the record true.
+ */
+export function checkAdapterMatchesRecipe(
+  config: LoraConfig,
+  peft: { r: number; lora_alpha: number; target_modules: readonly string[] | string; use_rslora: boolean },
+  file: string,
+  field: 'init_adapter' | 'resume_from_checkpoint',
+): void {
+  const fail = (what: string, fileValue: string, recipeValue: string, key: string): never => {
+    throw new UserError(
+      `${file}: ${what} is ${fileValue} but the recipe's peft.${key} is ${recipeValue}; set peft.${key} to ${fileValue} to train this adapter, or change ${field} (a mismatch is refused rather than recording the wrong value in recipe.json).`,
+      { file, field: `peft.${key}` },
+    );
+  };
+  if (config.r !== peft.r) fail('r', String(config.r), String(peft.r), 'r');
+  if (config.lora_alpha !== peft.lora_alpha) fail('lora_alpha', String(config.lora_alpha), String(peft.lora_alpha), 'lora_alpha');
+  const wanted = resolveTargetModules(peft.target_modules);
+  const sameModules = wanted.length === config.target_modules.length && wanted.every((m) => config.target_modules.includes(m));
+  const show = (list: readonly string[]) => JSON.stringify(list.length === resolveTargetModules('all-linear').length ? 'all-linear' : list);
+  if (!sameModules) fail('target_modules', show(config.target_modules), show(wanted), 'target_modules');
+  if (config.use_rslora !== peft.use_rslora) fail('use_rslora', String(config.use_rslora), String(peft.use_rslora), 'use_rslora');
+  if (config.layers_to_transform !== null) {
+    throw new UserError(
+      `${file}: layers_to_transform ${JSON.stringify(config.layers_to_transform)} adapts only some layers, but a recipe's peft adapts every layer; this adapter cannot be trained here.`,
+      { file, field: 'layers_to_transform' },
+    );
   }
 }
 
@@ -257,7 +307,9 @@ export async function loadTokenizer(source: FileSource): Promise<TextTokenizer> 
   const tokenizerConfig = await readJsonObject(source, 'tokenizer_config.json');
   await adoptChatTemplateFile(source, tokenizerConfig);
   const generationConfig = source.has('generation_config.json') ? await readJsonObject(source, 'generation_config.json') : null;
-  return TextTokenizer.fromFiles(tokenizerJson, tokenizerConfig, generationConfig, pathIn(source, 'tokenizer_config.json'));
+  // The model's context length caps max_length; config.json is optional for `finetune data`.
+  const modelConfig = source.has('config.json') ? await readJsonObject(source, 'config.json') : null;
+  return TextTokenizer.fromFiles(tokenizerJson, tokenizerConfig, generationConfig, pathIn(source, 'tokenizer_config.json'), modelConfig);
 }
 
 /** Newer Hub repos keep the chat template in chat_template.jinja instead of tokenizer_config.json. */

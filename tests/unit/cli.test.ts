@@ -1,11 +1,11 @@
 // The `finetune` command as a person runs it: a real process, real files, the real stories260K model.
 import { describe, expect, it, beforeAll } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync, readdirSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseSafetensors } from '../../src/engine/io/safetensors.ts';
+import { parseSafetensors, tensorToFloat32, writeSafetensors } from '../../src/engine/io/safetensors.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const STORIES = fileURLToPath(new URL('../../../shared/models/stories260K', import.meta.url));
@@ -120,5 +120,67 @@ describe('finetune eval, data, generate, merge', () => {
     const r = finetune(['generate', '--model', STORIES, '--prompt', 'Once upon a time', '--temperature', '0', '--max_new_tokens', '40'], dir);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^, there was a little girl named Lily\. She loved to play outside in the park\./);
+  });
+});
+
+describe('finetune train --resume_from_checkpoint', () => {
+  // A run of its own (r 8, checkpoints 2 and 4), and broken copies of its checkpoint-2.
+  beforeAll(() => {
+    expect(finetune(['train', 'recipe.json', '--output_dir', 'base'], dir).code).toBe(0);
+    mkdirSync(join(dir, 'empty-run'), { recursive: true });
+    writeFileSync(join(dir, 'empty-run/metrics.jsonl'), '');
+    const broken = (name: string, edit: (ckpt: string) => void) => {
+      cpSync(join(dir, 'base/checkpoint-2'), join(dir, name, 'checkpoint-2'), { recursive: true });
+      edit(join(dir, name, 'checkpoint-2'));
+    };
+    broken('noopt', (c) => rmSync(join(c, 'optimizer.safetensors')));
+    broken('badstate', (c) => {
+      const state = JSON.parse(readFileSync(join(c, 'trainer_state.json'), 'utf8'));
+      state.resume.global_step = '2';
+      writeFileSync(join(c, 'trainer_state.json'), JSON.stringify(state));
+    });
+    broken('nanopt', (c) => {
+      const st = parseSafetensors(new Uint8Array(readFileSync(join(c, 'optimizer.safetensors'))), 'optimizer.safetensors');
+      const tensors = [...st.tensors].map(([name, info]) => {
+        const data = Float32Array.from(tensorToFloat32(st, name));
+        if (name.endsWith('.exp_avg_sq')) data[0] = NaN;
+        return { name, dtype: 'F32' as const, shape: info.shape, data };
+      });
+      writeFileSync(join(c, 'optimizer.safetensors'), writeSafetensors(tensors, st.metadata));
+    });
+  });
+
+  it('takes an output folder (its newest checkpoint) or true (output_dir), as transformers does', () => {
+    cpSync(join(dir, 'base'), join(dir, 'again'), { recursive: true });
+    const viaTrue = finetune(['train', 'recipe.json', '--output_dir', 'again', '--resume_from_checkpoint', 'true', '--max_steps', '6'], dir);
+    expect(viaTrue.stderr).toContain('Saved to again');
+    expect(viaTrue.code).toBe(0);
+    expect(JSON.parse(readFileSync(join(dir, 'again/trainer_state.json'), 'utf8')).global_step).toBe(6);
+    expect(existsSync(join(dir, 'again/checkpoint-6'))).toBe(true);
+    const viaFolder = finetune(['train', 'recipe.json', '--output_dir', 'from-folder', '--resume_from_checkpoint', 'base', '--max_steps', '6'], dir);
+    expect(viaFolder.code).toBe(0);
+    // Both continued from base/checkpoint-4: the same two steps to the same adapter.
+    expect(readFileSync(join(dir, 'from-folder/adapter_model.safetensors'))).toEqual(readFileSync(join(dir, 'again/adapter_model.safetensors')));
+    expect(readdirSync(join(dir, 'from-folder')).filter((n) => n.startsWith('checkpoint-')).sort()).toEqual(['checkpoint-6']);
+  });
+
+  it.each([
+    [['--resume_from_checkpoint', 'empty-run'], /^empty-run holds no complete checkpoint-<step> folder to resume from; /],
+    [['--resume_from_checkpoint', 'true'], /^never-\w+: no such folder \(the output_dir, where resume_from_checkpoint true looks for checkpoints\)\.$/],
+    [['--resume_from_checkpoint', 'noopt'], /^noopt holds no complete checkpoint-<step> folder to resume from \(checkpoint-2 is incomplete\); /],
+    [['--resume_from_checkpoint', 'noopt/checkpoint-2'], /^noopt\/checkpoint-2\/optimizer\.safetensors is missing; /],
+    [['--resume_from_checkpoint', 'badstate/checkpoint-2'], /^badstate\/checkpoint-2\/trainer_state\.json: resume\.global_step must be an integer step from 0 to 4 .*\(got "2"\)/],
+    [['--resume_from_checkpoint', 'nanopt/checkpoint-2'], /^nanopt\/checkpoint-2\/optimizer\.safetensors: exp_avg_sq of base_model\.model\.\S+ holds NaN; this checkpoint cannot be resumed\.$/],
+    [['--init_adapter', 'base', '--peft.r', '4'], /^base\/adapter_config\.json: r is 8 but the recipe's peft\.r is 4; /],
+  ])('%j fails with one clear line and leaves the files as they were', (flags, message) => {
+    const out = `never-${Math.random().toString(36).slice(2)}`;
+    const before = readdirSync(join(dir, 'base')).sort();
+    const r = finetune(['train', 'recipe.json', ...flags, '--output_dir', out], dir);
+    expect(r.stderr).toMatch(message);
+    expect(r.code).toBe(2);
+    expect(r.stderr.split('\n')).toHaveLength(1);
+    expect(r.stderr).not.toMatch(/^\s+at /m);
+    expect(existsSync(join(dir, out))).toBe(false);
+    expect(readdirSync(join(dir, 'base')).sort()).toEqual(before);
   });
 });

@@ -2,7 +2,8 @@ import { readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { AdamW, SGD, clipGradNorm, createOptimizer, transformersDecays } from '../../src/engine/train/optim.ts';
+import { AdamW, SGD, clipGradNorm, createOptimizer, transformersDecays, type OptimizerState } from '../../src/engine/train/optim.ts';
+import { UserError } from '../../src/engine/errors.ts';
 
 beforeAll(async () => {
   await tf.setBackend('cpu');
@@ -324,5 +325,54 @@ describe('createOptimizer', () => {
     adam.dispose();
     dispose(zero);
     dispose(params);
+  });
+});
+
+describe('loadState refuses a state it cannot continue from', () => {
+  const FILE = 'ckpt/optimizer.safetensors';
+  async function saved(): Promise<{ opt: AdamW; p: tf.Variable; state: OptimizerState }> {
+    const p = tf.variable(tf.tensor2d([[1, 2], [3, 4]]));
+    const opt = new AdamW(new Map([['w', p]]));
+    const g = tf.tensor2d([[0.1, -0.2], [0.3, 0.4]]);
+    opt.step(new Map([['w', g]]), 0.01);
+    g.dispose();
+    return { opt, p, state: await opt.state() };
+  }
+  const edited = (state: OptimizerState, key: string, value: { shape: number[]; data: Float32Array } | null): OptimizerState => {
+    const tensors = new Map(state.tensors);
+    if (value) tensors.set(key, value);
+    else tensors.delete(key);
+    return { step: state.step, tensors };
+  };
+
+  it.each([
+    ['a NaN moment', (s: OptimizerState) => edited(s, 'w.exp_avg', { shape: [2, 2], data: Float32Array.of(0, NaN, 0, 0) }), `${FILE}: exp_avg of w holds NaN; this checkpoint cannot be resumed.`],
+    ['an infinite second moment', (s: OptimizerState) => edited(s, 'w.exp_avg_sq', { shape: [2, 2], data: Float32Array.of(0, 0, Infinity, 0) }), `${FILE}: exp_avg_sq of w holds Infinity; this checkpoint cannot be resumed.`],
+    ['a negative second moment', (s: OptimizerState) => edited(s, 'w.exp_avg_sq', { shape: [2, 2], data: Float32Array.of(0, -1, 0, 0) }), `${FILE}: exp_avg_sq of w holds -1; this checkpoint cannot be resumed.`],
+    ['a misshapen moment', (s: OptimizerState) => edited(s, 'w.exp_avg', { shape: [4], data: new Float32Array(4) }), `${FILE}: tensor w.exp_avg has shape [4] but the parameter has [2,2]; this checkpoint cannot be resumed.`],
+    ['a missing moment', (s: OptimizerState) => edited(s, 'w.exp_avg_sq', null), `${FILE}: tensor w.exp_avg_sq is missing (was it written with another optim or peft setting?); this checkpoint cannot be resumed.`],
+    ['a tensor of no parameter', (s: OptimizerState) => edited(s, 'v.exp_avg', { shape: [1], data: new Float32Array(1) }), `${FILE}: tensor v.exp_avg belongs to no parameter of this run (was it written with another optim or peft setting?); this checkpoint cannot be resumed.`],
+    ['a step that is not a count', (s: OptimizerState) => edited(s, 'w.step', { shape: [], data: Float32Array.of(1.5) }), `${FILE}: tensor w.step must hold one non-negative integer (got 1.5); this checkpoint cannot be resumed.`],
+    ['an optimizer step that is not a count', (s: OptimizerState) => ({ ...s, step: NaN }), `${FILE}: the optimizer step must be a non-negative integer (got NaN); this checkpoint cannot be resumed.`],
+  ])('%s: one sentence naming the file and tensor, and nothing changes', async (_, edit, message) => {
+    const { opt, p, state } = await saved();
+    let error: unknown = null;
+    try {
+      opt.loadState(edit(state), FILE);
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(UserError);
+    expect((error as Error).message).toBe(message);
+    expect(await opt.state()).toEqual(state);
+    opt.dispose();
+    p.dispose();
+  });
+
+  it('SGD refuses AdamW moments', async () => {
+    const { opt, p, state } = await saved();
+    expect(() => new SGD(new Map([['w', p]])).loadState(state, FILE)).toThrow(UserError);
+    opt.dispose();
+    p.dispose();
   });
 });

@@ -5,6 +5,8 @@
  * owns it, as with torch's LambdaLR writing `param_group['lr']` before each step.
  */
 import * as tf from '@tensorflow/tfjs';
+import { UserError } from '../errors.ts';
+import { describeValue, firstUnusable } from './guard.ts';
 
 /** Optimiser state for a checkpoint, keyed as torch names it: `<param>.exp_avg`, `<param>.exp_avg_sq`, `<param>.step`. */
 export interface OptimizerState {
@@ -17,7 +19,12 @@ export interface Optimizer {
   /** Updates every parameter that has a gradient, in place. The caller keeps owning `grads`. */
   step(grads: Map<string, tf.Tensor>, lr: number): void;
   state(): Promise<OptimizerState>;
-  loadState(state: OptimizerState): void;
+  /**
+   * Takes a saved state over. Anything that does not fit this optimiser and its parameters (a
+   * missing, extra or wrongly shaped tensor, a NaN moment, a step that is not a count) is a
+   * UserError naming `file` and the tensor, and leaves the optimiser as it was.
+   */
+  loadState(state: OptimizerState, file?: string): void;
   dispose(): void;
 }
 
@@ -64,13 +71,40 @@ function checkGrads(params: Map<string, tf.Variable>, grads: Map<string, tf.Tens
   }
 }
 
-function takeTensor(state: OptimizerState, key: string, shape: number[]): tf.Tensor {
-  const t = state.tensors.get(key);
-  if (!t) throw new Error(`optimizer state has no ${key}`);
-  if (!tf.util.arraysEqual(t.shape, shape)) {
-    throw new Error(`optimizer state ${key} has shape [${t.shape}], parameter has [${shape}]`);
+function stateError(file: string, message: string, key?: string): UserError {
+  return new UserError(`${file}: ${message}; this checkpoint cannot be resumed.`, { file, field: key });
+}
+
+/** Throws unless every tensor of `state` is one of `expected`, and the step is a count. */
+function checkStateKeys(state: OptimizerState, expected: Set<string>, file: string): void {
+  if (!Number.isSafeInteger(state.step) || state.step < 0) throw stateError(file, `the optimizer step must be a non-negative integer (got ${state.step})`);
+  for (const key of state.tensors.keys()) {
+    if (!expected.has(key)) throw stateError(file, `tensor ${key} belongs to no parameter of this run (was it written with another optim or peft setting?)`, key);
   }
-  return tf.tensor(t.data, t.shape, 'float32');
+}
+
+/** A moment tensor from `state`, checked for its shape and for values a step could use. */
+function takeMoment(state: OptimizerState, param: string, which: 'exp_avg' | 'exp_avg_sq', shape: number[], file: string): Float32Array {
+  const key = `${param}.${which}`;
+  const t = state.tensors.get(key);
+  if (!t) throw stateError(file, `tensor ${key} is missing (was it written with another optim or peft setting?)`, key);
+  if (!tf.util.arraysEqual(t.shape, shape) || t.data.length !== tf.util.sizeFromShape(shape)) {
+    throw stateError(file, `tensor ${key} has shape [${t.shape}] but the parameter has [${shape}]`, key);
+  }
+  // exp_avg_sq is a running mean of squares: a negative one would put NaN into the next step.
+  // Moments only need to be finite: a large one is caught in the weights it moves, before any save.
+  const bad = firstUnusable(t.data, { nonNegative: which === 'exp_avg_sq', finiteOnly: true });
+  if (bad >= 0) throw stateError(file, `${which} of ${param} holds ${describeValue(t.data[bad])}`, key);
+  return t.data;
+}
+
+function takeStep(state: OptimizerState, param: string, file: string): number {
+  const key = `${param}.step`;
+  const t = state.tensors.get(key);
+  if (!t) throw stateError(file, `tensor ${key} is missing (was it written with another optim or peft setting?)`, key);
+  const step = t.data.length === 1 ? t.data[0] : NaN;
+  if (!Number.isSafeInteger(step) || step < 0) throw stateError(file, `tensor ${key} must hold one non-negative integer (got ${t.data.length === 1 ? describeValue(step) : `${t.data.length} values`})`, key);
+  return step;
 }
 
 async function snapshot(t: tf.Tensor): Promise<{ shape: number[]; data: Float32Array }> {
@@ -156,17 +190,22 @@ export class AdamW implements Optimizer {
     return { step: this.steps, tensors };
   }
 
-  loadState(state: OptimizerState): void {
-    for (const [name, p] of this.params) {
-      const step = state.tensors.get(`${name}.step`);
-      if (!step) throw new Error(`optimizer state has no ${name}.step`);
-      const m = takeTensor(state, `${name}.exp_avg`, p.shape);
-      const v = takeTensor(state, `${name}.exp_avg_sq`, p.shape);
-      this.expAvg.get(name)!.assign(m);
-      this.expAvgSq.get(name)!.assign(v);
-      m.dispose();
-      v.dispose();
-      this.paramSteps.set(name, step.data[0]);
+  loadState(state: OptimizerState, file = 'optimizer state'): void {
+    checkStateKeys(state, new Set([...this.params.keys()].flatMap((n) => [`${n}.exp_avg`, `${n}.exp_avg_sq`, `${n}.step`])), file);
+    // Everything is checked before anything is assigned, so a refused state changes nothing.
+    const loaded = [...this.params].map(([name, p]) => ({
+      name,
+      m: takeMoment(state, name, 'exp_avg', p.shape, file),
+      v: takeMoment(state, name, 'exp_avg_sq', p.shape, file),
+      step: takeStep(state, name, file),
+    }));
+    for (const { name, m, v, step } of loaded) {
+      const shape = this.params.get(name)!.shape;
+      tf.tidy(() => {
+        this.expAvg.get(name)!.assign(tf.tensor(m, shape, 'float32'));
+        this.expAvgSq.get(name)!.assign(tf.tensor(v, shape, 'float32'));
+      });
+      this.paramSteps.set(name, step);
     }
     this.steps = state.step;
   }
@@ -217,7 +256,8 @@ export class SGD implements Optimizer {
     return { step: this.steps, tensors: new Map() };
   }
 
-  loadState(state: OptimizerState): void {
+  loadState(state: OptimizerState, file = 'optimizer state'): void {
+    checkStateKeys(state, new Set(), file);
     this.steps = state.step;
   }
 

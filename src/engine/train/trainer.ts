@@ -16,7 +16,8 @@ import { createOptimizer, type Optimizer, type OptimizerState } from './optim.ts
 import { learningRateAt } from './schedule.ts';
 import { sftEvalLoss, sftLossSum } from './sft.ts';
 import { trainStep } from './step.ts';
-import { readText, type FileSource } from '../io/files.ts';
+import { pathIn, readText, type FileSource } from '../io/files.ts';
+import { describeValue, findUnusableTensor, parseLogHistory, parseResumeBlock } from './guard.ts';
 import { parseSafetensors, tensorToFloat32, writeSafetensors, type TensorToWrite } from '../io/safetensors.ts';
 
 /** One line of metrics.jsonl and of trainer_state.json's log_history, with transformers' names. */
@@ -78,6 +79,10 @@ export class Trainer {
   private readonly o: TrainerOptions;
   private readonly optimizer: Optimizer;
   private rng: Rng;
+  /** The step whose weights were last checked as usable; -1 before any check. */
+  private checkedStep = -1;
+  /** The loss of the last step taken, for messages. */
+  private lastLoss = NaN;
 
   constructor(o: TrainerOptions) {
     this.o = o;
@@ -149,6 +154,7 @@ export class Trainer {
           { field: 'learning_rate' },
         );
       }
+      this.lastLoss = result.loss;
       this.state.global_step += 1;
       this.state.num_input_tokens_seen += result.num_tokens;
       this.state.rng = this.rng.state;
@@ -181,7 +187,28 @@ export class Trainer {
         await this.o.callbacks.onCheckpoint(step, await this.checkpointFiles());
       }
     }
+    // The caller saves the weights next (the final adapter or model, a checkpoint on stop).
+    await this.checkWeights();
     return this.state;
+  }
+
+  /**
+   * Refuses to go on with trainable weights no step can use (NaN, ±Infinity, or past √float32max,
+   * where squaring overflows): the loss check sees them only one step later, after a checkpoint
+   * of them would have been written. One reduction per tensor, read back once; skipped when this
+   * step's weights were already checked.
+   */
+  private async checkWeights(): Promise<void> {
+    const step = this.state.global_step;
+    if (this.checkedStep === step) return;
+    const bad = await findUnusableTensor(this.o.params);
+    if (bad) {
+      throw new UserError(
+        `Training stopped at step ${step}: the loss became ${this.lastLoss} but the update left ${bad.name} holding ${describeValue(bad.value)}, so nothing was saved for this step; lower learning_rate or check the data.`,
+        { field: 'learning_rate' },
+      );
+    }
+    this.checkedStep = step;
   }
 
   /** Token-mean loss over the eval set, without dropout or gradients. */
@@ -214,6 +241,7 @@ export class Trainer {
 
   /** checkpoint-<step>: the model part, optimizer.safetensors and trainer_state.json. */
   async checkpointFiles(): Promise<Record<string, Uint8Array>> {
+    await this.checkWeights();
     const enc = new TextEncoder();
     const opt = await this.optimizer.state();
     const tensors: TensorToWrite[] = [...opt.tensors].map(([name, t]) => ({ name, dtype: 'F32', shape: t.shape, data: t.data }));
@@ -230,29 +258,40 @@ export class Trainer {
    */
   async restore(checkpoint: FileSource): Promise<void> {
     const where = checkpoint.location;
-    let state: { resume?: LoopState; log_history?: LogEntry[] };
+    const stateFile = pathIn(checkpoint, 'trainer_state.json');
+    const optFile = pathIn(checkpoint, 'optimizer.safetensors');
+    for (const [name, file] of [['trainer_state.json', stateFile], ['optimizer.safetensors', optFile]]) {
+      if (!checkpoint.has(name)) {
+        throw new UserError(`${file} is missing; is ${where} a complete checkpoint folder (checkpoint-<step>, or an output folder holding one)?`, { file });
+      }
+    }
+    let state: Record<string, unknown>;
     try {
       state = JSON.parse(await readText(checkpoint, 'trainer_state.json'));
     } catch {
-      throw new UserError(`${where}/trainer_state.json is missing or not valid JSON; is ${where} a checkpoint folder?`, { file: `${where}/trainer_state.json` });
+      throw new UserError(`${stateFile} is not valid JSON; is ${where} a checkpoint folder?`, { file: stateFile });
     }
-    const resume = state.resume;
-    if (!resume || !Array.isArray(resume.order) || !Array.isArray(resume.rng)) {
-      throw new UserError(`${where}/trainer_state.json has no "resume" block; only checkpoints written by this studio can be resumed.`, { file: `${where}/trainer_state.json` });
+    if (typeof state !== 'object' || state === null || state.resume === undefined) {
+      throw new UserError(`${stateFile} has no "resume" block; only checkpoints written by this studio can be resumed.`, { file: stateFile });
     }
-    if (resume.num_train_examples !== this.o.train.length) {
-      throw new UserError(
-        `${where}: the checkpoint was trained on ${resume.num_train_examples} examples but ${this.recipe.train_file} now gives ${this.o.train.length}; resume with the same data and recipe.`,
-        { file: where },
-      );
+    const r = this.recipe;
+    const resume = parseResumeBlock(state.resume, stateFile, { totalSteps: this.totalSteps, numExamples: this.o.train.length, batchSize: r.per_device_train_batch_size }, r.train_file);
+    const logHistory = parseLogHistory<LogEntry>(state.log_history, stateFile);
+    // The model part was loaded by the caller: refuse weights that no step could use.
+    const bad = await findUnusableTensor(this.o.params);
+    if (bad) {
+      const modelFile = checkpoint.has('adapter_model.safetensors') ? 'adapter_model.safetensors' : 'model.safetensors';
+      throw new UserError(`${pathIn(checkpoint, modelFile)}: ${bad.name} holds ${describeValue(bad.value)}; this checkpoint cannot be resumed.`, { file: pathIn(checkpoint, modelFile), field: bad.name });
     }
-    const st = parseSafetensors(await checkpoint.read('optimizer.safetensors'), `${where}/optimizer.safetensors`);
-    const opt: OptimizerState = { step: Number(st.metadata.step ?? 0), tensors: new Map() };
+    const st = parseSafetensors(await checkpoint.read('optimizer.safetensors'), optFile);
+    const step = st.metadata.step === undefined ? 0 : Number(st.metadata.step);
+    const opt: OptimizerState = { step, tensors: new Map() };
     for (const [name, info] of st.tensors) opt.tensors.set(name, { shape: info.shape, data: tensorToFloat32(st, name) });
-    this.optimizer.loadState(opt);
-    this.state = { ...resume };
+    this.optimizer.loadState(opt, optFile);
+    this.state = { ...resume, order: [...resume.order], rng: [...resume.rng] };
     this.rng = new Rng(resume.rng);
-    this.logHistory.splice(0, this.logHistory.length, ...(state.log_history ?? []));
+    this.checkedStep = resume.global_step;
+    this.logHistory.splice(0, this.logHistory.length, ...logHistory);
   }
 
   dispose(): void {
