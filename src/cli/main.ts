@@ -6,7 +6,7 @@ import './quiet_tfjs.ts';
 import { existsSync, statSync } from 'node:fs';
 import { appendFile, mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { UserError, isUserError } from '../engine/errors.ts';
+import { UserError } from '../engine/errors.ts';
 import { initBackend, type BackendName } from '../engine/backend/index.ts';
 import { parseRecipe, parseRecipeJson, applyOverrides } from '../engine/recipe.ts';
 import { loadAdapter, loadModel, loadTokenizer, modelFiles, prepareRun, prepareSftData, savedDType, sftOptions, type LoadedModel } from '../engine/run.ts';
@@ -14,10 +14,15 @@ import { detectFormat, parseDatasetText } from '../engine/data/dataset.ts';
 import { datasetStats, tokenizeSft } from '../engine/data/sft.ts';
 import { sftEvalLoss } from '../engine/train/sft.ts';
 import { generate } from '../engine/model/generate.ts';
+import { nonFiniteAdapterWeight, nonFiniteWeight } from '../engine/model/check.ts';
+import type { CausalLM } from '../engine/model/llama.ts';
+import type { LoraAdapter } from '../engine/model/lora.ts';
 import type { LogEntry } from '../engine/train/trainer.ts';
 import { nodeFolder, writeFileAtomic, writeFolderAtomic } from './fs_files.ts';
 import { checkFlags, numberFlag, parseArgs, required, type ParsedArgs } from './args.ts';
 import { loadProgress, Progress } from './progress.ts';
+import { describeFailure, type FailureContext } from './failure.ts';
+import { checkOutputDir, cleanLeftovers, truncateMetrics } from './output_dir.ts';
 
 const USAGE = `finetune — fine-tune small LLMs with LoRA on TensorFlow.js
 
@@ -30,6 +35,9 @@ const USAGE = `finetune — fine-tune small LLMs with LoRA on TensorFlow.js
 
 Every command also takes --backend cpu|wasm|webgpu (default cpu).`;
 
+/** What the failure message needs to know about the command that failed. */
+const failure: FailureContext = { command: 'finetune', backend: 'cpu' };
+
 const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = { train, eval: evaluate, data, generate: generateCommand, merge };
 
 async function main(argv: string[]): Promise<number> {
@@ -40,6 +48,7 @@ async function main(argv: string[]): Promise<number> {
   }
   const run = COMMANDS[command];
   if (!run) throw new UserError(`finetune: unknown command "${command}"; the commands are ${Object.keys(COMMANDS).join(', ')}.`);
+  failure.command = command;
   await run(rest);
   return typeof process.exitCode === 'number' ? process.exitCode : 0;
 }
@@ -47,6 +56,8 @@ async function main(argv: string[]): Promise<number> {
 async function useBackend(args: ParsedArgs, command: string): Promise<void> {
   const wanted = (args.flags.get('backend') ?? 'cpu') as BackendName;
   if (!['cpu', 'wasm', 'webgpu'].includes(wanted)) throw new UserError(`finetune ${command}: --backend must be cpu, wasm or webgpu (got "${wanted}").`);
+  failure.backend = wanted;
+  failure.flags = args.flags;
   if (wanted === 'webgpu') {
     const { installNodeWebGPU } = await import('../engine/backend/node_webgpu.ts');
     await installNodeWebGPU();
@@ -65,6 +76,23 @@ async function textFile(path: string, what: string): Promise<{ text: string; fil
   return { text: await readFile(path, 'utf8'), file: path };
 }
 
+/**
+ * Refuses a model (and adapter) whose weights hold NaN or infinity: every loss would be NaN and
+ * every sample garbage, and no recipe setting can change that.
+ */
+async function checkFiniteWeights(model: CausalLM, modelDir: string, adapter: LoraAdapter | null, adapterDir: string | null): Promise<void> {
+  const bad = await nonFiniteWeight(model);
+  if (bad !== null) {
+    throw new UserError(`${modelDir}: the model's weights contain non-finite values (NaN or infinity), for example ${bad}; the model is damaged, so download or export it again.`, { file: modelDir });
+  }
+  if (adapter && adapterDir) {
+    const badAdapter = await nonFiniteAdapterWeight(adapter);
+    if (badAdapter !== null) {
+      throw new UserError(`${adapterDir}: the adapter's weights contain non-finite values (NaN or infinity), for example ${badAdapter}; it cannot be used.`, { file: adapterDir });
+    }
+  }
+}
+
 function methodFlag(args: ParsedArgs, command: string): void {
   const m = args.flags.get('method') ?? 'sft';
   if (m !== 'sft') throw new UserError(`finetune ${command}: --method ${m} is not available in this version; use sft.`);
@@ -81,6 +109,9 @@ async function train(argv: string[]): Promise<void> {
   const { text } = await textFile(recipePath, 'recipe');
   // Overrides go onto the file's own JSON so that defaults are applied once, after both.
   const recipe = parseRecipe(applyOverrides(parseRecipeJson(text, recipePath), overrides), recipePath);
+  failure.recipe = recipe;
+  // Before anything is loaded: a folder that cannot be written would fail only at the first checkpoint.
+  await checkOutputDir(recipe.output_dir);
   await useBackend(args, 'train');
 
   const sources = {
@@ -88,7 +119,10 @@ async function train(argv: string[]): Promise<void> {
     train: await textFile(recipe.train_file, 'train_file'),
     eval: recipe.eval_file ? await textFile(recipe.eval_file, 'eval_file') : null,
     initAdapter: recipe.init_adapter ? folder(recipe.init_adapter, 'init_adapter') : null,
-    resumeFrom: recipe.resume_from_checkpoint ? folder(recipe.resume_from_checkpoint, 'resume_from_checkpoint') : null,
+    // A checkpoint folder or an output folder (true: output_dir); prepareRun picks its newest checkpoint.
+    resumeFrom: recipe.resume_from_checkpoint === true
+      ? folder(recipe.output_dir, 'output_dir, where resume_from_checkpoint true looks for checkpoints')
+      : recipe.resume_from_checkpoint ? folder(recipe.resume_from_checkpoint, 'resume_from_checkpoint') : null,
   };
   const out = recipe.output_dir;
   let stopRequested = false;
@@ -99,6 +133,7 @@ async function train(argv: string[]): Promise<void> {
   };
   const metricsPath = join(out, 'metrics.jsonl');
   let progress: Progress | null = null;
+  let savedStep: number | null = null;
   const run = await prepareRun(recipe, sources, {
     onLog: async (entry: LogEntry) => {
       await appendFile(metricsPath, JSON.stringify(entry) + '\n');
@@ -106,14 +141,25 @@ async function train(argv: string[]): Promise<void> {
     },
     onCheckpoint: async (step, files) => {
       await writeFolderAtomic(join(out, `checkpoint-${step}`), files);
+      savedStep = step;
       await pruneCheckpoints(out, recipe.save_total_limit);
     },
     shouldStop: () => stopRequested,
   }, { onProgress: loadProgress(process.stderr) });
+  const t = run.trainer;
+  try {
+    await checkFiniteWeights(run.loaded.model, recipe.model, run.adapter, run.resumedFrom?.location ?? recipe.init_adapter ?? null);
+  } catch (e) {
+    run.dispose();
+    throw e;
+  }
   // Everything is checked: only now does the output folder come into being.
   await mkdir(out, { recursive: true });
-  if (!sources.resumeFrom) await rm(metricsPath, { force: true });
-  const t = run.trainer;
+  await cleanLeftovers(out);
+  // A resumed run logs from the checkpoint's step on; lines past it came from the run that stopped.
+  if (sources.resumeFrom) await truncateMetrics(metricsPath, t.state.global_step);
+  else await rm(metricsPath, { force: true });
+  failure.kept = () => (savedStep === null ? null : `the checkpoint from step ${savedStep} is kept in ${join(out, `checkpoint-${savedStep}`)}`);
   progress = new Progress(t.totalSteps, t.state.global_step, process.stderr);
   const warnings = run.train.warnings;
   for (const w of warnings) process.stderr.write(`warning: ${w}\n`);
@@ -155,9 +201,11 @@ async function pruneCheckpoints(out: string, limit: number | null): Promise<void
 }
 
 async function withModel(args: ParsedArgs, command: string): Promise<LoadedModel & { adapter: Awaited<ReturnType<typeof loadAdapter>> | null }> {
-  const loaded = await loadModel(folder(required(args, command, 'model'), 'model'), { onProgress: loadProgress(process.stderr) });
+  const modelDir = required(args, command, 'model');
+  const loaded = await loadModel(folder(modelDir, 'model'), { onProgress: loadProgress(process.stderr) });
   const adapterDir = args.flags.get('adapter');
   const adapter = adapterDir ? await loadAdapter(loaded.model, folder(adapterDir, 'adapter')) : null;
+  await checkFiniteWeights(loaded.model, modelDir, adapter, adapterDir ?? null);
   return { ...loaded, adapter };
 }
 
@@ -271,6 +319,8 @@ async function merge(argv: string[]): Promise<void> {
   checkFlags(args, 'merge', ['model', 'adapter', 'out', 'backend']);
   const out = required(args, 'merge', 'out');
   required(args, 'merge', 'adapter');
+  // The merged folder replaces `out` whole: refuse a file there, or a folder that cannot be written.
+  await checkOutputDir(out, '--out', { replacedWhole: true });
   await useBackend(args, 'merge');
   const { model, adapter, folder: f } = await withModel(args, 'merge');
   await writeFolderAtomic(out, await modelFiles(f, model, savedDType(f), adapter));
@@ -282,11 +332,8 @@ async function merge(argv: string[]): Promise<void> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (e: unknown) => {
-    if (isUserError(e)) {
-      console.error(e.message);
-      process.exit(2);
-    }
-    console.error(`finetune: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
-    process.exit(1);
+    const { message, code } = describeFailure(e, failure);
+    console.error(message);
+    process.exit(code);
   },
 );

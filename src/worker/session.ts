@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import { releaseFreeGpuBuffers } from '../engine/backend/gpu_pool.ts';
 import { backendMemoryBytes } from '../engine/backend/memory.ts';
 import type { DeviceLimits } from '../engine/backend/index.ts';
-import { isUserError } from '../engine/errors.ts';
+import { isAllocationError, isUserError } from '../engine/errors.ts';
 import type { Recipe } from '../engine/recipe.ts';
 import { prepareRun, type LoadedModel, type PreparedRun, type RunSources } from '../engine/run.ts';
 import type { LogEntry } from '../engine/train/trainer.ts';
@@ -39,9 +39,18 @@ export class TrainingSession {
   /**
    * Prepares a run, checking the recipe, model and data before anything is stored: a mistake
    * rejects here with its sentence and leaves no run behind. `existing` resumes that run from the
-   * checkpoint in `sources.resumeFrom`.
+   * checkpoint in `sources.resumeFrom`; otherwise the new run gets `id` (chosen by the caller, who
+   * may lock it before it exists).
    */
-  static async open(db: StudioDb, recipe: Recipe, sources: RunSources, existing: RunRecord | null, emit: (e: RunEvent) => void, limits: DeviceLimits | undefined): Promise<TrainingSession> {
+  static async open(
+    db: StudioDb,
+    recipe: Recipe,
+    sources: RunSources,
+    existing: RunRecord | null,
+    emit: (e: RunEvent) => void,
+    limits: DeviceLimits | undefined,
+    id: string = existing?.id ?? crypto.randomUUID(),
+  ): Promise<TrainingSession> {
     const s = new TrainingSession(db, emit, limits);
     s.prepared = await prepareRun(recipe, sources, {
       onLog: (entry) => s.onLog(entry),
@@ -58,7 +67,7 @@ export class TrainingSession {
         await putRun(db, s.record);
       } else {
         s.record = {
-          id: crypto.randomUUID(),
+          id,
           name: sources.train.file,
           model: recipe.model,
           method: recipe.method,
@@ -154,8 +163,12 @@ export class TrainingSession {
 
   private async setStatus(status: RunStatus): Promise<void> {
     this.record = { ...this.record, status, updated: Date.now() };
-    await putRun(this.db, this.record);
-    this.emit({ type: 'status', status, step: this.record.global_step, total_steps: this.record.total_steps });
+    try {
+      await putRun(this.db, this.record);
+    } finally {
+      // The run has ended here even when the store refuses the record (another tab moved the run on).
+      this.emit({ type: 'status', status, step: this.record.global_step, total_steps: this.record.total_steps });
+    }
   }
 
   private async fail(message: string): Promise<void> {
@@ -211,9 +224,5 @@ export class TrainingSession {
   }
 }
 
-/** The CPU and WASM backends throw when an allocation fails; these are the shapes that error takes. */
-export function isAllocationError(e: unknown): boolean {
-  if (e instanceof RangeError) return true;
-  const message = e instanceof Error ? e.message : String(e);
-  return /out of memory|\bOOM\b|allocation failed|enlarge memory/i.test(message);
-}
+// Moved to the engine so the CLI shares it; re-exported for existing importers.
+export { isAllocationError };

@@ -6,8 +6,12 @@ import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../../src/engine/errors.ts';
 import { memoryFiles } from '../../src/engine/io/files.ts';
 import { parseSafetensors, tensorToFloat32, writeSafetensors, type TensorToWrite } from '../../src/engine/io/safetensors.ts';
-import { parseRecipe, type RecipeInput } from '../../src/engine/recipe.ts';
+import { parseRecipe, parseRecipeJson, applyOverrides, type RecipeInput } from '../../src/engine/recipe.ts';
 import { loadModel, prepareRun } from '../../src/engine/run.ts';
+import { createJsonlParser, parseDatasetText } from '../../src/engine/data/dataset.ts';
+import { nonFiniteAdapterWeight, nonFiniteWeight } from '../../src/engine/model/check.ts';
+import { float32ToBits16, packWeight16 } from '../../src/engine/backend/kernels/linear.ts';
+import { wrongTextEncoding } from '../../src/engine/errors.ts';
 import { buildTinyModelFolder } from './helpers/tiny_model.ts';
 
 beforeAll(async () => {
@@ -163,5 +167,71 @@ describe('a bad dataset', () => {
     const text = ['{"prompt": "Once upon a time there was a girl", "completion": " named Lily."}'].join('\n');
     const e = await userError(() => train(TINY, text, { max_length: 4 }));
     expect(e.message).toBe('train.jsonl: no row has a token left to train on (1 dropped, e.g. line 1: its 15 tokens are cut to max_length 4, but training starts at token 12).');
+  });
+});
+
+/** What a UTF-16/UTF-32 file becomes when it is read as UTF-8, as the CLI and the browser read it. */
+function misread(text: string, encoding: 'utf16le' | 'utf16be' | 'utf32le', bom = true): string {
+  let bytes: Buffer;
+  if (encoding === 'utf32le') bytes = Buffer.from([...text].flatMap((c) => [c.charCodeAt(0), 0, 0, 0]));
+  else if (encoding === 'utf16be') bytes = Buffer.from(text, 'utf16le').swap16();
+  else bytes = Buffer.from(text, 'utf16le');
+  const mark = { utf16le: [0xff, 0xfe], utf16be: [0xfe, 0xff], utf32le: [0xff, 0xfe, 0, 0] }[encoding];
+  return new TextDecoder('utf-8').decode(Buffer.concat([Buffer.from(bom ? mark : []), bytes]));
+}
+
+describe('a file in the wrong encoding', () => {
+  it('is named UTF-16 or UTF-32, for datasets (JSONL, streamed JSONL, JSON) and recipes', () => {
+    expect(() => parseDatasetText(misread(GOOD_ROWS, 'utf16le'), 'train.jsonl')).toThrow(/^train\.jsonl is UTF-16; save it as UTF-8\.$/);
+    expect(() => parseDatasetText(misread(GOOD_ROWS, 'utf16be'), 'train.jsonl')).toThrow(/^train\.jsonl is UTF-16; save it as UTF-8\.$/);
+    expect(() => parseDatasetText(misread(GOOD_ROWS, 'utf16le', false), 'train.jsonl')).toThrow(/is UTF-16/);
+    expect(() => parseDatasetText(misread(GOOD_ROWS, 'utf32le'), 'train.jsonl')).toThrow(/^train\.jsonl is UTF-32; save it as UTF-8\.$/);
+    expect(() => parseDatasetText(misread('[{"text": "a"}]', 'utf16le'), 'train.json')).toThrow(/^train\.json is UTF-16/);
+    expect(() => createJsonlParser('big.jsonl').push(misread(GOOD_ROWS, 'utf16le'))).toThrow(/^big\.jsonl is UTF-16/);
+    expect(() => parseRecipeJson(misread('{"model": "m"}', 'utf16le'), 'recipe.json')).toThrow(/^recipe\.json is UTF-16; save it as UTF-8\.$/);
+  });
+
+  it('is not suspected in UTF-8 text, with or without a byte-order mark, in any script', () => {
+    for (const text of [GOOD_ROWS, '\uFEFF' + GOOD_ROWS, '{"text": "Привет, 世界 🙂 \\u0000"}', '']) expect(wrongTextEncoding(text)).toBeNull();
+    expect(parseDatasetText('\uFEFF' + GOOD_ROWS, 'train.jsonl').rows).toHaveLength(2);
+    expect(parseRecipeJson('\uFEFF{"model": "m"}', 'recipe.json')).toEqual({ model: 'm' });
+  });
+});
+
+describe('a number out of range', () => {
+  it('in recipe JSON (1e400) is called out of range, naming the field, not "got null"', () => {
+    expect(() => parseRecipeJson('{"model": "m", "learning_rate": 1e400}', 'recipe.json')).toThrow(/^recipe\.json: "learning_rate" is out of range/);
+    expect(() => parseRecipeJson('{"model": "m", "peft": {"lora_alpha": -1e999}}', 'recipe.json')).toThrow(/"peft\.lora_alpha" is out of range/);
+  });
+
+  it('given to parseRecipe directly (the UI) or as a flag', () => {
+    const e = (() => { try { parseRecipe({ model: 'm', train_file: 't.jsonl', learning_rate: Infinity }, 'recipe.json'); } catch (err) { return err as Error; } return null; })();
+    expect(e?.message).toContain('(got a number out of range)');
+    expect(() => applyOverrides({}, { learning_rate: '1e400' })).toThrow(/--learning_rate 1e400 is out of range/);
+  });
+});
+
+describe('weights holding NaN or infinity', () => {
+  it('are found in float32 params and in 16-bit packed weights, by name; finite weights pass', async () => {
+    const loaded = await loadModel(memoryFiles('models/tiny', TINY));
+    const model = loaded.model;
+    expect(await nonFiniteWeight(model)).toBeNull();
+    const before = tf.memory().numTensors;
+    const params = new Map(model.params);
+    const name = [...params.keys()][1];
+    const bad = tf.tensor([1, NaN, 3]);
+    params.set(name, bad);
+    expect(await nonFiniteWeight({ params, packed: model.packed })).toBe(name);
+    const bf16 = packWeight16(float32ToBits16([1, 2, Infinity, 4], 'bfloat16'), [2, 2], 'bfloat16');
+    const f16 = packWeight16(float32ToBits16([1, 2, 3, 1e6], 'float16'), [2, 2], 'float16'); // 1e6 overflows f16 to infinity
+    const fine = packWeight16(float32ToBits16([1, 2, 3, 4], 'bfloat16'), [2, 2], 'bfloat16');
+    expect(await nonFiniteWeight({ params: new Map(), packed: new Map([['ok', fine], ['w16', bf16]]) })).toBe('w16');
+    expect(await nonFiniteWeight({ params: new Map(), packed: new Map([['h', f16]]) })).toBe('h');
+    expect(await nonFiniteWeight({ params: new Map(), packed: new Map([['ok', fine]]) })).toBeNull();
+    expect(await nonFiniteAdapterWeight({ modules: new Map([['q', { A: tf.zeros([2, 2]), B: tf.tensor([[0, -Infinity]]) }]]) })).toBe('q.lora_B');
+    for (const t of [bad, bf16.data, f16.data, fine.data]) t.dispose();
+    // The check itself leaves nothing behind (the adapter test's two tensors aside).
+    expect(tf.memory().numTensors).toBe(before + 2);
+    model.dispose();
   });
 });

@@ -3,6 +3,7 @@ import { userErrorFrom } from './helpers/errors.ts';
 import { UserError } from '../../src/engine/errors.ts';
 import {
   type DatasetRow,
+  MAX_ROW_CHARS,
   createJsonlParser,
   detectFormat,
   parseDatasetText,
@@ -209,6 +210,49 @@ describe('parsing', () => {
     }
     expect(whole.rows.map((r) => r.line)).toEqual([1, 2, 5]);
     expect(whole.errors.map((e) => e.line)).toEqual([4]);
+  });
+
+  it('refuses a row longer than MAX_ROW_CHARS with its line, without parsing it, and keeps the others', () => {
+    const long = JSON.stringify({ text: 'x'.repeat(MAX_ROW_CHARS) });
+    const text = `{"text": "a"}\n${long}\r\n{"text": "b"}\n${long}`;
+    const { rows, errors } = parseDatasetText(text, 'train.jsonl');
+    expect(rows.map((r) => r.line)).toEqual([1, 3]);
+    expect(errors.map((e) => e.line)).toEqual([2, 4]);
+    expect(errors[0].message).toBe(
+      `train.jsonl, line 2: the row is ${long.length.toLocaleString('en-US')} characters long, over the limit of 1,000,000 characters a row may have; split it into shorter rows.`,
+    );
+    expect(MAX_ROW_CHARS).toBe(1_000_000);
+  });
+
+  it('streams past an overlong line in chunks, giving the same rows and errors as the whole text', () => {
+    const long = JSON.stringify({ text: 'y'.repeat(3 * MAX_ROW_CHARS) });
+    const text = `{"text": "a"}\n${long}\n{"text": "b"}\n${long}\n{"text": "c"}\n${long}`;
+    const whole = parseDatasetText(text, 'train.jsonl');
+    expect(whole.rows.map((r) => r.line)).toEqual([1, 3, 5]);
+    expect(whole.errors.map((e) => e.line)).toEqual([2, 4, 6]);
+    for (const size of [65_536, 999_999]) {
+      const parser = createJsonlParser('train.jsonl');
+      const rows: DatasetRow[] = [];
+      const errors: { line: number; message: string }[] = [];
+      for (let i = 0; i < text.length; i += size) {
+        const out = parser.push(text.slice(i, i + size));
+        rows.push(...out.rows);
+        errors.push(...out.errors);
+      }
+      const out = parser.end();
+      rows.push(...out.rows);
+      errors.push(...out.errors);
+      expect({ rows, errors }).toEqual(whole);
+    }
+  });
+
+  it('refuses an element of a .json array longer than MAX_ROW_CHARS, by row', () => {
+    const text = JSON.stringify([{ text: 'a' }, { text: 'z'.repeat(MAX_ROW_CHARS) }, { text: 'b' }]);
+    const { rows, errors } = parseDatasetText(text, 'train.json');
+    expect(rows.map((r) => r.line)).toEqual([1, 3]);
+    expect(errors).toEqual([
+      { line: 2, message: 'train.json, row 2: the row is over the limit of 1,000,000 characters a row may have; split it into shorter rows.' },
+    ]);
   });
 
   it('reads a .json array, naming elements by row', () => {

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { UserError } from '../../src/engine/errors.ts';
 import { parseDatasetText, detectFormat } from '../../src/engine/data/dataset.ts';
 import { IGNORE_INDEX, type SftExample, type SftOptions, datasetStats, tokenizeSft } from '../../src/engine/data/sft.ts';
@@ -208,6 +208,77 @@ describe('truncation', () => {
     expect(data.dropped[0].line).toBe(1);
     expect(data.dropped[0].reason).toMatch(/cut to max_length 5/);
     expect(data.truncated).toBe(0);
+  });
+});
+
+describe('long rows', () => {
+  const words = (n: number) => Array.from({ length: n }, (_, i) => `word${i % 97}`).join(' ');
+
+  it('tokenise a plain text row only as far as max_length keeps, giving the tokens of the whole text', () => {
+    const text = words(3000);
+    const whole = tok.encode(`${text}<|im_end|>`);
+    const spy = vi.spyOn(tok, 'encode');
+    try {
+      const data = sft([{ text }], { max_length: 32 });
+      const longest = Math.max(...spy.mock.calls.map(([t]) => t.length));
+      expect(longest).toBeLessThanOrEqual((32 + 16) * 8);
+      expect(data.examples[0].input_ids).toEqual(whole.slice(0, 32));
+      expect(data.truncated).toBe(1);
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
+  it('tokenise more of the text where its tokens are long, still keeping the tokens of the whole text', () => {
+    // Runs of spaces or dashes pack many characters into one token.
+    const text = `${'-'.repeat(5000)} ${' '.repeat(3000)}${words(200)}`;
+    const data = sft([{ text }], { max_length: 40 });
+    expect(data.examples[0].input_ids).toEqual(tok.encode(`${text}<|im_end|>`).slice(0, 40));
+    const short = sft([{ text: 'short' }], { max_length: 40 });
+    expect(short.examples[0].input_ids).toEqual(tok.encode('short<|im_end|>'));
+  });
+
+  it('finish quickly on a row of megabytes with a small max_length', () => {
+    const text = 'x'.repeat(900_000);
+    const data = sft([{ text }], { max_length: 32 });
+    expect(data.examples[0].input_ids).toHaveLength(32);
+  });
+});
+
+describe("the model's max_position_embeddings", () => {
+  const limited = TextTokenizer.fromFiles(qwenJson, qwenConfig, null, 'tokenizer_config.json', { max_position_embeddings: 16 });
+  const rows = [{ text: 'one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen' }, { text: 'short' }];
+  const full = tok.encode(`${rows[0].text}<|im_end|>`);
+
+  it('comes from config.json', () => {
+    expect(limited.maxPositionEmbeddings).toBe(16);
+    expect(tok.maxPositionEmbeddings).toBeNull();
+  });
+
+  it('caps an unset or larger max_length, with a warning naming the rows', () => {
+    for (const max_length of [null, 1024]) {
+      const data = sft(rows, { max_length }, limited);
+      expect(data.examples[0].input_ids).toEqual(full.slice(0, 16));
+      expect(data.examples[1].input_ids).toEqual(tok.encode('short<|im_end|>'));
+      expect(data.truncated).toBe(1);
+      expect(data.warnings).toEqual([
+        `train.jsonl: 1 row (first on line 1) is longer than the model's 16 positions (max_position_embeddings in its config.json) and ${max_length === null ? 'max_length is unset' : 'max_length 1024 is larger'}, so it is cut to 16 tokens.`,
+      ]);
+    }
+  });
+
+  it('leaves a smaller max_length alone, and is not applied when asked not to be', () => {
+    const smaller = sft(rows, { max_length: 8 }, limited);
+    expect(smaller.examples[0].input_ids).toEqual(full.slice(0, 8));
+    expect(smaller.warnings).toEqual([]);
+    const uncapped = sft(rows, { max_length: null, max_position_embeddings: null }, limited);
+    expect(uncapped.examples[0].input_ids).toEqual(full);
+    expect(uncapped.warnings).toEqual([]);
+  });
+
+  it('names the model limit when a row is dropped for it', () => {
+    const data = sft([{ prompt: rows[0].text, completion: ' yes' }], { max_length: null }, limited);
+    expect(data.dropped[0].reason).toMatch(/cut to the model's 16 positions/);
   });
 });
 

@@ -4,7 +4,7 @@
  * the text, prompt/completion or conversation that TRL's SFTTrainer tokenises.
  */
 import { z } from 'zod';
-import { UserError } from '../errors.ts';
+import { UserError, checkTextEncoding } from '../errors.ts';
 import type { ChatMessage } from './tokenizer.ts';
 
 export type DatasetFormat = 'text' | 'prompt_completion' | 'messages' | 'alpaca' | 'sharegpt';
@@ -64,15 +64,40 @@ export interface JsonlParser {
   end(): ParsedDataset;
 }
 
-/** Streams a JSONL file: only the unfinished last line is kept between chunks. */
+/**
+ * Longest row accepted, in characters of its JSON text (about 1 MB of ASCII). Rows are tokenised
+ * whole, and tokenising megabytes of text takes minutes and gigabytes, so a longer row is refused
+ * with its line instead — far beyond any context length a model trains on.
+ */
+export const MAX_ROW_CHARS = 1_000_000;
+
+/** `chars` null: only known to be over the limit. */
+function tooLongRow(file: string, line: number, chars: number | null): RowError {
+  const size = chars === null ? 'over' : `${chars.toLocaleString('en-US')} characters long, over`;
+  return {
+    line,
+    message: `${rowLabel(file, line)}: the row is ${size} the limit of ${MAX_ROW_CHARS.toLocaleString('en-US')} characters a row may have; split it into shorter rows.`,
+  };
+}
+
+/**
+ * Streams a JSONL file: only the unfinished last line is kept between chunks, and a line longer than
+ * MAX_ROW_CHARS is counted and skipped rather than held, so memory stays bounded whatever the file.
+ */
 export function createJsonlParser(file: string): JsonlParser {
   let pending = '';
   let line = 0;
   let first = true;
+  /** Characters so far of an overlong line being skipped, or null. */
+  let skipped: number | null = null;
 
   const parseLine = (text: string, out: ParsedDataset): void => {
     line++;
     const source = text.endsWith('\r') ? text.slice(0, -1) : text;
+    if (source.length > MAX_ROW_CHARS) {
+      out.errors.push(tooLongRow(file, line, source.length));
+      return;
+    }
     if (source.trim() === '') return;
     let value: unknown;
     try {
@@ -91,8 +116,21 @@ export function createJsonlParser(file: string): JsonlParser {
   return {
     push(chunk) {
       const out: ParsedDataset = { rows: [], errors: [] };
-      let text = pending + chunk;
+      let text = chunk;
+      if (skipped !== null) {
+        const nl = text.indexOf('\n');
+        if (nl === -1) {
+          skipped += text.length;
+          return out;
+        }
+        out.errors.push(tooLongRow(file, line, skipped + nl - (text[nl - 1] === '\r' ? 1 : 0)));
+        skipped = null;
+        text = text.slice(nl + 1);
+      } else {
+        text = pending + text;
+      }
       if (first && text.length > 0) {
+        checkTextEncoding(text, file);
         if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
         first = false;
       }
@@ -102,11 +140,18 @@ export function createJsonlParser(file: string): JsonlParser {
         start = nl + 1;
       }
       pending = text.slice(start);
+      if (pending.length > MAX_ROW_CHARS + 1) {
+        line++;
+        skipped = pending.length;
+        pending = '';
+      }
       return out;
     },
     end() {
       const out: ParsedDataset = { rows: [], errors: [] };
-      if (pending !== '') parseLine(pending, out);
+      if (skipped !== null) out.errors.push(tooLongRow(file, line, skipped - (pending.endsWith('\r') ? 1 : 0)));
+      else if (pending !== '') parseLine(pending, out);
+      skipped = null;
       pending = '';
       return out;
     },
@@ -115,6 +160,7 @@ export function createJsonlParser(file: string): JsonlParser {
 
 /** Parses a whole dataset file: a JSON array of objects for `.json`, JSON Lines otherwise. */
 export function parseDatasetText(text: string, file: string): ParsedDataset {
+  checkTextEncoding(text, file);
   if (isJsonArrayFile(file)) return parseJsonArray(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text, file);
   const parser = createJsonlParser(file);
   const head = parser.push(text);
@@ -144,10 +190,31 @@ function parseJsonArray(text: string, file: string): ParsedDataset {
   const out: ParsedDataset = { rows: [], errors: [] };
   (value as unknown[]).forEach((element, i) => {
     const line = i + 1;
-    if (isPlainObject(element)) out.rows.push({ line, value: element });
+    if (jsonChars(element, MAX_ROW_CHARS) > MAX_ROW_CHARS) out.errors.push(tooLongRow(file, line, null));
+    else if (isPlainObject(element)) out.rows.push({ line, value: element });
     else out.errors.push({ line, message: `${file}, row ${line}: expected a JSON object, found ${describe(element)}.` });
   });
   return out;
+}
+
+/** Roughly how many characters `value` takes as JSON, counting strings and keys, stopping once past `limit`. */
+function jsonChars(value: unknown, limit: number): number {
+  let total = 0;
+  const stack: unknown[] = [value];
+  while (stack.length > 0 && total <= limit) {
+    const v = stack.pop();
+    if (typeof v === 'string') total += v.length + 2;
+    else if (Array.isArray(v)) {
+      total += 2 + v.length;
+      for (const x of v) stack.push(x);
+    } else if (v !== null && typeof v === 'object') {
+      for (const [k, x] of Object.entries(v)) {
+        total += k.length + 4;
+        stack.push(x);
+      }
+    } else total += String(v).length;
+  }
+  return total;
 }
 
 function lineAt(text: string, position: number): number {

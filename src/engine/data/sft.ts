@@ -23,7 +23,22 @@ export interface SftOptions {
   system_prompt?: string | null;
   /** false: conversations become plain text (contents joined by newlines) instead of going through the chat template. */
   use_chat_template?: boolean;
+  /**
+   * The model's context length: longer sequences are cut to it even where `max_length` is null or
+   * larger, with a warning (TRL would train them past what the model's positions were trained for).
+   * Omitted: the tokenizer's `maxPositionEmbeddings`; null: no cap.
+   */
+  max_position_embeddings?: number | null;
 }
+
+/**
+ * A plain text row is tokenised from a prefix of this many characters per token it may keep (plus
+ * PREFIX_MARGIN_TOKENS), not whole, so a row of megabytes costs what `max_length` keeps of it.
+ * If the prefix gives too few tokens (tokens of many characters), it is doubled until it gives enough.
+ */
+export const PREFIX_CHARS_PER_TOKEN = 8;
+/** Tokens tokenised beyond the cut, so that the cut cannot change the tokens kept. */
+export const PREFIX_MARGIN_TOKENS = 16;
 
 export interface SftExample {
   line: number;
@@ -65,13 +80,18 @@ export function tokenizeSft(
     data.warnings.push(`${file}: system_prompt applies to conversations only; ${rowCount(plain.length)} of plain text are tokenised without it.`);
   }
 
+  const modelLimit = opts.max_position_embeddings === undefined ? tokenizer.maxPositionEmbeddings : opts.max_position_embeddings;
+  const capped = modelLimit !== null && (opts.max_length === null || opts.max_length > modelLimit);
+  const maxLength = capped ? modelLimit : opts.max_length;
+  const beyondModel: number[] = [];
+
   const boundaryMismatch: number[] = [];
   const noAssistantSpans: number[] = [];
   for (const chatRow of converted.rows) {
     const row = opts.use_chat_template === false ? withoutChatTemplate(chatRow) : chatRow;
     let sequence: Sequence;
     try {
-      sequence = tokenizeRow(row, tokenizer, opts);
+      sequence = tokenizeRow(row, tokenizer, opts, maxLength);
     } catch (e) {
       // Without any template the whole file is unusable; a template that rejects one row spoils only that row.
       if (!isUserError(e) || !tokenizer.hasChatTemplate) throw e;
@@ -90,23 +110,31 @@ export function tokenizeSft(
       data.dropped.push({ line: row.line, reason });
       continue;
     }
-    if (opts.max_length !== null && input_ids.length > opts.max_length) {
-      const kept = labels.slice(0, opts.max_length);
+    if (maxLength !== null && input_ids.length > maxLength) {
+      if (capped) beyondModel.push(row.line);
+      const kept = labels.slice(0, maxLength);
+      const cutTo = capped ? `the model's ${maxLength} positions` : `max_length ${maxLength}`;
       if (!hasPredictedLabel(kept)) {
         const firstTrained = labels.findIndex((l, i) => i > 0 && l !== IGNORE_INDEX) + 1;
         data.dropped.push({
           line: row.line,
-          reason: `its ${input_ids.length} tokens are cut to max_length ${opts.max_length}, but training starts at token ${firstTrained}`,
+          reason: `its ${input_ids.length} tokens are cut to ${cutTo}, but training starts at token ${firstTrained}`,
         });
         continue;
       }
       data.truncated++;
-      data.examples.push({ line: row.line, input_ids: input_ids.slice(0, opts.max_length), labels: kept });
+      data.examples.push({ line: row.line, input_ids: input_ids.slice(0, maxLength), labels: kept });
       continue;
     }
     data.examples.push({ line: row.line, input_ids, labels });
   }
 
+  if (beyondModel.length > 0) {
+    const asked = opts.max_length === null ? 'max_length is unset' : `max_length ${opts.max_length} is larger`;
+    data.warnings.push(
+      `${file}: ${rowCount(beyondModel.length)} (first on ${rowRef(file, beyondModel[0])}) ${beyondModel.length === 1 ? 'is' : 'are'} longer than the model's ${maxLength} positions (max_position_embeddings in its config.json) and ${asked}, so ${beyondModel.length === 1 ? 'it is' : 'they are'} cut to ${maxLength} tokens.`,
+    );
+  }
   if (boundaryMismatch.length > 0) {
     data.warnings.push(
       `${file}: on ${rowCount(boundaryMismatch.length)} (first on ${rowRef(file, boundaryMismatch[0])}) the tokens of prompt + completion do not start with the tokens of the prompt alone, so the boundary between prompt and completion there is approximate.`,
@@ -137,12 +165,13 @@ interface Sequence {
   assistantSpansFailed: boolean;
 }
 
-function tokenizeRow(row: SftRow, tokenizer: TextTokenizer, opts: SftOptions): Sequence {
+/** `maxLength`: the most tokens kept (null: all); a plain text row is tokenised only as far as that needs. */
+function tokenizeRow(row: SftRow, tokenizer: TextTokenizer, opts: SftOptions, maxLength: number | null): Sequence {
   const eos = tokenizer.eosToken;
   const withEos = (s: string) => (s.endsWith(eos) ? s : s + eos);
   switch (row.kind) {
     case 'text': {
-      const ids = tokenizer.encode(withEos(row.text));
+      const ids = encodeHead(tokenizer, withEos(row.text), maxLength);
       return { input_ids: ids, labels: ids.slice(), promptMismatch: false, assistantSpansFailed: false };
     }
     case 'prompt_completion': {
@@ -171,6 +200,27 @@ function tokenizeRow(row: SftRow, tokenizer: TextTokenizer, opts: SftOptions): S
       return { input_ids: ids, labels, promptMismatch: false, assistantSpansFailed: opts.assistant_only_loss && assistant === null };
     }
   }
+}
+
+/**
+ * The tokens of `text`, or, where it has more than `maxLength`, at least its first `maxLength + 1`
+ * (enough for the caller to see it is cut): tokenising a prefix of the text instead of all of it,
+ * PREFIX_MARGIN_TOKENS beyond the cut so that the tokens kept are those of the whole text.
+ */
+function encodeHead(tokenizer: TextTokenizer, text: string, maxLength: number | null): number[] {
+  if (maxLength === null) return tokenizer.encode(text);
+  const wanted = maxLength + PREFIX_MARGIN_TOKENS;
+  for (let chars = wanted * PREFIX_CHARS_PER_TOKEN; chars < text.length; chars *= 2) {
+    // Never split a surrogate pair.
+    const end = isHighSurrogate(text.charCodeAt(chars - 1)) ? chars - 1 : chars;
+    const ids = tokenizer.encode(text.slice(0, end));
+    if (ids.length > wanted) return ids.slice(0, maxLength + 1);
+  }
+  return tokenizer.encode(text);
+}
+
+function isHighSurrogate(code: number): boolean {
+  return code >= 0xd800 && code <= 0xdbff;
 }
 
 /** TRL's completion mask: zero for as many tokens as the prompt alone has, even where the two tokenisations disagree. */

@@ -22,6 +22,11 @@ export class TextTokenizer {
   readonly padTokenId: number;
   /** One past the highest token id, i.e. how many rows an embedding matrix needs at least. */
   readonly vocabSize: number;
+  /**
+   * The model's context length, `max_position_embeddings` of its config.json, when given to
+   * `fromFiles`; SFT data is cut to it (see `SftOptions.max_position_embeddings`). null: unknown.
+   */
+  readonly maxPositionEmbeddings: number | null;
 
   private constructor(
     private readonly tokenizer: Tokenizer,
@@ -29,7 +34,9 @@ export class TextTokenizer {
     private readonly chatTemplate: Template | null,
     private readonly file: string,
     ids: { eos: number; eosAll: number[]; bos: number | null; pad: number; vocabSize: number },
+    maxPositionEmbeddings: number | null,
   ) {
+    this.maxPositionEmbeddings = maxPositionEmbeddings;
     this.eosToken = specialTokens.eos_token as string;
     this.eosTokenId = ids.eos;
     this.eosTokenIds = ids.eosAll;
@@ -43,6 +50,8 @@ export class TextTokenizer {
     tokenizerConfig: object,
     generationConfig: object | null,
     file = 'tokenizer_config.json',
+    /** The model's config.json, for its `max_position_embeddings`; null when only the tokenizer is at hand. */
+    modelConfig: object | null = null,
   ): TextTokenizer {
     const config = tokenizerConfig as Record<string, unknown>;
     let tokenizer: Tokenizer;
@@ -84,7 +93,7 @@ export class TextTokenizer {
       bos,
       pad,
       vocabSize,
-    });
+    }, positionLimit(modelConfig));
   }
 
   /** `add_special_tokens` defaults to true, as in transformers, so a Llama tokenizer prepends BOS. */
@@ -122,6 +131,11 @@ export class TextTokenizer {
       });
     }
   }
+}
+
+function positionLimit(modelConfig: object | null): number | null {
+  const value = (modelConfig as { max_position_embeddings?: unknown } | null)?.max_position_embeddings;
+  return typeof value === 'number' && Number.isInteger(value) && value > 0 ? value : null;
 }
 
 /** Special tokens in tokenizer_config.json are strings or serialised AddedTokens `{content, ...}`. */

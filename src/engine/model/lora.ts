@@ -2,6 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../errors.ts';
 import type { Rng } from '../rng.ts';
 import { LINEAR_MODULES, linearPath, linearShape, type LinearModule, type ModelConfig } from './config.ts';
+import { compileModulePattern, ModulePatternError, type ModulePattern } from './module_pattern.ts';
 import { tensorToFloat32, writeSafetensors, type SafetensorsFile, type TensorToWrite } from '../io/safetensors.ts';
 
 /** PEFT's LoraConfig fields that change the computation. */
@@ -180,9 +181,19 @@ export function parseAdapterConfig(raw: Record<string, unknown>, file = 'adapter
     if (unknown.length) fail('target_modules', `target module ${unknown[0]} is not supported; LoRA can target ${LINEAR_MODULES.join(', ')}.`);
     target_modules = LINEAR_MODULES.filter((m) => tm.includes(m));
   } else if (typeof tm === 'string') {
-    // PEFT matches a string as a regular expression against the full module path.
-    const re = new RegExp(`^(?:${tm})$`);
-    target_modules = LINEAR_MODULES.filter((m) => re.test(linearPath(0, m)) || re.test(m));
+    // PEFT matches a string as a regular expression against the full module path (re.fullmatch);
+    // the pattern comes from the file, so it runs on a linear-time matcher, never on RegExp.
+    let pattern: ModulePattern;
+    try {
+      pattern = compileModulePattern(tm);
+    } catch (e) {
+      if (!(e instanceof ModulePatternError)) throw e;
+      return fail(
+        'target_modules',
+        `"target_modules" ${JSON.stringify(tm.length > 80 ? `${tm.slice(0, 80)}…` : tm)} cannot be used: it has ${e.reason}; give a list of module names, "all-linear", or a regular expression made of literals, ".", [classes], "|", groups and the quantifiers ?, *, + or {m,n}.`,
+      );
+    }
+    target_modules = LINEAR_MODULES.filter((m) => pattern.fullMatch(linearPath(0, m)) || pattern.fullMatch(m));
   } else {
     return fail('target_modules', '"target_modules" must be a list of module names or "all-linear".');
   }
