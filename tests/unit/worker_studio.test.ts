@@ -289,6 +289,18 @@ describe('Studio on stories260K', () => {
     expect(record.checkpoint_step).toBe(failedAt > 1 ? failedAt - 1 : null);
   });
 
+  it('refuses a model whose weights hold NaN with one sentence naming a tensor, and keeps working', async () => {
+    const st = modelFiles['model.safetensors'] as Uint8Array;
+    const n = Number(new DataView(st.buffer, st.byteOffset).getBigUint64(0, true));
+    const header = JSON.parse(new TextDecoder().decode(st.subarray(8, 8 + n))) as Record<string, { data_offsets: [number, number] }>;
+    const broken = new Uint8Array(st);
+    new DataView(broken.buffer).setFloat32(8 + n + header['model.layers.1.mlp.down_proj.weight'].data_offsets[0], NaN, true);
+    await expect(studio.loadModel('nan-model', { ...modelFiles, 'model.safetensors': broken })).rejects.toThrow(
+      /^nan-model: the model's weights contain non-finite values \(NaN or infinity\), for example model\.layers\.1\.mlp\.down_proj\.weight;/,
+    );
+    expect((await studio.loadModel(MODEL, modelFiles)).name).toBe(MODEL);
+  });
+
   it('chats with a model that has no chat template by joining the messages', async () => {
     const config = JSON.parse(new TextDecoder().decode(modelFiles['tokenizer_config.json']));
     delete config.chat_template;
