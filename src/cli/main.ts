@@ -160,7 +160,6 @@ async function train(argv: string[]): Promise<void> {
   if (sources.resumeFrom) await truncateMetrics(metricsPath, t.state.global_step);
   else await rm(metricsPath, { force: true });
   failure.kept = () => (savedStep === null ? null : `the checkpoint from step ${savedStep} is kept in ${join(out, `checkpoint-${savedStep}`)}`);
-  progress = new Progress(t.totalSteps, t.state.global_step, process.stderr);
   const warnings = run.train.warnings;
   for (const w of warnings) process.stderr.write(`warning: ${w}\n`);
   process.stderr.write(
@@ -169,6 +168,8 @@ async function train(argv: string[]): Promise<void> {
       (run.evalExamples.length ? `, evaluating on ${run.evalExamples.length}` : '') +
       `, ${t.totalSteps} steps.\n`,
   );
+  // The bar comes after the lines above: a line written after it would land on the bar's own line.
+  progress = new Progress(t.totalSteps, t.state.global_step, process.stderr);
   process.on('SIGINT', onSigint);
   try {
     const state = await t.train();

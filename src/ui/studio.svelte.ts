@@ -10,7 +10,8 @@ import { RUN_OPEN_ELSEWHERE, type DataReport, type FolderFiles, type MemoryEstim
 import { connectWorker, proxy, transfer } from './connect.ts';
 import { describeError, errorText } from './lib/errors.ts';
 import { fileSafe, saveBytes, unzipFolder, type PickedFile, readFolder } from './lib/files.ts';
-import { SpeedMeter, estimateEta, formatBytes } from './lib/format.ts';
+import { SpeedMeter, formatBytes } from './lib/format.ts';
+import { estimateEta } from '../engine/train/eta.ts';
 import { chooseHubUrl, downloadModel, isCached, normalizeHubUrl, type DownloadProgress } from './model/hub.ts';
 import { CATALOG } from './model/catalog.ts';
 import { defaultForm, formWithAdapterConfig, validateForm, type RawForm } from './recipe/form.ts';
@@ -107,7 +108,9 @@ export class Studio {
   series = $state.raw<Series>(emptySeries());
   log = $state.raw<LogLine[]>([]);
   trainError = $state<string | null>(null);
-  private pace: { step: number; time: number } | null = null;
+  // State, not a plain field: `eta` reads it first, and a derived value that short-circuits on a
+  // plain null never subscribes to anything, so it would never recompute.
+  private pace = $state<{ step: number; time: number } | null>(null);
   lastLogTime = $state(0);
   eta = $derived(this.pace && this.lastLogTime ? estimateEta(this.pace.step, this.pace.time, this.step, this.lastLogTime, this.totalSteps) : null);
   /** A run another tab trains, shown read-only from what it stores: this tab cannot pause or stop it. */

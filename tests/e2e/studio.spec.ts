@@ -115,6 +115,8 @@ test.describe('studio', () => {
     await expect(page.getByTestId('train-status')).toHaveText('running');
     await expect.poll(() => chartPoints(page, 'chart-loss')).toBeGreaterThanOrEqual(2);
     await expect(page.getByTestId('train-log')).toContainText('Checkpoint saved at step');
+    // Two logged steps give a pace, so the time left shows a value.
+    await expect(page.getByTestId('train-eta')).toHaveText(/^\d+ (s|min \d\d s|h \d\d min)$/);
     lap(`training, at step ${await page.getByTestId('train-step').innerText()}`);
 
     // Pause stores a checkpoint where it stops; resume continues from it.

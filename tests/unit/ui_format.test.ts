@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { SpeedMeter, estimateEta, formatBytes, formatCount, formatDuration, formatMetric } from '../../src/ui/lib/format.ts';
+import { SpeedMeter, formatBytes, formatCount, formatDuration, formatMetric } from '../../src/ui/lib/format.ts';
+import { estimateEta } from '../../src/engine/train/eta.ts';
 
 describe('formatBytes', () => {
   it('uses decimal units like the Hub', () => {
