@@ -14,8 +14,7 @@ import { detectFormat, parseDatasetText } from '../engine/data/dataset.ts';
 import { datasetStats, tokenizeSft } from '../engine/data/sft.ts';
 import { sftEvalLoss } from '../engine/train/sft.ts';
 import { generate } from '../engine/model/generate.ts';
-import { nonFiniteAdapterWeight, nonFiniteWeight } from '../engine/model/check.ts';
-import type { CausalLM } from '../engine/model/llama.ts';
+import { nonFiniteAdapterWeight } from '../engine/model/check.ts';
 import type { LoraAdapter } from '../engine/model/lora.ts';
 import type { LogEntry } from '../engine/train/trainer.ts';
 import { nodeFolder, writeFileAtomic, writeFolderAtomic } from './fs_files.ts';
@@ -77,19 +76,14 @@ async function textFile(path: string, what: string): Promise<{ text: string; fil
 }
 
 /**
- * Refuses a model (and adapter) whose weights hold NaN or infinity: every loss would be NaN and
- * every sample garbage, and no recipe setting can change that.
+ * Refuses an adapter whose weights hold NaN or infinity (the model's own weights are checked as
+ * they load): every loss would be NaN and every sample garbage.
  */
-async function checkFiniteWeights(model: CausalLM, modelDir: string, adapter: LoraAdapter | null, adapterDir: string | null): Promise<void> {
-  const bad = await nonFiniteWeight(model);
+async function checkFiniteAdapter(adapter: LoraAdapter | null, adapterDir: string | null): Promise<void> {
+  if (!adapter || !adapterDir) return;
+  const bad = await nonFiniteAdapterWeight(adapter);
   if (bad !== null) {
-    throw new UserError(`${modelDir}: the model's weights contain non-finite values (NaN or infinity), for example ${bad}; the model is damaged, so download or export it again.`, { file: modelDir });
-  }
-  if (adapter && adapterDir) {
-    const badAdapter = await nonFiniteAdapterWeight(adapter);
-    if (badAdapter !== null) {
-      throw new UserError(`${adapterDir}: the adapter's weights contain non-finite values (NaN or infinity), for example ${badAdapter}; it cannot be used.`, { file: adapterDir });
-    }
+    throw new UserError(`${adapterDir}: the adapter's weights contain non-finite values (NaN or infinity), for example ${bad}; it cannot be used.`, { file: adapterDir });
   }
 }
 
@@ -147,12 +141,6 @@ async function train(argv: string[]): Promise<void> {
     shouldStop: () => stopRequested,
   }, { onProgress: loadProgress(process.stderr) });
   const t = run.trainer;
-  try {
-    await checkFiniteWeights(run.loaded.model, recipe.model, run.adapter, run.resumedFrom?.location ?? recipe.init_adapter ?? null);
-  } catch (e) {
-    run.dispose();
-    throw e;
-  }
   // Everything is checked: only now does the output folder come into being.
   await mkdir(out, { recursive: true });
   await cleanLeftovers(out);
@@ -206,7 +194,7 @@ async function withModel(args: ParsedArgs, command: string): Promise<LoadedModel
   const loaded = await loadModel(folder(modelDir, 'model'), { onProgress: loadProgress(process.stderr) });
   const adapterDir = args.flags.get('adapter');
   const adapter = adapterDir ? await loadAdapter(loaded.model, folder(adapterDir, 'adapter')) : null;
-  await checkFiniteWeights(loaded.model, modelDir, adapter, adapterDir ?? null);
+  await checkFiniteAdapter(adapter, adapterDir ?? null);
   return { ...loaded, adapter };
 }
 

@@ -18,6 +18,7 @@ import { Rng } from './rng.ts';
 import type { Recipe } from './recipe.ts';
 import { Trainer, type TrainerCallbacks } from './train/trainer.ts';
 import { describeValue, findUnusableTensor } from './train/guard.ts';
+import { nonFiniteWeight } from './model/check.ts';
 import { resolveCheckpoint } from './train/checkpoints.ts';
 import type { Example } from './train/batch.ts';
 
@@ -33,6 +34,12 @@ export async function loadModel(source: FileSource, opts: LoadOptions = {}): Pro
   await adoptChatTemplateFile(source, folder.tokenizerConfig);
   const tokenizer = TextTokenizer.fromFiles(folder.tokenizerJson, folder.tokenizerConfig, folder.generationConfig, pathIn(source, 'tokenizer_config.json'), folder.config);
   const model = await CausalLM.fromFolder(folder, opts);
+  // Every loss would be NaN and every reply garbage, whatever the recipe: refused up front.
+  const bad = await nonFiniteWeight(model);
+  if (bad !== null) {
+    model.dispose();
+    throw new UserError(`${source.location}: the model's weights contain non-finite values (NaN or infinity), for example ${bad}; the model is damaged, so download or export it again.`, { file: source.location });
+  }
   return { folder, model, tokenizer };
 }
 

@@ -225,4 +225,3 @@ export class TrainingSession {
 }
 
 // Moved to the engine so the CLI shares it; re-exported for existing importers.
-export { isAllocationError };

@@ -6,7 +6,6 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { releaseFreeGpuBuffers } from '../engine/backend/gpu_pool.ts';
-import { nonFiniteWeight } from '../engine/model/check.ts';
 import { zipSync, type Zippable } from 'fflate';
 import { initBackend, type BackendInfo } from '../engine/backend/index.ts';
 import { UserError } from '../engine/errors.ts';
@@ -112,12 +111,6 @@ export class Studio implements StudioApi {
       this.dropTensors();
       this.model = null;
       const loaded = await loadModel(memoryFiles(name, files), { onProgress });
-      // Every loss would be NaN and every reply garbage, whatever the recipe: refused up front.
-      const bad = await nonFiniteWeight(loaded.model);
-      if (bad !== null) {
-        loaded.model.dispose();
-        throw new UserError(`${name}: the model's weights contain non-finite values (NaN or infinity), for example ${bad}; the model is damaged, so download or export it again.`);
-      }
       const { config } = loaded.model;
       const summary: ModelSummary = {
         name,

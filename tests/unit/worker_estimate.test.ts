@@ -8,7 +8,7 @@ import type { CausalLM } from '../../src/engine/model/llama.ts';
 import { parseRecipe, type RecipeInput } from '../../src/engine/recipe.ts';
 import { loadModel } from '../../src/engine/run.ts';
 import { estimateMemory, shrinkAdvice } from '../../src/worker/estimate.ts';
-import { isAllocationError } from '../../src/worker/session.ts';
+import { isAllocationError } from '../../src/engine/errors.ts';
 import { STORIES_DIR } from './helpers/tiny_model.ts';
 import { LoraAdapter, resolveTargetModules } from '../../src/engine/model/lora.ts';
 import { collate } from '../../src/engine/train/batch.ts';

@@ -46,7 +46,7 @@ function recordBytes(value: unknown): number {
  * meter is meant for differences (a step's peak above what was resident before it).
  */
 export function meterBackendMemory(): MemoryMeter {
-  const backend = tf.backend() as unknown as { data?: Storage; dataIdMap?: Storage; tensorMap?: Storage; bufferManager?: { numBytesAllocated: number }; wasm?: { HEAPU8: Uint8Array } };
+  const backend = tf.backend() as unknown as { data?: Storage; dataIdMap?: Storage; tensorMap?: Storage };
   // The buffer table: WASM's dataIdMap, WebGPU's tensorMap, the CPU backend's data.
   const storage = backend.dataIdMap ?? backend.tensorMap ?? backend.data;
   if (!storage) throw new Error(`meterBackendMemory: the ${tf.getBackend()} backend keeps no buffer table this meter knows`);
@@ -72,7 +72,7 @@ export function meterBackendMemory(): MemoryMeter {
     read: () => ({
       bytes,
       peak,
-      reserved: backend.bufferManager ? backend.bufferManager.numBytesAllocated : backend.wasm ? backend.wasm.HEAPU8.byteLength : null,
+      reserved: reservedBytes(),
     }),
     resetPeak: () => {
       peak = bytes;
@@ -89,8 +89,12 @@ export function meterBackendMemory(): MemoryMeter {
  * pooled), WASM's heap, else the bytes of live tensors.
  */
 export function backendMemoryBytes(): number {
+  return reservedBytes() ?? tf.memory().numBytes;
+}
+
+/** WebGPU: every GPU buffer tfjs holds, in use or pooled. WASM: the heap's size. Else null. */
+function reservedBytes(): number | null {
   const backend = tf.backend() as unknown as { bufferManager?: { numBytesAllocated: number }; wasm?: { HEAPU8: Uint8Array } };
   if (backend.bufferManager) return backend.bufferManager.numBytesAllocated;
-  if (backend.wasm) return backend.wasm.HEAPU8.byteLength;
-  return tf.memory().numBytes;
+  return backend.wasm ? backend.wasm.HEAPU8.byteLength : null;
 }

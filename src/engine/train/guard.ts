@@ -37,7 +37,10 @@ export function firstUnusable(data: ArrayLike<number>, options: { nonNegative?: 
 export async function findUnusableTensor(tensors: Map<string, tf.Tensor>): Promise<{ name: string; value: number } | null> {
   const names = [...tensors.keys()];
   if (names.length === 0) return null;
-  const sums = tf.tidy(() => tf.stack(names.map((n) => tf.sum(tf.square(tensors.get(n)!.toFloat())))));
+  // Each square is freed as soon as it is summed: a full fine-tune checks every weight of the model.
+  const parts = names.map((n) => tf.tidy(() => tf.sum(tf.square(tensors.get(n)!.toFloat()))));
+  const sums = tf.stack(parts);
+  tf.dispose(parts);
   const values = (await sums.data()) as Float32Array;
   sums.dispose();
   for (let i = 0; i < names.length; i++) {

@@ -13,6 +13,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { hasKernel, registerKernels } from './registry.ts';
+import { matMul } from './matmul.ts';
 import { float32ToBf16Bits, float32ToF16Bits } from '../../io/safetensors.ts';
 import { linearHostKernels, widen16 } from './linear.cpu.ts';
 import { linearWebGPUKernels } from './linear.wgsl.ts';
@@ -119,7 +120,7 @@ export function linearForward(x: tf.Tensor2D, w: FrozenWeight, bias?: tf.Tensor1
       if (bias) grads.push(tf.sum(dy, 0));
       if (lora) {
         grads.push(tf.mul(tf.matMul(dy, lora.B), lora.scale));
-        grads.push(tf.mul(matMulTransposedA(dy, lora.xa), lora.scale));
+        grads.push(tf.mul(matMul(dy, lora.xa, true, false) as tf.Tensor2D, lora.scale));
       }
       return grads;
     };
@@ -160,10 +161,6 @@ export function linearInputGradComposed(dy: tf.Tensor2D, w: FrozenWeight, lora?:
 }
 
 
-/** aᵀ·b without handing tfjs-wasm a transposed operand (see the wasm notes below). */
-function matMulTransposedA(a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
-  return tf.getBackend() === 'wasm' ? tf.matMul(tf.transpose(a), b) : tf.matMul(a, b, true, false);
-}
 
 /** The inputs of FtLinear / FtLinearInputGrad: x (or dy), w, and the optional bias and LoRA pair. */
 export interface LinearInputs {
