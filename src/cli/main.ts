@@ -6,12 +6,12 @@ import './quiet_tfjs.ts';
 import { existsSync, statSync } from 'node:fs';
 import { appendFile, mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { UserError } from '../engine/errors.ts';
-import { initBackend, type BackendName } from '../engine/backend/index.ts';
-import { parseRecipe, parseRecipeJson, applyOverrides } from '../engine/recipe.ts';
+import { UserError, decodeUtf8Text } from '../engine/errors.ts';
+import { adapterName, initBackend, initFastestBackend, type BackendInfo, type BackendName } from '../engine/backend/index.ts';
+import { parseRecipe, parseRecipeJson, applyOverrides, SHORT_RUN_STEPS } from '../engine/recipe.ts';
 import { loadAdapter, loadModel, loadTokenizer, modelFiles, prepareRun, prepareSftData, savedDType, sftOptions, type LoadedModel } from '../engine/run.ts';
 import { detectFormat, parseDatasetText } from '../engine/data/dataset.ts';
-import { datasetStats, tokenizeSft } from '../engine/data/sft.ts';
+import { datasetStats, tokenizeSft, type DatasetStats, type LengthStats } from '../engine/data/sft.ts';
 import { sftEvalLoss } from '../engine/train/sft.ts';
 import { generate } from '../engine/model/generate.ts';
 import { nonFiniteAdapterWeight } from '../engine/model/check.ts';
@@ -32,7 +32,9 @@ const USAGE = `finetune — fine-tune small LLMs with LoRA on TensorFlow.js
                     [--temperature T] [--top_p P] [--top_k K] [--seed S] [--num_return_sequences N]
   finetune merge --model DIR --adapter DIR --out DIR
 
-Every command also takes --backend cpu|wasm|webgpu (default cpu).`;
+train, eval, generate and merge also take --backend cpu|wasm|webgpu; the default is the fastest
+available here: webgpu on a hardware GPU, else wasm (a software GPU such as SwiftShader is slower).
+A recipe that leaves logging_steps unset logs every step of a run shorter than ${SHORT_RUN_STEPS} steps.`;
 
 /** What the failure message needs to know about the command that failed. */
 const failure: FailureContext = { command: 'finetune', backend: 'cpu' };
@@ -52,17 +54,34 @@ async function main(argv: string[]): Promise<number> {
   return typeof process.exitCode === 'number' ? process.exitCode : 0;
 }
 
-async function useBackend(args: ParsedArgs, command: string): Promise<void> {
-  const wanted = (args.flags.get('backend') ?? 'cpu') as BackendName;
-  if (!['cpu', 'wasm', 'webgpu'].includes(wanted)) throw new UserError(`finetune ${command}: --backend must be cpu, wasm or webgpu (got "${wanted}").`);
-  failure.backend = wanted;
+/**
+ * Starts the backend --backend names, or without it the fastest available here. Returns the
+ * command's opening line, which says which and why; the command prints it once every input is
+ * checked, so that a refused input is still the one line printed.
+ */
+async function useBackend(args: ParsedArgs, command: string): Promise<string> {
   failure.flags = args.flags;
-  if (wanted === 'webgpu') {
+  const flag = args.flags.get('backend');
+  if (flag !== undefined && !['cpu', 'wasm', 'webgpu'].includes(flag)) throw new UserError(`finetune ${command}: --backend must be cpu, wasm or webgpu (got "${flag}").`);
+  const wanted = flag as BackendName | undefined;
+  if (wanted === undefined || wanted === 'webgpu') {
     const { installNodeWebGPU } = await import('../engine/backend/node_webgpu.ts');
     await installNodeWebGPU();
   }
+  if (wanted === undefined) {
+    const info = await initFastestBackend();
+    failure.backend = info.name;
+    const passedOver = info.fallbackReason ? `; ${info.fallbackReason}` : '';
+    return `Backend: ${backendName(info)} (the fastest available here${passedOver}; choose with --backend cpu|wasm|webgpu).`;
+  }
   const info = await initBackend(wanted);
   if (info.name !== wanted) throw new UserError(`finetune ${command}: the ${wanted} backend is not available here (${info.fallbackReason ?? 'no reason given'}).`);
+  failure.backend = wanted;
+  return `Backend: ${backendName(info)} (chosen with --backend).`;
+}
+
+function backendName(info: BackendInfo): string {
+  return info.name === 'webgpu' && info.adapter ? `webgpu on ${adapterName(info.adapter)}` : info.name;
 }
 
 function folder(dir: string, what: string) {
@@ -72,7 +91,7 @@ function folder(dir: string, what: string) {
 
 async function textFile(path: string, what: string): Promise<{ text: string; file: string }> {
   if (!existsSync(path) || !statSync(path).isFile()) throw new UserError(`${path}: no such file (the ${what}).`, { file: path });
-  return { text: await readFile(path, 'utf8'), file: path };
+  return { text: decodeUtf8Text(await readFile(path), path), file: path };
 }
 
 /**
@@ -102,11 +121,12 @@ async function train(argv: string[]): Promise<void> {
   const overrides = Object.fromEntries([...args.flags].filter(([k]) => k !== 'backend'));
   const { text } = await textFile(recipePath, 'recipe');
   // Overrides go onto the file's own JSON so that defaults are applied once, after both.
-  const recipe = parseRecipe(applyOverrides(parseRecipeJson(text, recipePath), overrides), recipePath);
+  const json = applyOverrides(parseRecipeJson(text, recipePath), overrides);
+  const recipe = parseRecipe(json, recipePath);
   failure.recipe = recipe;
   // Before anything is loaded: a folder that cannot be written would fail only at the first checkpoint.
   await checkOutputDir(recipe.output_dir);
-  await useBackend(args, 'train');
+  const opening = await useBackend(args, 'train');
 
   const sources = {
     model: folder(recipe.model, 'model'),
@@ -139,7 +159,7 @@ async function train(argv: string[]): Promise<void> {
       await pruneCheckpoints(out, recipe.save_total_limit);
     },
     shouldStop: () => stopRequested,
-  }, { onProgress: loadProgress(process.stderr) });
+  }, { onProgress: loadProgress(process.stderr) }, { loggingStepsSet: 'logging_steps' in json });
   const t = run.trainer;
   // Everything is checked: only now does the output folder come into being.
   await mkdir(out, { recursive: true });
@@ -148,13 +168,17 @@ async function train(argv: string[]): Promise<void> {
   if (sources.resumeFrom) await truncateMetrics(metricsPath, t.state.global_step);
   else await rm(metricsPath, { force: true });
   failure.kept = () => (savedStep === null ? null : `the checkpoint from step ${savedStep} is kept in ${join(out, `checkpoint-${savedStep}`)}`);
+  process.stderr.write(opening + '\n');
   const warnings = run.train.warnings;
   for (const w of warnings) process.stderr.write(`warning: ${w}\n`);
+  const logging = run.recipe.logging_steps === 1 ? 'logging every step' : `logging every ${run.recipe.logging_steps} steps`;
   process.stderr.write(
-    `Training ${recipe.peft.type} on ${run.train.examples.length} examples` +
+    `Training ${recipe.peft.type} on ${run.trainExamples.length} examples` +
       (run.train.dropped.length ? ` (${run.train.dropped.length} rows dropped: no trainable token)` : '') +
       (run.evalExamples.length ? `, evaluating on ${run.evalExamples.length}` : '') +
-      `, ${t.totalSteps} steps.\n`,
+      `, ${t.totalSteps} steps, ${logging}` +
+      (run.recipe.logging_steps !== recipe.logging_steps ? ` (logging_steps is unset and the run is shorter than ${SHORT_RUN_STEPS} steps)` : '') +
+      '.\n',
   );
   // The bar comes after the lines above: a line written after it would land on the bar's own line.
   progress = new Progress(t.totalSteps, t.state.global_step, process.stderr);
@@ -164,7 +188,7 @@ async function train(argv: string[]): Promise<void> {
     progress.done();
     const files = { ...(await run.outputFiles()), 'trainer_state.json': new TextEncoder().encode(JSON.stringify(t.trainerStateJson(), null, 2)) };
     for (const [name, content] of Object.entries(files)) await writeFileAtomic(join(out, name), content);
-    await writeFileAtomic(join(out, 'recipe.json'), JSON.stringify(recipe, null, 2) + '\n');
+    await writeFileAtomic(join(out, 'recipe.json'), JSON.stringify(run.recipe, null, 2) + '\n');
     if (state.global_step < t.totalSteps) {
       const ckpt = join(out, `checkpoint-${state.global_step}`);
       await writeFolderAtomic(ckpt, await t.checkpointFiles());
@@ -205,10 +229,11 @@ async function evaluate(argv: string[]): Promise<void> {
   const dataFile = await textFile(required(args, 'eval', 'data'), 'data');
   const max_length = numberFlag(args, 'eval', 'max_length', { integer: true, min: 1 });
   const batchSize = numberFlag(args, 'eval', 'batch_size', { integer: true, min: 1 }) ?? 8;
-  await useBackend(args, 'eval');
+  const opening = await useBackend(args, 'eval');
   const { model, tokenizer, adapter } = await withModel(args, 'eval');
   const recipe = parseRecipe({ model: '-', train_file: dataFile.file, ...(max_length ? { max_length } : {}) }, 'eval options');
   const data = prepareSftData(dataFile.text, dataFile.file, tokenizer, recipe);
+  process.stderr.write(opening + '\n');
   const { loss, num_tokens } = await sftEvalLoss(model, data.examples, { adapter, padTokenId: tokenizer.padTokenId, batchSize });
   const result = { loss, num_tokens, num_examples: data.examples.length, metrics: { perplexity: Math.exp(loss) } };
   if (args.flags.has('json')) console.log(JSON.stringify(result));
@@ -237,8 +262,12 @@ async function data(argv: string[]): Promise<void> {
   console.log(`${path}: ${format ?? 'no valid row'} format, ${parsed.rows.length + parsed.errors.length} rows`);
   if (sft) {
     const s = datasetStats(sft);
-    console.log(`examples ${s.num_examples}, dropped ${s.num_dropped} (no trainable token), truncated ${s.num_truncated} to max_length ${recipe.max_length ?? 'none'}`);
-    console.log(`tokens ${s.total_tokens} (trained ${s.trainable_tokens}); length min ${s.length.min}, mean ${s.length.mean.toFixed(1)}, median ${s.length.median}, p95 ${s.length.p95}, max ${s.length.max}`);
+    const cut = s.histogram.max_length;
+    const cutBy = cut === null ? 'none' : cut === recipe.max_length ? `max_length ${cut}` : `the model's ${cut} positions`;
+    console.log(`examples ${s.num_examples}, dropped ${s.num_dropped} (no trainable token), truncated ${s.num_truncated} (cut: ${cutBy})`);
+    console.log(`tokens ${s.total_tokens} (trained ${s.trainable_tokens}); length as trained: ${lengths(s.length)}`);
+    if (s.num_truncated > 0) console.log(`length before truncation: ${lengths(s.length_before_truncation)}`);
+    for (const line of histogramLines(s.histogram)) console.log(line);
     for (const d of sft.dropped) console.log(`dropped: ${path}, line ${d.line}: ${d.reason}`);
     for (const w of sft.warnings) console.log(`warning: ${w}`);
   }
@@ -250,6 +279,28 @@ async function data(argv: string[]): Promise<void> {
     console.log(`wrote ${sft?.examples.length ?? 0} examples to ${dump}`);
   }
   if (errors.length) process.exitCode = 1;
+}
+
+function lengths(l: LengthStats): string {
+  return `min ${l.min}, mean ${Math.round(l.mean * 10) / 10}, median ${l.median}, p95 ${l.p95}, max ${l.max}`;
+}
+
+/** The histogram of lengths before truncation as text: one bar per bin, a rule at the cut. */
+function histogramLines(h: DatasetStats['histogram']): string[] {
+  if (h.counts.length === 0) return [];
+  const most = Math.max(...h.counts);
+  const labels = h.counts.map((_, i) => {
+    const [lo, hi] = [h.bin_edges[i], h.bin_edges[i + 1] - 1];
+    return lo === hi ? String(lo) : `${lo}–${hi}`;
+  });
+  const width = Math.max(...labels.map((l) => l.length));
+  const lines = [`tokens per row before truncation${h.max_length === null ? '' : `, cut at ${h.max_length}`}:`];
+  h.counts.forEach((count, i) => {
+    const cutHere = h.max_length !== null && h.bin_edges[i] > h.max_length && (i === 0 || h.bin_edges[i - 1] <= h.max_length);
+    if (cutHere) lines.push(`  ${'-'.repeat(width)}  cut at ${h.max_length}: the rows below lose their end`);
+    lines.push(`  ${labels[i].padStart(width)}  ${'#'.repeat(Math.ceil((count / most) * 40)).padEnd(40)}  ${count}`);
+  });
+  return lines;
 }
 
 async function generateCommand(argv: string[]): Promise<void> {
@@ -264,8 +315,9 @@ async function generateCommand(argv: string[]): Promise<void> {
     seed: numberFlag(args, 'generate', 'seed', { integer: true }),
     num_return_sequences: numberFlag(args, 'generate', 'num_return_sequences', { integer: true, min: 1 }),
   };
-  await useBackend(args, 'generate');
+  const opening = await useBackend(args, 'generate');
   const { model, tokenizer, adapter, folder: f } = await withModel(args, 'generate');
+  process.stderr.write(opening + '\n');
   const text = args.flags.has('chat') ? tokenizer.applyChatTemplate([{ role: 'user', content: prompt }], { add_generation_prompt: true }) : prompt;
   const ids = tokenizer.encode(text, { add_special_tokens: !args.flags.has('chat') });
   // transformers' defaults come from generation_config.json; a flag overrides them; no
@@ -310,8 +362,9 @@ async function merge(argv: string[]): Promise<void> {
   required(args, 'merge', 'adapter');
   // The merged folder replaces `out` whole: refuse a file there, or a folder that cannot be written.
   await checkOutputDir(out, '--out', { replacedWhole: true });
-  await useBackend(args, 'merge');
+  const opening = await useBackend(args, 'merge');
   const { model, adapter, folder: f } = await withModel(args, 'merge');
+  process.stderr.write(opening + '\n');
   await writeFolderAtomic(out, await modelFiles(f, model, savedDType(f), adapter));
   console.log(`merged model written to ${out}`);
   adapter?.dispose();

@@ -111,6 +111,12 @@ function optional<S extends z.ZodType>(type: FieldType<S>, doc: string, trl: str
   return schema;
 }
 
+/**
+ * A run with fewer optimizer steps than this logs every step when logging_steps is left unset
+ * (`RunOptions.loggingStepsSet`): TRL's default of 10 would show almost nothing of it.
+ */
+export const SHORT_RUN_STEPS = 50;
+
 const LORA_TARGET_MODULES = LINEAR_MODULES;
 
 const targetModules: FieldType<z.ZodType<'all-linear' | (typeof LORA_TARGET_MODULES)[number][]>> = {
@@ -270,7 +276,7 @@ const RecipeObject = z.strictObject({
     'Keep at most this many checkpoints, deleting the oldest; null keeps all.',
     'SFTConfig.save_total_limit'),
   logging_steps: field(integer(1), 10,
-    'Report loss, learning rate and gradient norm every this many optimiser steps.',
+    `Report loss, learning rate and gradient norm every this many optimiser steps (and at the first and last). Left unset, \`finetune train\` logs every step of a run shorter than ${SHORT_RUN_STEPS} steps.`,
     'SFTConfig.logging_steps'),
 });
 

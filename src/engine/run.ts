@@ -15,7 +15,7 @@ import { TextTokenizer } from './data/tokenizer.ts';
 import { detectFormat, parseDatasetText } from './data/dataset.ts';
 import { tokenizeSft, type SftData, type SftOptions } from './data/sft.ts';
 import { Rng } from './rng.ts';
-import type { Recipe } from './recipe.ts';
+import { SHORT_RUN_STEPS, type Recipe } from './recipe.ts';
 import { Trainer, type TrainerCallbacks } from './train/trainer.ts';
 import { describeValue, findUnusableTensor } from './train/guard.ts';
 import { nonFiniteWeight } from './model/check.ts';
@@ -86,6 +86,13 @@ function rowErrors(errors: { line: number; message: string }[], file: string): U
   return new UserError(`${errors[0].message}${more}`, { file, line: errors[0].line });
 }
 
+/** The optimizer steps of a run on this many examples, as the Trainer counts them. */
+export function optimizerSteps(recipe: Recipe, numTrainExamples: number): number {
+  if (recipe.max_steps > 0) return recipe.max_steps;
+  const microPerEpoch = Math.ceil(numTrainExamples / recipe.per_device_train_batch_size);
+  return Math.max(1, Math.ceil(recipe.num_train_epochs * Math.ceil(microPerEpoch / recipe.gradient_accumulation_steps)));
+}
+
 /** Seeded split of the training examples into train and eval (TRL's eval_split / datasets' train_test_split). */
 export function splitExamples<T>(examples: T[], fraction: number, seed: number): { train: T[]; eval: T[] } {
   if (fraction <= 0) return { train: examples, eval: [] };
@@ -109,12 +116,25 @@ export interface RunSources {
   resumeFrom?: FileSource | null;
 }
 
+export interface RunOptions {
+  /**
+   * Whether the person set logging_steps (in the recipe file, or as an override) rather than
+   * leaving it to its default. Where they did not and the run has fewer than SHORT_RUN_STEPS
+   * optimizer steps, it logs every step. Omitted: the recipe's value stands.
+   */
+  loggingStepsSet?: boolean;
+}
+
 export interface PreparedRun {
+  /** The recipe as it runs: the one given, with logging_steps 1 where RunOptions.loggingStepsSet says so. */
   recipe: Recipe;
   loaded: LoadedModel;
   adapter: LoraAdapter | null;
   trainer: Trainer;
+  /** The train_file tokenised, every example, including those eval_split holds out. */
   train: SftData;
+  /** The examples trained on: `train.examples` less those eval_split holds out. */
+  trainExamples: Example[];
   evalExamples: Example[];
   /** The checkpoint folder the run resumed from (resolved from an output folder), or null. */
   resumedFrom: FileSource | null;
@@ -127,7 +147,13 @@ export interface PreparedRun {
  * Everything up to the first step, checked before anything is written: a bad recipe, model,
  * adapter or data file fails here with its one sentence, and the output folder is never touched.
  */
-export async function prepareRun(recipe: Recipe, sources: RunSources, callbacks: TrainerCallbacks = {}, load: LoadOptions = {}): Promise<PreparedRun> {
+export async function prepareRun(
+  recipe: Recipe,
+  sources: RunSources,
+  callbacks: TrainerCallbacks = {},
+  load: LoadOptions = {},
+  options: RunOptions = {},
+): Promise<PreparedRun> {
   if (recipe.method !== 'sft') throw new UserError(`recipe: method ${recipe.method} is not available in this version; use "sft".`, { field: 'method' });
   const loaded = await loadModel(sources.model, load);
   const disposables: { dispose(): void }[] = [loaded.model];
@@ -141,6 +167,7 @@ export async function prepareRun(recipe: Recipe, sources: RunSources, callbacks:
     } else if (recipe.eval_split > 0) {
       ({ train: trainExamples, eval: evalExamples } = splitExamples(train.examples, recipe.eval_split, recipe.seed));
     }
+    if (options.loggingStepsSet === false && optimizerSteps(recipe, trainExamples.length) < SHORT_RUN_STEPS) recipe = { ...recipe, logging_steps: 1 };
 
     const peft = recipe.peft;
     let adapter: LoraAdapter | null = null;
@@ -188,6 +215,7 @@ export async function prepareRun(recipe: Recipe, sources: RunSources, callbacks:
       adapter,
       trainer,
       train,
+      trainExamples,
       evalExamples,
       resumedFrom: checkpointModel,
       outputFiles: saveModel,

@@ -1,14 +1,15 @@
 /**
  * What the data view shows about a dataset file before training: its format, token statistics,
- * every bad row with its line, a preview and one example's loss mask. The file is read in slices
- * through the streaming JSONL parser and tokenised slice by slice, so the parsed rows of a large
- * file never exist all at once beside its text; what is kept is what training keeps, the tokens.
+ * every bad row with its line, a preview and one example's loss mask; and, page by page, any of
+ * its rows as training sees it. The file is read in slices through the streaming JSONL parser and
+ * tokenised slice by slice, so the parsed rows of a large file never exist all at once beside its
+ * text; what is kept is what training keeps, the tokens.
  */
 import { createJsonlParser, detectFormat, parseDatasetText, toSftRows, type DatasetFormat, type DatasetRow, type ParsedDataset, type RowError, type SftRow } from '../engine/data/dataset.ts';
 import { datasetStats, IGNORE_INDEX, tokenizeSft, type SftData, type SftExample } from '../engine/data/sft.ts';
 import type { TextTokenizer } from '../engine/data/tokenizer.ts';
 import type { Recipe } from '../engine/recipe.ts';
-import type { DataReport } from './protocol.ts';
+import type { DataReport, PreviewPage, PreviewRow } from './protocol.ts';
 import { sftOptions } from '../engine/run.ts';
 
 /** Characters parsed at a time; most datasets fit in one slice, which keeps warnings exact. */
@@ -30,10 +31,11 @@ function* rowSlices(text: string, file: string): Generator<ParsedDataset> {
  * The format of the whole file, decided as `detectFormat` decides it over every row, from rows
  * reduced to their keys (all that detection reads), one shared object per distinct key set.
  */
-function wholeFileFormat(text: string, file: string): DatasetFormat | null {
+function wholeFileFormat(text: string, file: string, eachSlice?: (slice: ParsedDataset) => void): DatasetFormat | null {
   const shapes = new Map<string, Record<string, unknown>>();
   const rows: DatasetRow[] = [];
   for (const slice of rowSlices(text, file)) {
+    eachSlice?.(slice);
     for (const row of slice.rows) {
       const keys = Object.keys(row.value);
       const signature = keys.join('\u0000');
@@ -67,6 +69,7 @@ export function dataReport(file: string, text: string, tokenizer: TextTokenizer,
       for (const row of head.slice(0, PREVIEW_ROWS - preview.length)) preview.push({ line: row.line, messages: transcript(row) });
     }
     const part = tokenizeSft(slice.rows, format, tokenizer, options, file);
+    data.max_length = part.max_length;
     for (const e of part.examples) data.examples.push(e);
     data.dropped.push(...part.dropped);
     data.truncated += part.truncated;
@@ -108,19 +111,132 @@ function transcript(row: SftRow): { role: string; content: string }[] {
   }
 }
 
+/** One example token by token: the decoded piece and whether it is trained on. */
+function maskView(example: SftExample, tokenizer: TextTokenizer): NonNullable<DataReport['mask_view']> {
+  const pieces = tokenPieces(example.input_ids, tokenizer);
+  return { line: example.line, tokens: pieces.map((text, i) => ({ text, trained: example.labels[i] !== IGNORE_INDEX })) };
+}
+
 /**
  * Each token's own text, so the view shows exactly where training starts and stops. A token is
- * decoded after its predecessor and the predecessor's text cut off, because SentencePiece-style
- * decoders drop the leading space of a text's first token, which would glue the pieces together.
+ * decoded after the token before it (the first token after itself) and that token's text cut off,
+ * because SentencePiece-style decoders drop the leading space of a text's first token, which would
+ * glue the pieces together. A character spelt in several byte tokens (UTF-8 cut between tokens
+ * decodes to U+FFFD) is shown whole on its last token, the ones before it empty.
  */
-function maskView(example: SftExample, tokenizer: TextTokenizer): NonNullable<DataReport['mask_view']> {
-  const ids = example.input_ids;
-  const piece = (i: number): string => {
-    const alone = tokenizer.decode([ids[i]]);
-    if (i === 0) return alone;
-    const before = tokenizer.decode([ids[i - 1]]);
-    const both = tokenizer.decode([ids[i - 1], ids[i]]);
-    return both.startsWith(before) ? both.slice(before.length) : alone;
+function tokenPieces(ids: number[], tokenizer: TextTokenizer): string[] {
+  const pieces: string[] = [];
+  for (let i = 0; i < ids.length; ) {
+    const context = ids[i > 0 ? i - 1 : 0];
+    const before = tokenizer.decode([context]);
+    const after = (end: number): string | null => {
+      const both = tokenizer.decode([context, ...ids.slice(i, end)]);
+      return both.startsWith(before) ? both.slice(before.length) : null;
+    };
+    let end = i + 1;
+    let piece = after(end);
+    // A UTF-8 character has at most 4 bytes, so at most 3 more tokens can complete it.
+    for (let more = i + 2; piece !== null && piece.endsWith('\uFFFD') && more <= Math.min(ids.length, i + 4); more++) {
+      const longer = after(more);
+      if (longer !== null && !longer.endsWith('\uFFFD')) {
+        end = more;
+        piece = longer;
+      }
+    }
+    for (let j = i; j < end - 1; j++) pieces.push('');
+    pieces.push(piece ?? tokenizer.decode([ids[i]]));
+    i = end;
+  }
+  return pieces;
+}
+
+/**
+ * Whether a token is one the tokenizer or the chat template adds as a marker (BOS, EOS, turn
+ * boundaries): the tokens `skip_special_tokens` leaves out of a decoded text (tokenizer.json's
+ * added tokens marked special), and the tokenizer's own BOS and EOS wherever they are not marked.
+ */
+function specialTokens(tokenizer: TextTokenizer): (id: number) => boolean {
+  const known = new Map<number, boolean>();
+  return (id) => {
+    let special = known.get(id);
+    if (special === undefined) {
+      special =
+        id === tokenizer.bosTokenId ||
+        tokenizer.eosTokenIds.includes(id) ||
+        (tokenizer.decode([id], { skip_special_tokens: true }) === '' && tokenizer.decode([id]) !== '');
+      known.set(id, special);
+    }
+    return special;
   };
-  return { line: example.line, tokens: ids.map((_, i) => ({ text: piece(i), trained: example.labels[i] !== IGNORE_INDEX })) };
+}
+
+/** A file's rows in order, bad ones included: one slice's rows and errors merged by line. */
+function* inLineOrder(slice: ParsedDataset): Generator<DatasetRow | RowError> {
+  let r = 0;
+  let e = 0;
+  while (r < slice.rows.length || e < slice.errors.length) {
+    if (e >= slice.errors.length || (r < slice.rows.length && slice.rows[r].line < slice.errors[e].line)) yield slice.rows[r++];
+    else yield slice.errors[e++];
+  }
+}
+
+/**
+ * Rows `start` to `start + count` (0-based among all the file's rows, bad ones included) as the
+ * data view's rows browser shows them: a bad row with its sentence; a good one as its transcript
+ * and its tokens after truncation, each with whether the loss is taken on it; a row training
+ * leaves out with why, and its tokens none of which is trained. Only these rows are tokenised;
+ * the file is parsed once, for its format and to find them.
+ */
+export function previewRows(file: string, text: string, tokenizer: TextTokenizer, recipe: Recipe, start: number, count: number): PreviewPage {
+  const from = Math.max(0, Math.floor(start));
+  const to = from + Math.max(0, Math.floor(count));
+  const page: (DatasetRow | RowError)[] = [];
+  let total = 0;
+  const format = wholeFileFormat(text, file, (slice) => {
+    for (const entry of inLineOrder(slice)) {
+      if (total >= from && total < to) page.push(entry);
+      total++;
+    }
+  });
+
+  const good = page.filter((entry): entry is DatasetRow => 'value' in entry);
+  const messages = new Map<number, PreviewRow['messages']>();
+  const problems = new Map<number, string>();
+  const examples = new Map<number, SftExample>();
+  const options = sftOptions(recipe);
+  if (format !== null && good.length > 0) {
+    for (const row of toSftRows(good, format, file, { system_prompt: recipe.system_prompt }).rows) messages.set(row.line, transcript(row));
+    const data = tokenizeSft(good, format, tokenizer, options, file);
+    for (const e of data.errors) problems.set(e.line, e.message);
+    for (const e of data.examples) examples.set(e.line, e);
+    const byLine = new Map(good.map((row) => [row.line, row]));
+    for (const { line, reason } of data.dropped) {
+      problems.set(line, `Left out of training: ${reason}.`);
+      // Its tokens all the same: tokenised with nothing masked (which nothing drops), shown with none trained.
+      const row = byLine.get(line) as DatasetRow;
+      const whole = tokenizeSft([row], format, tokenizer, { ...options, completion_only_loss: false, assistant_only_loss: false }, file).examples[0];
+      if (whole) examples.set(line, { ...whole, labels: whole.labels.map(() => IGNORE_INDEX) });
+    }
+  }
+
+  const isSpecial = specialTokens(tokenizer);
+  const tokensOf = (example: SftExample): NonNullable<PreviewRow['tokens']> => {
+    const pieces = tokenPieces(example.input_ids, tokenizer);
+    return example.input_ids.map((id, i) => ({ text: pieces[i], trained: example.labels[i] !== IGNORE_INDEX, special: isSpecial(id) }));
+  };
+  const rows = page.map((entry, i): PreviewRow => {
+    const index = from + i;
+    if (!('value' in entry)) return { index, line: entry.line, messages: null, problem: entry.message, tokens: null, num_tokens: null };
+    const { line } = entry;
+    const example = examples.get(line);
+    return {
+      index,
+      line,
+      messages: messages.get(line) ?? null,
+      problem: problems.get(line) ?? null,
+      tokens: example ? tokensOf(example) : null,
+      num_tokens: example ? (example.num_tokens_before_truncation ?? example.input_ids.length) : null,
+    };
+  });
+  return { total, rows };
 }

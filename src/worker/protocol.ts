@@ -51,6 +51,44 @@ export interface DataReport {
   mask_view: { line: number; tokens: { text: string; trained: boolean }[] } | null;
 }
 
+/** One row of a dataset as the data view's browser shows it. */
+export interface PreviewRow {
+  /** 0-based among the file's rows (bad rows included), the index `previewRows` pages by. */
+  index: number;
+  /** 1-based line in the file (the array element's index + 1 for a .json file). */
+  line: number;
+  /** The row as the chat transcript it trains as (plain text is one 'text' message), or null for a bad row. */
+  messages: { role: string; content: string }[] | null;
+  /** Why the row is refused or dropped, as the sentence training would give; null for a good row. */
+  problem: string | null;
+  /**
+   * Token by token as training sees it (after truncation): the decoded piece, whether the loss
+   * is taken on it, and whether it is a special token (shown as a symbol, explained in the view).
+   */
+  tokens: { text: string; trained: boolean; special: boolean }[] | null;
+  /** Tokens before truncation (tokens.length is min of it and max_length). */
+  num_tokens: number | null;
+}
+
+export interface PreviewPage {
+  /** Rows in the file, bad ones included. */
+  total: number;
+  rows: PreviewRow[];
+}
+
+/** A chat reply so far, sent each time it grows and returned when it ends. */
+export interface ChatProgress {
+  text: string;
+  /** Tokens generated so far. */
+  tokens: number;
+  /** Measured after the first token (which compiles the GPU kernels); null until then. */
+  tokens_per_second: number | null;
+  /** The reply's length limit: the person's, or chosen from the measured speed (null until measured). */
+  max_new_tokens: number | null;
+  /** True when stopChat ended it. */
+  stopped: boolean;
+}
+
 export type RunStatus = 'running' | 'paused' | 'stopped' | 'finished' | 'failed';
 
 /**
@@ -88,6 +126,8 @@ export interface RunRecord {
   recipe: RecipeInput;
   /** Last logged training loss. */
   final_loss: number | null;
+  /** Last logged eval loss (runs stored before it was recorded lack it). */
+  final_eval_loss?: number | null;
   global_step: number;
   total_steps: number;
   /** Bytes of its latest checkpoint. */
@@ -122,6 +162,8 @@ export interface StudioApi {
   loadModel(name: string, files: FolderFiles, onProgress?: (p: LoadProgress) => void): Promise<ModelSummary>;
   /** `data` is the dropped File itself where possible: a Blob crosses to the Worker without copying its bytes. */
   inspectData(file: string, data: Blob | string, recipe: RecipeInput): Promise<DataReport>;
+  /** `count` rows from row `start` (0-based, bad rows included), tokenised as training would. */
+  previewRows(file: string, data: Blob | string, recipe: RecipeInput, start: number, count: number): Promise<PreviewPage>;
   estimateMemory(recipe: RecipeInput): Promise<MemoryEstimate>;
   /**
    * Starts a run and resolves with its id once the recipe, model and data have been checked and
@@ -131,9 +173,14 @@ export interface StudioApi {
    * its own stored recipe and training file (`recipe` and `trainFile` are then not read); the
    * same model must be loaded. recipe.init_adapter (any name) continues training the adapter
    * dropped in with loadAdapter. A run that another tab trains or holds paused is refused with
-   * RUN_OPEN_ELSEWHERE as the message: one tab at a time writes a run's checkpoints.
+   * RUN_OPEN_ELSEWHERE as the message: one tab at a time writes a run's checkpoints. `name` names
+   * a new run (default: the training file's name).
    */
-  startTraining(recipe: RecipeInput, trainFile: { file: string; data: Blob | string }, onEvent: (e: RunEvent) => void, resumeRunId?: string): Promise<string>;
+  startTraining(recipe: RecipeInput, trainFile: { file: string; data: Blob | string }, onEvent: (e: RunEvent) => void, resumeRunId?: string, name?: string): Promise<string>;
+  /** Gives a stored run a new name (used in its downloads' file names). */
+  renameRun(id: string, name: string): Promise<void>;
+  /** The training file a stored run reads (kept with the run, so resuming needs nothing from the person). */
+  runTrainFile(id: string): Promise<{ file: string; text: string }>;
   /** Stops after the current step with a checkpoint there (status 'paused'); resolves once it is stored. */
   pause(): Promise<void>;
   /** Continues the paused run from its checkpoint, events going to its original `onEvent`. */
@@ -144,8 +191,12 @@ export interface StudioApi {
    * A reply from the base model (adapter: false) or the trained one: the run's adapter (its
    * weights, for freeze/full), else the adapter dropped in. `onText` receives the whole reply so
    * far each time it grows; the promise resolves with the final reply. Refused while a run trains.
+   * Base and adapter replies may run at once (their tokens interleave). Without max_new_tokens
+   * the length is chosen from the speed of the first tokens (worker/chat.ts).
    */
-  chat(messages: { role: string; content: string }[], opts: { adapter: boolean; max_new_tokens?: number; temperature?: number; seed?: number }, onText: (text: string) => void): Promise<string>;
+  chat(messages: { role: string; content: string }[], opts: { adapter: boolean; max_new_tokens?: number; temperature?: number; seed?: number }, onProgress: (p: ChatProgress) => void): Promise<ChatProgress>;
+  /** Ends every reply being written after its current token; each keeps what it wrote. */
+  stopChat(): Promise<void>;
   /** Uses a PEFT adapter folder (a previous download) for chat or to continue training. */
   loadAdapter(files: FolderFiles): Promise<void>;
   /** Newest first; `open_elsewhere` marks the runs another tab holds (watch those read-only). */

@@ -50,6 +50,7 @@ export class TrainingSession {
     emit: (e: RunEvent) => void,
     limits: DeviceLimits | undefined,
     id: string = existing?.id ?? crypto.randomUUID(),
+    name: string = sources.train.file,
   ): Promise<TrainingSession> {
     const s = new TrainingSession(db, emit, limits);
     s.prepared = await prepareRun(recipe, sources, {
@@ -68,7 +69,7 @@ export class TrainingSession {
       } else {
         s.record = {
           id,
-          name: sources.train.file,
+          name,
           model: recipe.model,
           method: recipe.method,
           created: now,
@@ -148,7 +149,13 @@ export class TrainingSession {
 
   private async onLog(entry: LogEntry): Promise<void> {
     this.emit({ type: 'log', log: entry, step: entry.step, total_steps: this.record.total_steps, memory_bytes: backendMemoryBytes() });
-    this.record = { ...this.record, global_step: entry.step, final_loss: entry.loss ?? this.record.final_loss, updated: Date.now() };
+    this.record = {
+      ...this.record,
+      global_step: entry.step,
+      final_loss: entry.loss ?? this.record.final_loss,
+      final_eval_loss: entry.eval_loss ?? this.record.final_eval_loss ?? null,
+      updated: Date.now(),
+    };
     await appendMetrics(this.db, this.record.id, [entry]);
     await putRun(this.db, this.record);
   }

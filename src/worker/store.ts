@@ -111,6 +111,19 @@ function regression(stored: RunRecord, next: RunRecord, what: string, checkStep:
   return null;
 }
 
+/** Sets a run's name in the stored record as it is now (a run training meanwhile keeps its progress). */
+export async function renameRun(db: StudioDb, id: string, name: string): Promise<void> {
+  const tx = db.transaction('runs', 'readwrite');
+  await commit(
+    tx,
+    async (issue) => {
+      const stored = await tx.store.get(id);
+      if (stored) issue(tx.store.put({ ...stored, name }));
+    },
+    (e) => storageFailure(e, `the run was not renamed`, null),
+  );
+}
+
 export async function getRun(db: StudioDb, id: string): Promise<RunRecord | undefined> {
   return db.get('runs', id);
 }

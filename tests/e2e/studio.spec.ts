@@ -9,6 +9,7 @@ import { unzipSync } from 'fflate';
 import { parseSafetensors } from '../../src/engine/io/safetensors.ts';
 import { malformedJsonl, modelFolder, storiesJsonl } from './fixtures.ts';
 import { startHubServer, type HubServer } from './hub_server.ts';
+import { setField, watchErrors } from './studio_page.ts';
 
 const SHOTS = 'test-results/screenshots';
 const REPO = 'test-org/stories260K';
@@ -18,17 +19,6 @@ mkdirSync(SHOTS, { recursive: true });
 
 async function shot(page: Page, name: string): Promise<void> {
   await page.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true });
-}
-
-/** Fails the test on anything the page logs as an uncaught error. */
-function watchErrors(page: Page): string[] {
-  const errors: string[] = [];
-  page.on('pageerror', (e) => errors.push(e.message));
-  return errors;
-}
-
-async function setField(page: Page, path: string, value: string): Promise<void> {
-  await page.getByTestId(`field-${path.replace(/\./g, '-')}`).locator('input').fill(value);
 }
 
 /** Points drawn on a chart (the uPlot container says how many x values it has). */
@@ -75,6 +65,11 @@ test.describe('studio', () => {
     await expect(page.getByTestId('model-summary')).toContainText(REPO);
     expect(hub.requests).toContain(`GET /api/models/${REPO}/tree/main`);
     expect(hub.requests).toContain(`GET /${REPO}/resolve/main/model.safetensors`);
+    // The settings panel (open for a custom Hub address) stays open through a download and a save.
+    await expect(page.getByTestId('settings')).toHaveAttribute('open', '');
+    await page.getByTestId('settings').getByRole('button', { name: 'Save address' }).click();
+    await expect(page.getByTestId('hub-url-current')).toHaveText(hub.url);
+    await expect(page.getByTestId('settings')).toHaveAttribute('open', '');
     await shot(page, '1-model');
     lap('model loaded from folder and from the hub');
 
@@ -111,7 +106,13 @@ test.describe('studio', () => {
 
     // Train; the loss chart fills in.
     await page.getByTestId('nav-train').click();
+    // max_steps is known before the Worker counts the steps; the run's name defaults to model, method and date.
+    await expect(page.getByTestId('train-total')).toHaveText(String(STEPS));
+    await expect(page.getByTestId('train-run-name')).toHaveAttribute('placeholder', /^stories260K SFT LoRA \d{4}-\d\d-\d\d \d\d:\d\d$/);
     await page.getByTestId('train-start').click();
+    // The first step compiles the GPU kernels, which takes a while: the page says so.
+    await expect(page.getByTestId('train-preparing')).toContainText('Preparing GPU kernels');
+    await expect(page.getByTestId('train-log')).toContainText(/Starting stories260K SFT LoRA .*: LoRA SFT on stories\.jsonl/);
     await expect(page.getByTestId('train-status')).toHaveText('running');
     await expect.poll(() => chartPoints(page, 'chart-loss')).toBeGreaterThanOrEqual(2);
     await expect(page.getByTestId('train-log')).toContainText('Checkpoint saved at step');
@@ -120,7 +121,15 @@ test.describe('studio', () => {
     lap(`training, at step ${await page.getByTestId('train-step').innerText()}`);
 
     // Pause stores a checkpoint where it stops; resume continues from it.
-    await page.getByTestId('train-pause').click();
+    // Pausing finishes the step and stores a checkpoint; until then the buttons say so and are off
+    // (read in the frame after the click, before the Worker can have answered).
+    const whilePausing = await page.evaluate(async () => {
+      const button = (id: string) => document.querySelector<HTMLButtonElement>(`[data-testid="${id}"]`)!;
+      button('train-pause').click();
+      await new Promise((r) => requestAnimationFrame(r));
+      return { pause: button('train-pause').textContent, pauseOff: button('train-pause').disabled, stopOff: button('train-stop').disabled };
+    });
+    expect(whilePausing).toEqual({ pause: 'Pausing…', pauseOff: true, stopOff: true });
     await expect(page.getByTestId('train-status')).toHaveText('paused');
     const pausedAt = Number(await page.getByTestId('train-step').innerText());
     await expect(page.getByTestId('train-log')).toContainText(`Checkpoint saved at step ${pausedAt}.`);
@@ -133,6 +142,12 @@ test.describe('studio', () => {
     await hub.close();
     hub = null;
     await page.reload();
+    // The reload keeps the person's work: the model (from the browser cache), the dataset and the recipe.
+    await expect(page.getByTestId('nav-model')).toContainText('stories260K');
+    await expect(page.getByTestId('nav-data')).toContainText('stories.jsonl');
+    await page.getByTestId('nav-recipe').click();
+    await expect(page.getByTestId('field-peft-r').locator('input')).toHaveValue('8');
+    await expect(page.getByTestId('field-max_steps').locator('input')).toHaveValue(String(STEPS));
     const resume = page.getByTestId('resume-offer').getByRole('button', { name: /Resume from step \d+/ });
     await expect(resume).toBeVisible();
     const from = Number((await resume.innerText()).match(/\d+/)![0]);
@@ -153,18 +168,31 @@ test.describe('studio', () => {
     await page.getByTestId('chat-max-tokens').fill('6');
     await page.getByTestId('chat-input').fill('Once upon a time');
     await page.getByTestId('chat-send').click();
-    await expect(page.getByTestId('chat-send')).toHaveText('Send', { timeout: 120_000 });
+    // Both sides write at once, each showing its speed when done.
+    await expect(page.getByTestId('chat-base-done')).toContainText(/^6 tokens at [\d.]+ tok\/s$/, { timeout: 120_000 });
+    await expect(page.getByTestId('chat-adapter-done')).toContainText(/tokens at [\d.]+ tok\/s/, { timeout: 120_000 });
     // stories260K continues the story as in its greedy reference; the adapter says something too.
     await expect(page.getByTestId('chat-base-assistant')).toHaveText(/^, there was/);
     await expect(page.getByTestId('chat-adapter-assistant')).toHaveText(/\w{2,}/);
     await expect(page.getByTestId('chat-error')).toHaveCount(0);
+
+    // Without a length the reply is sized from the measured speed; Stop ends both sides and keeps what was written.
+    await page.getByTestId('chat-max-tokens').fill('');
+    await page.getByTestId('chat-input').fill('Lily and Tom');
+    await page.getByTestId('chat-send').click();
+    await expect(page.getByTestId('chat-base-progress')).toContainText(/writing: [1-9]\d* (of up to \d+ )?tokens/, { timeout: 120_000 });
+    await page.getByTestId('chat-stop').click();
+    await expect(page.getByTestId('chat-base-done')).toContainText('stopped', { timeout: 60_000 });
+    await expect(page.getByTestId('chat-adapter-done')).toContainText('stopped', { timeout: 60_000 });
+    await expect(page.getByTestId('chat-base-assistant').nth(1)).toHaveText(/\S/);
+    await expect(page.getByTestId('chat-send')).toBeVisible();
     await shot(page, '5-chat');
     lap('chat replied');
 
     // Runs: the finished run, its downloads.
     await page.getByTestId('nav-runs').click();
     const row = page.getByTestId('run-row').first();
-    await expect(row).toContainText('stories.jsonl');
+    await expect(row.getByTestId('run-name')).toHaveText(/^stories260K SFT LoRA \d{4}-\d\d-\d\d \d\d:\d\d$/);
     await expect(row).toContainText('finished');
     await expect(page.getByTestId('storage')).toContainText('used');
     await shot(page, '6-runs');
@@ -194,6 +222,11 @@ test.describe('studio', () => {
     await page.getByTestId('adapter-input').setInputFiles({ name: 'stories-adapter.zip', mimeType: 'application/zip', buffer: Buffer.from(adapterZip) });
     await expect(page.getByTestId('adapter-loaded')).toContainText('stories-adapter.zip');
     await expect(page.getByTestId('adapter-error')).toHaveCount(0);
+    // A dataset dropped there by mistake: the red sentence alone, not beside a green "Using …".
+    await page.getByTestId('adapter-input').setInputFiles({ name: 'stories.jsonl', mimeType: 'application/jsonl', buffer: Buffer.from(storiesJsonl()) });
+    await expect(page.getByTestId('adapter-error')).toContainText('stories.jsonl is not a .zip file');
+    await expect(page.getByTestId('adapter-loaded')).toHaveCount(0);
+    await expect(page.getByTestId('adapter-still')).toContainText('stories-adapter.zip');
 
     const merged = unzipSync(await download(page, () => row.getByTestId('download-merged').click()));
     expect(Object.keys(merged)).toEqual(expect.arrayContaining(['config.json', 'model.safetensors', 'tokenizer.json']));

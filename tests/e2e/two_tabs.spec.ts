@@ -5,12 +5,9 @@
  */
 import { expect, test, type Page } from '@playwright/test';
 import { modelFolder, storiesJsonl } from './fixtures.ts';
+import { setField } from './studio_page.ts';
 
 const STEPS = 6;
-
-async function setField(page: Page, path: string, value: string): Promise<void> {
-  await page.getByTestId(`field-${path.replace(/\./g, '-')}`).locator('input').fill(value);
-}
 
 /** The stored run and its checkpoint keys, read straight from the page's IndexedDB. */
 async function stored(page: Page): Promise<{ runs: { id: string; status: string; global_step: number; checkpoint_step: number | null }[]; checkpoints: [string, number][] }> {

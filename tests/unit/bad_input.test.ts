@@ -151,7 +151,7 @@ describe('a bad dataset', () => {
   it('that is empty', async () => {
     for (const text of ['', '\n\n  \n']) {
       const e = await userError(() => train(TINY, text));
-      expect(e.message).toMatch(/^train\.jsonl has no rows; accepted rows are \{"text": "\.\.\."\}; /);
+      expect(e.message).toMatch(/^train\.jsonl has no rows: it is empty or holds only blank lines; accepted rows are \{"text": "\.\.\."\}; /);
       expect(e.file).toBe('train.jsonl');
     }
   });

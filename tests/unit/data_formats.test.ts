@@ -275,16 +275,16 @@ describe('parsing', () => {
     );
   });
 
-  it('refuses an empty file, listing the accepted shapes', () => {
-    for (const text of ['', '\n\n']) {
-      const { rows } = parseDatasetText(text, 'train.jsonl');
-      const error = userErrorFrom(() => detectFormat(rows, 'train.jsonl'));
-      expect(error.message).toMatch(/^train\.jsonl has no rows; accepted rows are /);
+  it('refuses an empty file, listing the accepted shapes, in the same sentence as detectFormat', () => {
+    for (const [text, file] of [['', 'train.jsonl'], ['\n\n', 'train.jsonl'], [' \r\n\t\n', 'train.jsonl'], ['\uFEFF', 'train.jsonl'], ['', 'train.json'], ['  \n', 'train.json'], ['[]', 'train.json'], ['[\n]\n', 'train.json']]) {
+      const error = userErrorFrom(() => parseDatasetText(text, file));
+      expect(error.message).toMatch(new RegExp(`^${file.replace('.', '\\.')} has no rows: it is empty or holds only blank lines; accepted rows are `));
+      expect(error.file).toBe(file);
       for (const key of ['"text"', '"prompt"', '"messages"', '"instruction"', '"conversations"']) {
         expect(error.message).toContain(key);
       }
     }
-    expect(parseDatasetText('', 'train.json').rows).toEqual([]);
+    expect(userErrorFrom(() => detectFormat([], 'train.jsonl')).message).toBe(userErrorFrom(() => parseDatasetText('', 'train.jsonl')).message);
   });
 
   it('refuses rows with no recognised keys', () => {

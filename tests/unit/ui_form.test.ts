@@ -10,12 +10,15 @@ import {
   formGroups,
   formToJson,
   fromRaw,
+  fieldApplies,
   groupApplies,
   importRecipe,
   learningRatePlaceholder,
+  restoreForm,
   toRaw,
   validateForm,
 } from '../../src/ui/recipe/form.ts';
+import { nextStep, type NextFacts } from '../../src/ui/lib/next.ts';
 
 const PAGE = { model: 'HuggingFaceTB/SmolLM2-135M-Instruct', train_file: 'chat.jsonl' };
 
@@ -36,13 +39,35 @@ describe('recipe form groups', () => {
   it('shows LoRA settings for lora and the layer count for freeze', () => {
     const groups = formGroups();
     const lora = groups.find((g) => g.id === 'lora')!;
-    const freeze = groups.find((g) => g.id === 'freeze')!;
     const form = defaultForm();
     expect(groupApplies(lora, form)).toBe(true);
-    expect(groupApplies(freeze, form)).toBe(false);
+    expect(fieldApplies('peft.r', form)).toBe(true);
+    expect(fieldApplies('peft.layers_to_train', form)).toBe(false);
     form['peft.type'] = 'freeze';
     expect(groupApplies(lora, form)).toBe(false);
-    expect(groupApplies(freeze, form)).toBe(true);
+    expect(fieldApplies('peft.r', form)).toBe(false);
+    expect(fieldApplies('peft.layers_to_train', form)).toBe(true);
+    expect(fieldApplies('learning_rate', form)).toBe(true);
+  });
+
+  it('puts the essentials first and everything else under Advanced', () => {
+    const [first, ...rest] = formGroups();
+    expect(first).toMatchObject({ id: 'essentials', advanced: false });
+    for (const f of ['method', 'peft.r', 'peft.lora_alpha', 'learning_rate', 'num_train_epochs', 'max_steps', 'per_device_train_batch_size', 'max_length']) expect(first.fields).toContain(f);
+    expect(rest.every((g) => g.advanced)).toBe(true);
+  });
+
+  it('restores a saved form over the defaults, leaving out unknown fields and values of the wrong kind', () => {
+    const saved = { ...defaultForm(), 'peft.r': '4', gradient_checkpointing: false, 'peft.target_modules': ['q_proj'], gone_field: '1', max_length: 7, shuffle: 'yes' };
+    const form = restoreForm(JSON.parse(JSON.stringify(saved)));
+    expect(form['peft.r']).toBe('4');
+    expect(form.gradient_checkpointing).toBe(false);
+    expect(form['peft.target_modules']).toEqual(['q_proj']);
+    expect('gone_field' in form).toBe(false);
+    expect(form.max_length).toBe(defaultForm().max_length);
+    expect(form.shuffle).toBe(defaultForm().shuffle);
+    expect(restoreForm(null)).toEqual(defaultForm());
+    expect(restoreForm('garbage')).toEqual(defaultForm());
   });
 });
 
@@ -160,5 +185,23 @@ describe('continuing a dropped-in adapter', () => {
     const form = formWithAdapterConfig(defaultForm(), { peft_type: 'LORA', r: 4, lora_alpha: 8, lora_dropout: 0, target_modules: ['v_proj', 'q_proj'], use_rslora: false });
     const recipe = validateForm(form, PAGE).recipe!;
     expect(recipe.peft).toMatchObject({ type: 'lora', r: 4, lora_alpha: 8, lora_dropout: 0, target_modules: ['v_proj', 'q_proj'], use_rslora: false });
+  });
+});
+
+describe('the "Next" hint', () => {
+  const base: NextFacts = { view: 'model', modelLoaded: false, datasetChosen: false, datasetUsable: false, recipeValid: true, training: false, adapterReady: false, runCount: 0 };
+
+  it('walks a first visit from model to data to recipe to train to chat', () => {
+    expect(nextStep(base)).toMatchObject({ go: null });
+    expect(nextStep({ ...base, view: 'data' })).toMatchObject({ go: 'model', text: 'Load a model first.' });
+    expect(nextStep({ ...base, modelLoaded: true })).toMatchObject({ go: 'data' });
+    expect(nextStep({ ...base, modelLoaded: true, view: 'data' })).toMatchObject({ go: null });
+    expect(nextStep({ ...base, modelLoaded: true, view: 'data', datasetChosen: true })).toMatchObject({ go: null, text: expect.stringMatching(/^Fix the rows/) });
+    expect(nextStep({ ...base, modelLoaded: true, view: 'data', datasetChosen: true, datasetUsable: true })).toMatchObject({ go: 'recipe' });
+    expect(nextStep({ ...base, modelLoaded: true, view: 'recipe' })).toMatchObject({ go: 'train' });
+    expect(nextStep({ ...base, modelLoaded: true, view: 'recipe', recipeValid: false })).toMatchObject({ go: null });
+    expect(nextStep({ ...base, modelLoaded: true, view: 'train', adapterReady: true })).toMatchObject({ go: 'chat' });
+    expect(nextStep({ ...base, modelLoaded: true, view: 'chat', adapterReady: true })).toMatchObject({ go: 'runs' });
+    expect(nextStep({ ...base, modelLoaded: true, view: 'runs', runCount: 2 })).toMatchObject({ go: null });
   });
 });

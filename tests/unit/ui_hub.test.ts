@@ -101,7 +101,12 @@ describe('hubErrorMessage', () => {
     expect(hubErrorMessage({ statusCode: 401 }, 'meta-llama/Llama-3.2-1B-Instruct', DEFAULT_HUB_URL)).toMatch(/gated or private.*access token/);
     expect(hubErrorMessage({ statusCode: 404 }, 'x/y', 'http://h')).toBe('http://h has no model x/y (check the spelling, or the Hub address in Settings).');
     expect(hubErrorMessage(new TypeError("Your access token must start with 'hf_'"), 'x/y', 'http://h')).toMatch(/starts with "hf_"/);
-    expect(hubErrorMessage(new TypeError('fetch failed'), 'x/y', 'http://h')).toMatch(/^Could not reach http:\/\/h/);
+    // Offline before anything arrived: names the model and promises no resuming.
+    const offline = hubErrorMessage(new TypeError('fetch failed'), 'x/y', 'http://h');
+    expect(offline).toMatch(/^Could not reach http:\/\/h to download x\/y \(fetch failed\)/);
+    expect(offline).not.toMatch(/resum|continues/);
+    expect(hubErrorMessage(new TypeError('fetch failed'), 'x/y', 'http://h', true)).toMatch(/continues from there\.$/);
+    expect(hubErrorMessage({ statusCode: 503 }, 'x/y', 'http://h')).toBe('http://h answered 503 for x/y; try again later.');
   });
 });
 

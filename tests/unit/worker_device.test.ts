@@ -1,4 +1,4 @@
-// The Studio on WebGPU (Dawn in Node, SwiftShader without a GPU): a device lost mid-run and an
+// The StudioWorker on WebGPU (Dawn in Node, SwiftShader without a GPU): a device lost mid-run and an
 // out-of-memory error caught by the step's error scope each fail the run with a sentence that
 // says what to do, keep the last checkpoint, and a lost device is replaced when the run resumes.
 // Its own file because tfjs keeps one engine per process and vitest's forks pool gives each file one.
@@ -9,11 +9,11 @@ import { installNodeWebGPU } from '../../src/engine/backend/node_webgpu.ts';
 import type { RecipeInput } from '../../src/engine/recipe.ts';
 import { activeDevice } from '../../src/worker/device_guard.ts';
 import type { FolderBytes, RunEvent } from '../../src/worker/protocol.ts';
-import { Studio } from '../../src/worker/studio.ts';
+import { StudioWorker } from '../../src/worker/studio_worker.ts';
 import { buildTinyModelFolder } from './helpers/tiny_model.ts';
 
 const hasWebGPU = await installNodeWebGPU();
-if (!hasWebGPU) console.warn("the Studio on WebGPU (skipped: Dawn found no adapter; install Debian's chromium for SwiftShader, or set VK_ICD_FILENAMES)");
+if (!hasWebGPU) console.warn("the StudioWorker on WebGPU (skipped: Dawn found no adapter; install Debian's chromium for SwiftShader, or set VK_ICD_FILENAMES)");
 
 // SwiftShader takes seconds per dispatch-heavy step: a one-layer random model keeps this short.
 const MODEL = 'tiny-llama';
@@ -46,18 +46,18 @@ function run(onEvent?: (e: RunEvent) => void) {
   };
 }
 
-let studio: Studio;
+let studio: StudioWorker;
 
 beforeAll(async () => {
   if (!hasWebGPU) return;
-  studio = new Studio({ idbFactory: new IDBFactory() });
+  studio = new StudioWorker({ idbFactory: new IDBFactory() });
   expect((await studio.init('webgpu')).name).toBe('webgpu');
   const folder = buildTinyModelFolder({ architecture: 'LlamaForCausalLM', tokenizer: 'stories', layers: 1 });
   const files: FolderBytes = Object.fromEntries(Object.entries(folder).map(([n, c]) => [n, typeof c === 'string' ? new TextEncoder().encode(c) : c]));
   await studio.loadModel(MODEL, files);
 });
 
-describe.skipIf(!hasWebGPU)('the Studio on WebGPU', () => {
+describe.skipIf(!hasWebGPU)('the StudioWorker on WebGPU', () => {
   it('a device lost mid-run keeps the last checkpoint and offers resume, which continues on a new device', async () => {
     const lost = run((e) => {
       if (e.type === 'checkpoint' && e.step === 1) activeDevice()!.destroy();
@@ -73,7 +73,7 @@ describe.skipIf(!hasWebGPU)('the Studio on WebGPU', () => {
     expect((await resumed.ended).status).toBe('finished');
     expect(resumed.events.filter((e) => e.type === 'log').map((e) => e.step)).toEqual([2]);
     expect(activeDevice()).not.toBeNull();
-    expect(typeof (await studio.chat([{ role: 'user', content: 'Once' }], { adapter: true, temperature: 0, max_new_tokens: 2 }, () => undefined))).toBe('string');
+    expect((await studio.chat([{ role: 'user', content: 'Once' }], { adapter: true, temperature: 0, max_new_tokens: 2 }, () => undefined)).tokens).toBe(2);
   });
 
   it('an out-of-memory error in a step fails the run with the change that shrinks it', async () => {

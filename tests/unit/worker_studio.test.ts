@@ -1,4 +1,4 @@
-// The Worker's Studio in Node: the real pretrained stories260K, the CPU backend and
+// The Worker's StudioWorker in Node: the real pretrained stories260K, the CPU backend and
 // fake-indexeddb stand in for the browser's model folder, WebGPU and IndexedDB.
 import 'fake-indexeddb/auto';
 import { IDBFactory } from 'fake-indexeddb';
@@ -9,9 +9,10 @@ import { unzipSync } from 'fflate';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { parseSafetensors } from '../../src/engine/io/safetensors.ts';
 import type { RecipeInput } from '../../src/engine/recipe.ts';
-import { RUN_OPEN_ELSEWHERE, type FolderBytes, type RunEvent, type StudioApi } from '../../src/worker/protocol.ts';
+import { RUN_OPEN_ELSEWHERE, type ChatProgress, type FolderBytes, type RunEvent, type StudioApi } from '../../src/worker/protocol.ts';
 import { memoryLockManager } from '../../src/worker/run_lock.ts';
-import { Studio } from '../../src/worker/studio.ts';
+import { StudioWorker } from '../../src/worker/studio_worker.ts';
+import { AUTO_MAX_TOKENS, AUTO_MIN_TOKENS } from '../../src/worker/chat.ts';
 import { STORIES_DIR } from './helpers/tiny_model.ts';
 
 const MODEL = 'stories260K';
@@ -66,18 +67,18 @@ function unzipped(zip: Uint8Array): Record<string, Uint8Array> {
 }
 
 let factory: IDBFactory;
-let studio: Studio;
+let studio: StudioWorker;
 let modelFiles: FolderBytes;
 
 beforeAll(async () => {
   factory = new IDBFactory();
-  studio = new Studio({ idbFactory: factory });
+  studio = new StudioWorker({ idbFactory: factory });
   const info = await studio.init('cpu');
   expect(info.name).toBe('cpu');
   modelFiles = readFolder(STORIES_DIR);
 });
 
-describe('Studio on stories260K', () => {
+describe('StudioWorker on stories260K', () => {
   it('loads the model and summarises it', async () => {
     const summary = await studio.loadModel(MODEL, modelFiles);
     // 512×64 embedding (tied) + 5 layers × (2 norms + q, k, v, o, gate, up, down) + the final norm.
@@ -106,6 +107,15 @@ describe('Studio on stories260K', () => {
     expect(report.stats?.num_examples).toBe(4);
     expect(report.preview.map((p) => p.line)).toEqual([1, 2, 4, 5]);
     expect(report.preview[0].messages).toEqual([{ role: 'text', content: STORY_ROWS[0] }]);
+  });
+
+  it('refuses a dropped file with invalid UTF-8, naming its line, as the CLI does', async () => {
+    const good = new TextEncoder().encode(`${JSON.stringify({ text: STORY_ROWS[0] })}\n`);
+    // "café" saved as Latin-1: 0xE9 alone is not UTF-8.
+    const latin1 = Uint8Array.from([...'{"text": "caf'].map((c) => c.charCodeAt(0)).concat([0xe9, 0x22, 0x7d, 0x0a]));
+    const file = new Blob([good, latin1]);
+    await expect(studio.inspectData('latin1.jsonl', file, RECIPE)).rejects.toThrow(/^latin1\.jsonl line 2 is not valid UTF-8 .*; save the file as UTF-8\.$/);
+    await expect(studio.startTraining(RECIPE, { file: 'latin1.jsonl', data: file }, () => undefined)).rejects.toThrow(/^latin1\.jsonl line 2 is not valid UTF-8/);
   });
 
   it('reports format, length histogram and the loss mask of prompt/completion rows', async () => {
@@ -210,12 +220,67 @@ describe('Studio on stories260K', () => {
 
   it('chats with the base model greedily, streaming the growing reply', async () => {
     const texts: string[] = [];
-    const reply = await studio.chat([{ role: 'user', content: 'Once upon a time' }], { adapter: false, temperature: 0, max_new_tokens: 20 }, (t) => texts.push(t));
-    expect(reply.startsWith(', there was a little girl named Lily.')).toBe(true);
-    expect(texts.at(-1)).toBe(reply);
+    const reply = await studio.chat([{ role: 'user', content: 'Once upon a time' }], { adapter: false, temperature: 0, max_new_tokens: 20 }, (p) => texts.push(p.text));
+    expect(reply.text.startsWith(', there was a little girl named Lily.')).toBe(true);
+    expect(reply).toMatchObject({ tokens: 20, max_new_tokens: 20, stopped: false });
+    expect(texts.at(-1)).toBe(reply.text);
     texts.slice(1).forEach((t, i) => expect(t.startsWith(texts[i])).toBe(true));
     const tuned = await studio.chat([{ role: 'user', content: 'Tom had' }], { adapter: true, temperature: 0, max_new_tokens: 12 }, () => undefined);
-    expect(tuned.length).toBeGreaterThan(0);
+    expect(tuned.text.length).toBeGreaterThan(0);
+  });
+
+  it('writes base and adapter replies at once, each as it would alone, and stopChat ends both keeping what was written', async () => {
+    const messages = [{ role: 'user', content: 'Once upon a time' }];
+    const alone = await studio.chat(messages, { adapter: false, temperature: 0, max_new_tokens: 10 }, () => undefined);
+    const order: string[] = [];
+    const [base, tuned] = await Promise.all([
+      studio.chat(messages, { adapter: false, temperature: 0, max_new_tokens: 10 }, () => order.push('base')),
+      studio.chat(messages, { adapter: true, temperature: 0, max_new_tokens: 10 }, () => order.push('adapter')),
+    ]);
+    expect(base.text).toBe(alone.text);
+    expect(tuned.tokens).toBeGreaterThan(0);
+    // Interleaved: the adapter's first token comes before the base's last.
+    expect(order.indexOf('adapter')).toBeLessThan(order.lastIndexOf('base'));
+
+    let stopping: Promise<void> | null = null;
+    const seen: number[] = [];
+    const stopped = await Promise.all(
+      (['base', 'adapter'] as const).map((side) =>
+        studio.chat(messages, { adapter: side === 'adapter', temperature: 0, max_new_tokens: 40 }, (p) => {
+          seen.push(p.tokens);
+          if (p.tokens === 3) stopping ??= studio.stopChat();
+        }),
+      ),
+    );
+    await stopping;
+    for (const r of stopped) {
+      expect(r.stopped).toBe(true);
+      expect(r.tokens).toBeLessThan(10);
+      expect(r.text.length).toBeGreaterThan(0);
+    }
+    expect(stopped[0].text).toBe(alone.text.slice(0, stopped[0].text.length));
+    // A stop ends only the replies under way: the next one runs to its length.
+    expect((await studio.chat(messages, { adapter: false, temperature: 0, max_new_tokens: 5 }, () => undefined)).tokens).toBe(5);
+  });
+
+  it('renames a stored run and gives back the training file it reads', async () => {
+    await studio.renameRun(straightId, '  stories LoRA, first try ');
+    expect((await studio.listRuns()).find((r) => r.id === straightId)?.name).toBe('stories LoRA, first try');
+    await expect(studio.renameRun(straightId, '   ')).rejects.toThrow('A run needs a name');
+    await expect(studio.renameRun('nope', 'x')).rejects.toThrow('There is no saved run nope');
+    expect(await studio.runTrainFile(straightId)).toEqual({ file: TRAIN.file, text: TRAIN.data });
+  });
+
+  it('without max_new_tokens the reply length is chosen from the measured speed', async () => {
+    const limits: (number | null)[] = [];
+    const r = await studio.chat([{ role: 'user', content: 'Once upon a time' }], { adapter: false, temperature: 0 }, (p) => limits.push(p.max_new_tokens));
+    // Unknown until the first timed tokens, then one figure, within the automatic bounds.
+    expect(limits[0]).toBeNull();
+    const chosen = limits.filter((l) => l !== null);
+    expect(new Set(chosen).size).toBe(1);
+    expect(chosen[0]).toBeGreaterThanOrEqual(AUTO_MIN_TOKENS);
+    expect(chosen[0]).toBeLessThanOrEqual(AUTO_MAX_TOKENS);
+    expect(r.tokens).toBeLessThanOrEqual(chosen[0]!);
   });
 
   it('pauses after step 2 (chat still works), then resumes to step 4 with the same adapter as the uninterrupted run', async () => {
@@ -223,13 +288,13 @@ describe('Studio on stories260K', () => {
     const run = recorder((e) => {
       if (e.step === 2) pausing = studio.pause();
     });
-    const id = await studio.startTraining(RECIPE, TRAIN, run.onEvent);
+    const id = await studio.startTraining(RECIPE, TRAIN, run.onEvent, undefined, 'stories260K SFT LoRA 2026-11-29 10:00');
     expect((await run.end()).status).toBe('paused');
     await pausing;
-    expect((await studio.listRuns()).find((r) => r.id === id)).toMatchObject({ status: 'paused', global_step: 2, checkpoint_step: 2 });
+    expect((await studio.listRuns()).find((r) => r.id === id)).toMatchObject({ status: 'paused', global_step: 2, checkpoint_step: 2, name: 'stories260K SFT LoRA 2026-11-29 10:00' });
 
     const reply = await studio.chat([{ role: 'user', content: 'Lily saw' }], { adapter: true, temperature: 0, max_new_tokens: 8 }, () => undefined);
-    expect(reply.length).toBeGreaterThan(0);
+    expect(reply.text.length).toBeGreaterThan(0);
 
     await studio.resume();
     expect((await run.end(2)).status).toBe('finished');
@@ -250,7 +315,7 @@ describe('Studio on stories260K', () => {
     expect(first.events.filter((e) => e.type === 'checkpoint').map((e) => e.step)).toEqual([1]);
 
     // A new Worker over the same IndexedDB: only the model has to be given again.
-    const reloaded = new Studio({ idbFactory: factory });
+    const reloaded = new StudioWorker({ idbFactory: factory });
     await reloaded.init('cpu');
     await expect(reloaded.startTraining(RECIPE, TRAIN, () => undefined, id)).rejects.toThrow('Load a model first.');
     await reloaded.loadModel(MODEL, modelFiles);
@@ -267,7 +332,7 @@ describe('Studio on stories260K', () => {
   it('a dropped-in adapter is chatted with, and continues training with init_adapter', async () => {
     await studio.loadAdapter(unzipped(await studio.exportZip('adapter', straightId)));
     const a = await studio.chat([{ role: 'user', content: 'Tom had' }], { adapter: true, temperature: 0, max_new_tokens: 10 }, () => undefined);
-    expect(a.length).toBeGreaterThan(0);
+    expect(a.text.length).toBeGreaterThan(0);
     expect(unzipped(await studio.exportZip('adapter'))['adapter_model.safetensors']).toEqual(straightAdapter);
     const run = recorder();
     await studio.startTraining({ ...RECIPE, max_steps: 1, init_adapter: 'adapter' }, TRAIN, run.onEvent);
@@ -307,7 +372,7 @@ describe('Studio on stories260K', () => {
     const plain = { ...modelFiles, 'tokenizer_config.json': new TextEncoder().encode(JSON.stringify(config)) };
     expect((await studio.loadModel('plain', plain)).has_chat_template).toBe(false);
     const reply = await studio.chat([{ role: 'user', content: 'Once upon a time' }], { adapter: false, temperature: 0, max_new_tokens: 12 }, () => undefined);
-    expect(reply.startsWith(', there was a little girl')).toBe(true);
+    expect(reply.text.startsWith(', there was a little girl')).toBe(true);
     await expect(studio.chat([{ role: 'user', content: 'Hi' }], { adapter: true }, () => undefined)).rejects.toThrow(
       'There is no trained adapter to chat with yet: train a run or drop in an adapter.',
     );
@@ -322,10 +387,10 @@ describe('Studio on stories260K', () => {
 });
 
 describe('two tabs on one run (one IndexedDB, one lock manager)', () => {
-  async function tabs(): Promise<[Studio, Studio]> {
+  async function tabs(): Promise<[StudioWorker, StudioWorker]> {
     const idbFactory = new IDBFactory();
     const locks = memoryLockManager();
-    const pair: [Studio, Studio] = [new Studio({ idbFactory, locks }), new Studio({ idbFactory, locks })];
+    const pair: [StudioWorker, StudioWorker] = [new StudioWorker({ idbFactory, locks }), new StudioWorker({ idbFactory, locks })];
     for (const tab of pair) {
       await tab.init('cpu');
       await tab.loadModel(MODEL, modelFiles);
@@ -383,7 +448,7 @@ describe('two tabs on one run (one IndexedDB, one lock manager)', () => {
   });
 });
 
-describe('Studio through comlink', () => {
+describe('StudioWorker through comlink', () => {
   it('delivers the engine\'s one-sentence errors intact and results whole', async () => {
     const { port1, port2 } = new MessageChannel();
     Comlink.expose(studio, port1);
@@ -391,10 +456,10 @@ describe('Studio through comlink', () => {
     try {
       const err = await api.inspectData('x.jsonl', '', RECIPE).catch((e: Error) => e);
       expect(err).toBeInstanceOf(Error);
-      expect((err as Error).message).toMatch(/^x\.jsonl has no rows; accepted rows are .*\.$/);
+      expect((err as Error).message).toMatch(/^x\.jsonl has no rows: it is empty or holds only blank lines; accepted rows are .*\.$/);
       const texts: string[] = [];
-      const reply = await api.chat([{ role: 'user', content: 'Once upon a time' }], { adapter: false, temperature: 0, max_new_tokens: 6 }, Comlink.proxy((t: string) => void texts.push(t)));
-      expect(reply.startsWith(', there was')).toBe(true);
+      const reply = await api.chat([{ role: 'user', content: 'Once upon a time' }], { adapter: false, temperature: 0, max_new_tokens: 6 }, Comlink.proxy((p: ChatProgress) => void texts.push(p.text)));
+      expect(reply.text.startsWith(', there was')).toBe(true);
       const broken = { 'config.json': new TextEncoder().encode('{"architectures": ["GPT2LMHeadModel"]}') };
       await expect(api.loadModel('gpt2', broken)).rejects.toThrow(
         'gpt2/tokenizer.json is missing: a model folder needs config.json, tokenizer.json, tokenizer_config.json and model.safetensors (or model.safetensors.index.json with its shards).',

@@ -92,6 +92,42 @@ export async function initBackend(
   throw new Error(`No tfjs backend could be initialised (${reasons.join('; ')}).`);
 }
 
+/**
+ * Whether an adapter renders in software: a fallback adapter, or a CPU driver by its name
+ * (SwiftShader, llvmpipe, lavapipe, Microsoft's WARP / Basic Render Driver). Such an adapter is
+ * correct but slower than the WASM backend on the same CPU.
+ */
+export function isSoftwareAdapter(a: AdapterDescription): boolean {
+  if (a.isFallbackAdapter === true) return true;
+  return /swiftshader|llvmpipe|lavapipe|softpipe|microsoft basic render|\bwarp\b/i.test(`${a.vendor} ${a.architecture} ${a.device} ${a.description}`);
+}
+
+/**
+ * Makes the fastest backend here the active one: WebGPU on a hardware adapter, else WASM, else
+ * the CPU. Unlike `initBackend('auto')` it passes over a software adapter (`isSoftwareAdapter`)
+ * for WASM. `fallbackReason` says why each faster backend was not used.
+ */
+export async function initFastestBackend(opts: InitOptions = {}): Promise<BackendInfo> {
+  const gpu = (globalThis as { navigator?: { gpu?: GPU } }).navigator?.gpu;
+  let skipped: string;
+  if (gpu == null) skipped = 'no WebGPU in this runtime';
+  else {
+    const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' }).catch(() => null);
+    const description = adapter == null ? null : describeAdapter(adapter.info, (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter);
+    if (description == null) skipped = 'no WebGPU adapter';
+    else if (isSoftwareAdapter(description)) {
+      skipped = `the only WebGPU adapter is ${adapterName(description)}, a software renderer slower than WASM`;
+    } else return initBackend('webgpu', opts);
+  }
+  const info = await initBackend('wasm', opts);
+  return { ...info, fallbackReason: info.fallbackReason ? `webgpu: ${skipped}; ${info.fallbackReason}` : `webgpu: ${skipped}` };
+}
+
+/** An adapter as people know it: its description, else its vendor and architecture. */
+export function adapterName(a: AdapterDescription): string {
+  return a.description.trim() || [a.vendor, a.architecture].filter((s) => s.trim() !== '').join(' ') || a.device.trim() || 'an unnamed adapter';
+}
+
 function isNode(): boolean {
   return (globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node != null;
 }
@@ -218,14 +254,15 @@ function describeExisting(backend: WebGPUBackend): BackendInfo {
   return { name: 'webgpu', adapter, limits: describeLimits(device.limits), features };
 }
 
-function describeAdapter(info: GPUAdapterInfo): AdapterDescription {
+/** `adapterFallback`: GPUAdapter.isFallbackAdapter, where a runtime has it there rather than on the info. */
+function describeAdapter(info: GPUAdapterInfo, adapterFallback?: boolean): AdapterDescription {
   const out: AdapterDescription = {
     vendor: info.vendor,
     architecture: info.architecture,
     device: info.device,
     description: info.description,
   };
-  const fallback = (info as GPUAdapterInfo & { isFallbackAdapter?: boolean }).isFallbackAdapter;
+  const fallback = (info as GPUAdapterInfo & { isFallbackAdapter?: boolean }).isFallbackAdapter ?? adapterFallback;
   if (fallback != null) out.isFallbackAdapter = fallback;
   return out;
 }

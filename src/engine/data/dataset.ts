@@ -60,8 +60,16 @@ function isJsonArrayFile(file: string): boolean {
 export interface JsonlParser {
   /** Parses the lines this chunk completes; a line cut by the chunk's end waits for the next push. */
   push(chunk: string): ParsedDataset;
-  /** Parses the last line if the file does not end with a newline. */
+  /**
+   * Parses the last line if the file does not end with a newline. Throws `noRowsError` when the
+   * whole file held no row, good or bad (it was empty or only blank lines).
+   */
   end(): ParsedDataset;
+}
+
+/** The sentence for a dataset file without a single row, whatever reads it. */
+export function noRowsError(file: string): UserError {
+  return new UserError(`${file} has no rows: it is empty or holds only blank lines; ${ACCEPTED}.`, { file });
 }
 
 /**
@@ -88,6 +96,8 @@ export function createJsonlParser(file: string): JsonlParser {
   let pending = '';
   let line = 0;
   let first = true;
+  /** Whether a row, good or bad, has been returned yet. */
+  let anyRow = false;
   /** Characters so far of an overlong line being skipped, or null. */
   let skipped: number | null = null;
 
@@ -145,6 +155,7 @@ export function createJsonlParser(file: string): JsonlParser {
         skipped = pending.length;
         pending = '';
       }
+      anyRow ||= out.rows.length + out.errors.length > 0;
       return out;
     },
     end() {
@@ -153,12 +164,16 @@ export function createJsonlParser(file: string): JsonlParser {
       else if (pending !== '') parseLine(pending, out);
       skipped = null;
       pending = '';
+      if (!anyRow && out.rows.length + out.errors.length === 0) throw noRowsError(file);
       return out;
     },
   };
 }
 
-/** Parses a whole dataset file: a JSON array of objects for `.json`, JSON Lines otherwise. */
+/**
+ * Parses a whole dataset file: a JSON array of objects for `.json`, JSON Lines otherwise. A file
+ * without a single row (empty, blank lines, `[]`) is refused with `noRowsError`'s sentence.
+ */
 export function parseDatasetText(text: string, file: string): ParsedDataset {
   checkTextEncoding(text, file);
   if (isJsonArrayFile(file)) return parseJsonArray(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text, file);
@@ -170,7 +185,7 @@ export function parseDatasetText(text: string, file: string): ParsedDataset {
 
 function parseJsonArray(text: string, file: string): ParsedDataset {
   const start = text.trimStart();
-  if (start === '') return { rows: [], errors: [] };
+  if (start === '') throw noRowsError(file);
   // Checked before parsing so that JSON Lines saved as .json get this message, not a syntax error.
   if (!start.startsWith('[')) {
     throw new UserError(
@@ -187,6 +202,7 @@ function parseJsonArray(text: string, file: string): ParsedDataset {
     const where = line === undefined ? file : `${file}, line ${line}`;
     throw new UserError(`${where}: not valid JSON (${jsonReason(e)}).`, { file, line });
   }
+  if ((value as unknown[]).length === 0) throw noRowsError(file);
   const out: ParsedDataset = { rows: [], errors: [] };
   (value as unknown[]).forEach((element, i) => {
     const line = i + 1;
@@ -239,9 +255,7 @@ function classify(value: Record<string, unknown>): DatasetFormat | null {
 
 /** The shape most rows have (the earliest on a tie), so a few stray rows do not decide for the file. */
 export function detectFormat(rows: DatasetRow[], file: string): DatasetFormat {
-  if (rows.length === 0) {
-    throw new UserError(`${file} has no rows; ${ACCEPTED}.`, { file });
-  }
+  if (rows.length === 0) throw noRowsError(file);
   const counts = new Map<DatasetFormat, number>();
   for (const row of rows) {
     const format = classify(row.value);

@@ -45,6 +45,12 @@ export interface SftExample {
   input_ids: number[];
   /** Same length as `input_ids`: the id where the token is trained, -100 where it is not. */
   labels: number[];
+  /**
+   * Only on an example cut to the maximum length: how many tokens the row has whole. A plain
+   * text row much longer than the cut is tokenised only as far as the cut needs (see
+   * PREFIX_CHARS_PER_TOKEN), so its count is extrapolated from that prefix's characters per token.
+   */
+  num_tokens_before_truncation?: number;
 }
 
 export interface SftData {
@@ -54,6 +60,11 @@ export interface SftData {
   dropped: { line: number; reason: string }[];
   /** How many kept examples were cut to `max_length`. */
   truncated: number;
+  /**
+   * The cut applied, in tokens: `max_length`, or the model's context length where that is smaller;
+   * null where nothing is cut. Absent where the data was assembled without saying (treated as null).
+   */
+  max_length?: number | null;
   errors: RowError[];
   warnings: string[];
 }
@@ -71,7 +82,10 @@ export function tokenizeSft(
   file: string,
 ): SftData {
   const converted = toSftRows(rows, format, file, { system_prompt: opts.system_prompt });
-  const data: SftData = { format, examples: [], dropped: [], truncated: 0, errors: converted.errors, warnings: [] };
+  const modelLimit = opts.max_position_embeddings === undefined ? tokenizer.maxPositionEmbeddings : opts.max_position_embeddings;
+  const capped = modelLimit !== null && (opts.max_length === null || opts.max_length > modelLimit);
+  const maxLength = capped ? modelLimit : opts.max_length;
+  const data: SftData = { format, examples: [], dropped: [], truncated: 0, max_length: maxLength, errors: converted.errors, warnings: [] };
 
   const plain = converted.rows.filter((r) => r.kind === 'text' || r.kind === 'prompt_completion');
   // assistant_only_loss is on by default here (TRL's is off), so it applies where there are
@@ -80,9 +94,6 @@ export function tokenizeSft(
     data.warnings.push(`${file}: system_prompt applies to conversations only; ${rowCount(plain.length)} of plain text are tokenised without it.`);
   }
 
-  const modelLimit = opts.max_position_embeddings === undefined ? tokenizer.maxPositionEmbeddings : opts.max_position_embeddings;
-  const capped = modelLimit !== null && (opts.max_length === null || opts.max_length > modelLimit);
-  const maxLength = capped ? modelLimit : opts.max_length;
   const beyondModel: number[] = [];
 
   const boundaryMismatch: number[] = [];
@@ -123,7 +134,7 @@ export function tokenizeSft(
         continue;
       }
       data.truncated++;
-      data.examples.push({ line: row.line, input_ids: input_ids.slice(0, maxLength), labels: kept });
+      data.examples.push({ line: row.line, input_ids: input_ids.slice(0, maxLength), labels: kept, num_tokens_before_truncation: sequence.numTokens ?? input_ids.length });
       continue;
     }
     data.examples.push({ line: row.line, input_ids, labels });
@@ -159,6 +170,8 @@ function withoutChatTemplate(row: SftRow): SftRow {
 interface Sequence {
   input_ids: number[];
   labels: number[];
+  /** The whole row's token count, extrapolated, where `input_ids` holds only a prefix of its tokens. */
+  numTokens?: number;
   /** TRL warns when prompt + completion does not tokenise as the prompt's tokens followed by more. */
   promptMismatch: boolean;
   /** The assistant turns could not be located, so the whole sequence is trained. */
@@ -171,8 +184,8 @@ function tokenizeRow(row: SftRow, tokenizer: TextTokenizer, opts: SftOptions, ma
   const withEos = (s: string) => (s.endsWith(eos) ? s : s + eos);
   switch (row.kind) {
     case 'text': {
-      const ids = encodeHead(tokenizer, withEos(row.text), maxLength);
-      return { input_ids: ids, labels: ids.slice(), promptMismatch: false, assistantSpansFailed: false };
+      const { ids, numTokens } = encodeHead(tokenizer, withEos(row.text), maxLength);
+      return { input_ids: ids, labels: ids.slice(), numTokens, promptMismatch: false, assistantSpansFailed: false };
     }
     case 'prompt_completion': {
       const promptIds = tokenizer.encode(row.prompt);
@@ -205,18 +218,19 @@ function tokenizeRow(row: SftRow, tokenizer: TextTokenizer, opts: SftOptions, ma
 /**
  * The tokens of `text`, or, where it has more than `maxLength`, at least its first `maxLength + 1`
  * (enough for the caller to see it is cut): tokenising a prefix of the text instead of all of it,
- * PREFIX_MARGIN_TOKENS beyond the cut so that the tokens kept are those of the whole text.
+ * PREFIX_MARGIN_TOKENS beyond the cut so that the tokens kept are those of the whole text. Then
+ * `numTokens` extrapolates the whole text's count from the prefix's characters per token.
  */
-function encodeHead(tokenizer: TextTokenizer, text: string, maxLength: number | null): number[] {
-  if (maxLength === null) return tokenizer.encode(text);
+function encodeHead(tokenizer: TextTokenizer, text: string, maxLength: number | null): { ids: number[]; numTokens?: number } {
+  if (maxLength === null) return { ids: tokenizer.encode(text) };
   const wanted = maxLength + PREFIX_MARGIN_TOKENS;
   for (let chars = wanted * PREFIX_CHARS_PER_TOKEN; chars < text.length; chars *= 2) {
     // Never split a surrogate pair.
     const end = isHighSurrogate(text.charCodeAt(chars - 1)) ? chars - 1 : chars;
     const ids = tokenizer.encode(text.slice(0, end));
-    if (ids.length > wanted) return ids.slice(0, maxLength + 1);
+    if (ids.length > wanted) return { ids: ids.slice(0, maxLength + 1), numTokens: Math.max(ids.length, Math.round((ids.length * text.length) / end)) };
   }
-  return tokenizer.encode(text);
+  return { ids: tokenizer.encode(text) };
 }
 
 function isHighSurrogate(code: number): boolean {
@@ -316,60 +330,97 @@ function lowerFirst(s: string): string {
   return s.charAt(0).toLowerCase() + s.slice(1);
 }
 
+/** Sequence lengths in tokens. Median and p95 are nearest-rank percentiles: lengths some example has, whole tokens. */
+export interface LengthStats {
+  min: number;
+  mean: number;
+  median: number;
+  p95: number;
+  max: number;
+}
+
 export interface DatasetStats {
   num_examples: number;
   num_dropped: number;
   num_truncated: number;
-  /** Tokens whose label is not -100, counted as TRL counts them (before the loss's shift). */
+  /** Tokens whose label is not -100, counted as TRL counts them (before the loss's shift), after truncation. */
   trainable_tokens: number;
+  /** Tokens after truncation: what trains. */
   total_tokens: number;
-  /** Sequence lengths in tokens, after truncation; median and p95 interpolate as numpy's percentile. */
-  length: { min: number; mean: number; median: number; p95: number; max: number };
-  /** Sequence lengths in ten equal-width bins: `bin_edges` has one more entry than `counts`. */
-  histogram: { bin_edges: number[]; counts: number[] };
+  /** Lengths after truncation: what trains (none longer than `histogram.max_length`). */
+  length: LengthStats;
+  /** Lengths before truncation: the rows as they are (see `SftExample.num_tokens_before_truncation`). */
+  length_before_truncation: LengthStats;
+  /**
+   * Lengths before truncation in bins of a whole, round number of tokens: bin i holds lengths
+   * from `bin_edges[i]` up to but not including `bin_edges[i + 1]` (`bin_edges` has one more
+   * entry than `counts`). Where the cut falls among the lengths, `max_length + 1` is an edge, so
+   * the bins from there on hold exactly the rows that are cut. `max_length`: the cut (see
+   * `SftData.max_length`), null where nothing is cut.
+   */
+  histogram: { bin_edges: number[]; counts: number[]; max_length: number | null };
 }
 
+/** About how many bins the histogram has; the width is rounded to 1, 2 or 5 times a power of ten. */
 const HISTOGRAM_BINS = 10;
 
 export function datasetStats(data: SftData): DatasetStats {
   const lengths = data.examples.map((e) => e.input_ids.length).sort((a, b) => a - b);
+  const before = data.examples.map((e) => e.num_tokens_before_truncation ?? e.input_ids.length).sort((a, b) => a - b);
   let trainable = 0;
   for (const e of data.examples) for (const l of e.labels) if (l !== IGNORE_INDEX) trainable++;
-  const total = lengths.reduce((a, b) => a + b, 0);
+  const maxLength = data.max_length ?? null;
   return {
     num_examples: data.examples.length,
     num_dropped: data.dropped.length,
     num_truncated: data.truncated,
     trainable_tokens: trainable,
-    total_tokens: total,
-    length: {
-      min: lengths.length ? lengths[0] : 0,
-      mean: lengths.length ? total / lengths.length : 0,
-      median: percentile(lengths, 50),
-      p95: percentile(lengths, 95),
-      max: lengths.length ? lengths[lengths.length - 1] : 0,
-    },
-    histogram: histogram(lengths),
+    total_tokens: sum(lengths),
+    length: lengthStats(lengths),
+    length_before_truncation: lengthStats(before),
+    histogram: { ...histogram(before, maxLength), max_length: maxLength },
   };
 }
 
-function percentile(sorted: number[], q: number): number {
-  if (sorted.length === 0) return 0;
-  const pos = ((sorted.length - 1) * q) / 100;
-  const lo = Math.floor(pos);
-  const hi = Math.min(lo + 1, sorted.length - 1);
-  return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
+function sum(values: number[]): number {
+  return values.reduce((a, b) => a + b, 0);
 }
 
-function histogram(sorted: number[]): { bin_edges: number[]; counts: number[] } {
+function lengthStats(sorted: number[]): LengthStats {
+  const n = sorted.length;
+  return {
+    min: n ? sorted[0] : 0,
+    mean: n ? sum(sorted) / n : 0,
+    median: percentile(sorted, 50),
+    p95: percentile(sorted, 95),
+    max: n ? sorted[n - 1] : 0,
+  };
+}
+
+/** Nearest rank: the smallest value with at least q% of the values at or below it. */
+function percentile(sorted: number[], q: number): number {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.max(0, Math.ceil((q / 100) * sorted.length) - 1)];
+}
+
+function histogram(sorted: number[], maxLength: number | null): { bin_edges: number[]; counts: number[] } {
   if (sorted.length === 0) return { bin_edges: [], counts: [] };
   const min = sorted[0];
   const max = sorted[sorted.length - 1];
-  const bins = min === max ? 1 : HISTOGRAM_BINS;
-  const width = (max - min) / bins || 1;
-  const bin_edges = Array.from({ length: bins + 1 }, (_, i) => min + i * width);
+  const width = niceWidth((max - min + 1) / HISTOGRAM_BINS);
+  // Edges are multiples of the width, or shifted so that max_length + 1 is one when some rows are cut.
+  const origin = maxLength !== null && min <= maxLength && maxLength < max ? (maxLength + 1) % width : 0;
+  const first = Math.floor((min - origin) / width) * width + origin;
+  const bins = Math.floor((max - first) / width) + 1;
+  const bin_edges = Array.from({ length: bins + 1 }, (_, i) => first + i * width);
   const counts = new Array<number>(bins).fill(0);
-  // As numpy.histogram: every bin is half-open except the last, which holds the maximum.
-  for (const v of sorted) counts[Math.min(Math.floor((v - min) / width), bins - 1)]++;
+  for (const v of sorted) counts[Math.floor((v - first) / width)]++;
   return { bin_edges, counts };
+}
+
+/** The smallest of 1, 2, 5, 10, 20, 50, … that is at least `x`. */
+function niceWidth(x: number): number {
+  for (let power = 1; ; power *= 10) {
+    for (const step of [1, 2, 5]) if (step * power >= x) return step * power;
+  }
 }

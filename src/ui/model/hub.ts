@@ -119,8 +119,12 @@ export function pickModelFiles(entries: Pick<ListFileEntry, 'path' | 'size' | 't
   return out;
 }
 
-/** A sentence for a failed Hub request. */
-export function hubErrorMessage(e: unknown, repo: string, hubUrl: string): string {
+/**
+ * A sentence for a failed Hub request. `cached` says whether any of the model's bytes were kept
+ * (then trying again continues from them); a download that never started promises nothing.
+ */
+export function hubErrorMessage(e: unknown, repo: string, hubUrl: string, cached = false): string {
+  const resumes = cached ? ' What has arrived stays cached, so trying again continues from there.' : '';
   if (e instanceof HubError) return e.message;
   const err = e as { statusCode?: number; message?: string; name?: string };
   // A failure inside a streamed body reaches us as the message alone ("Api error with status 503…").
@@ -129,11 +133,11 @@ export function hubErrorMessage(e: unknown, repo: string, hubUrl: string): strin
     return `${repo} needs permission: it is gated or private. Accept its licence on the model page, then paste an access token with read access.`;
   }
   if (status === 404) return `${hubUrl} has no model ${repo} (check the spelling, or the Hub address in Settings).`;
-  if (Number.isFinite(status)) return `${hubUrl} answered ${status} for ${repo}; try again later (what has arrived stays cached, so the download resumes).`;
+  if (Number.isFinite(status)) return `${hubUrl} answered ${status} for ${repo}; try again later.${resumes}`;
   const message = String(err?.message ?? e);
   if (/access token must start with 'hf_'/.test(message)) return 'An access token starts with "hf_"; copy it again from huggingface.co/settings/tokens.';
   if (err?.name === 'AbortError' || /aborted/i.test(message)) return 'Download cancelled; start it again to continue where it stopped.';
-  return `Could not reach ${hubUrl} (${message}). Check your connection; files already downloaded stay cached, so the download resumes.`;
+  return `Could not reach ${hubUrl} to download ${repo} (${message}). Check your connection, or load the model from a folder on your disk (From your disk, below).${resumes}`;
 }
 
 export interface DownloadProgress {
@@ -169,6 +173,8 @@ export async function downloadModel(opts: DownloadOptions): Promise<FolderFiles>
   const cache = storage ? await storage.open(MODEL_CACHE) : null;
   // The HTTP cache would keep a second copy of every byte that Cache Storage already holds.
   const fetchFn: typeof fetch = (input, init) => fetch(input, { ...init, cache: 'no-store', signal: opts.signal });
+  // Whether any of the model's bytes were kept, so that trying again continues from them.
+  let kept = false;
 
   try {
     const listingKey = treeUrl(hubUrl, repo, revision);
@@ -192,6 +198,7 @@ export async function downloadModel(opts: DownloadOptions): Promise<FolderFiles>
       const hit = await cache?.match(url);
       if (hit) {
         out[f.path] = await asFolderFile(f.path, hit);
+        kept = true;
         loaded += f.size;
         report(f.path);
         continue;
@@ -222,6 +229,7 @@ export async function downloadModel(opts: DownloadOptions): Promise<FolderFiles>
         }, opts.signal);
         if (count > 1 && cache) {
           await cache.put(key, binaryResponse(bytes));
+          kept = true;
           // The cached copy (disk-backed in a browser) stands in for the bytes from here on.
           const stored = await cache.match(key);
           parts.push(stored ? await stored.blob() : new Blob([bytes as Uint8Array<ArrayBuffer>]));
@@ -233,6 +241,7 @@ export async function downloadModel(opts: DownloadOptions): Promise<FolderFiles>
       let file: Uint8Array | Blob = whole;
       if (cache) {
         await cache.put(url, binaryResponse(whole));
+        kept = true;
         // Hand out the cache's own copy, so the parts can go.
         const stored = await cache.match(url);
         if (stored) file = await asFolderFile(f.path, stored);
@@ -244,7 +253,7 @@ export async function downloadModel(opts: DownloadOptions): Promise<FolderFiles>
     }
     return out;
   } catch (e) {
-    throw new HubError(hubErrorMessage(e, repo, hubUrl));
+    throw new HubError(hubErrorMessage(e, repo, hubUrl, kept));
   }
 }
 

@@ -23,39 +23,52 @@ export interface FieldGroup {
   id: string;
   title: string;
   fields: string[];
+  /** Shown under "Advanced", closed until opened: the defaults suit a first run. */
+  advanced: boolean;
 }
 
-const GROUPS: FieldGroup[] = [
-  { id: 'method', title: 'Method', fields: ['method', 'peft.type'] },
-  { id: 'lora', title: 'LoRA adapter', fields: ['peft.r', 'peft.lora_alpha', 'peft.lora_dropout', 'peft.target_modules', 'peft.use_rslora'] },
-  { id: 'freeze', title: 'Frozen layers', fields: ['peft.layers_to_train'] },
-  {
-    id: 'steps',
-    title: 'Steps and schedule',
-    fields: ['learning_rate', 'num_train_epochs', 'max_steps', 'per_device_train_batch_size', 'gradient_accumulation_steps', 'gradient_checkpointing', 'lr_scheduler_type', 'warmup_steps', 'warmup_ratio'],
-  },
+/** What a first run sets: the method, the adapter's size, how fast and how long, the batch and the length. */
+const ESSENTIALS: FieldGroup = {
+  id: 'essentials',
+  title: 'Essentials',
+  fields: ['method', 'peft.type', 'peft.r', 'peft.lora_alpha', 'peft.layers_to_train', 'learning_rate', 'num_train_epochs', 'max_steps', 'per_device_train_batch_size', 'max_length'],
+  advanced: false,
+};
+
+const ADVANCED: Omit<FieldGroup, 'advanced'>[] = [
+  { id: 'lora', title: 'LoRA adapter', fields: ['peft.lora_dropout', 'peft.target_modules', 'peft.use_rslora'] },
+  { id: 'steps', title: 'Steps and schedule', fields: ['gradient_accumulation_steps', 'gradient_checkpointing', 'lr_scheduler_type', 'warmup_steps', 'warmup_ratio'] },
   {
     id: 'data',
     title: 'Data',
-    fields: ['max_length', 'use_chat_template', 'system_prompt', 'completion_only_loss', 'assistant_only_loss', 'shuffle', 'eval_split', 'eval_steps', 'per_device_eval_batch_size'],
+    fields: ['use_chat_template', 'system_prompt', 'completion_only_loss', 'assistant_only_loss', 'shuffle', 'eval_split', 'eval_steps', 'per_device_eval_batch_size'],
   },
   { id: 'optimizer', title: 'Optimizer', fields: ['optim', 'weight_decay', 'adam_beta1', 'adam_beta2', 'adam_epsilon', 'max_grad_norm', 'seed'] },
   { id: 'saving', title: 'Logging and checkpoints', fields: ['logging_steps', 'save_steps', 'save_total_limit'] },
 ];
 
-/** The form's sections; a field the engine adds later shows up under "More" without a change here. */
+const GROUPS: FieldGroup[] = [ESSENTIALS, ...ADVANCED.map((g) => ({ ...g, advanced: true }))];
+
+/** The form's sections, essentials first; a field the engine adds later shows up under "More" (advanced) without a change here. */
 export function formGroups(fields: Readonly<Record<string, RecipeField>> = RECIPE_FIELDS): FieldGroup[] {
   const placed = new Set(GROUPS.flatMap((g) => g.fields));
   const groups = GROUPS.map((g) => ({ ...g, fields: g.fields.filter((f) => f in fields) }));
   const rest = Object.keys(fields).filter((f) => !placed.has(f) && !PAGE_FIELDS.has(f));
-  if (rest.length > 0) groups.push({ id: 'more', title: 'More', fields: rest });
+  if (rest.length > 0) groups.push({ id: 'more', title: 'More', fields: rest, advanced: true });
   return groups.filter((g) => g.fields.length > 0);
 }
 
 /** Whether a section applies to the chosen peft.type. */
 export function groupApplies(group: FieldGroup, raw: RawForm): boolean {
   if (group.id === 'lora') return raw['peft.type'] === 'lora';
-  if (group.id === 'freeze') return raw['peft.type'] === 'freeze';
+  return true;
+}
+
+/** Whether a field applies to the chosen peft.type (LoRA's r and alpha to lora, the layer count to freeze). */
+export function fieldApplies(path: string, raw: RawForm): boolean {
+  if (path.startsWith('peft.') && path !== 'peft.type') {
+    return path === 'peft.layers_to_train' ? raw['peft.type'] === 'freeze' : raw['peft.type'] === 'lora';
+  }
   return true;
 }
 
@@ -229,4 +242,20 @@ export function formWithAdapterConfig(raw: RawForm, config: Record<string, unkno
   if (modules === 'all-linear') out['peft.target_modules'] = ['all-linear'];
   else if (Array.isArray(modules)) out['peft.target_modules'] = modules.map(String);
   return out;
+}
+
+/**
+ * A form saved on an earlier visit, over today's defaults: fields the recipe no longer has, and
+ * values of the wrong kind (a page of another version wrote them), are left out.
+ */
+export function restoreForm(saved: unknown, fields: Readonly<Record<string, RecipeField>> = RECIPE_FIELDS): RawForm {
+  const raw = defaultForm(fields);
+  if (!saved || typeof saved !== 'object' || Array.isArray(saved)) return raw;
+  for (const [path, value] of Object.entries(saved as Record<string, unknown>)) {
+    if (!(path in raw)) continue;
+    const kind = fields[path].kind;
+    const ok = kind === 'boolean' ? typeof value === 'boolean' : kind === 'modules' ? Array.isArray(value) && value.every((m) => typeof m === 'string') : typeof value === 'string';
+    if (ok) raw[path] = value as RawValue;
+  }
+  return raw;
 }

@@ -1,6 +1,6 @@
 /**
  * Everything the page asks of the training Worker (protocol.ts's StudioApi). The Worker entry
- * exposes one Studio through comlink; Node tests construct it directly with fake-indexeddb and
+ * exposes one StudioWorker through comlink; Node tests construct it directly with fake-indexeddb and
  * the CPU backend. It holds at most one base model, one run (training, paused or ended) and one
  * dropped-in adapter, and frees tensors before loading more: browsers have little GPU memory.
  */
@@ -8,18 +8,18 @@ import * as tf from '@tensorflow/tfjs';
 import { releaseFreeGpuBuffers } from '../engine/backend/gpu_pool.ts';
 import { zipSync, type Zippable } from 'fflate';
 import { initBackend, type BackendInfo } from '../engine/backend/index.ts';
-import { UserError } from '../engine/errors.ts';
+import { decodeUtf8Text, UserError } from '../engine/errors.ts';
 import { memoryFiles, type FileSource } from '../engine/io/files.ts';
 import type { LoadProgress } from '../engine/io/model_folder.ts';
-import { generate } from '../engine/model/generate.ts';
 import type { LoraAdapter } from '../engine/model/lora.ts';
 import { parseRecipe, type Recipe, type RecipeInput } from '../engine/recipe.ts';
 import { adapterFiles, loadAdapter, loadModel, modelFiles, savedDType, type LoadedModel } from '../engine/run.ts';
 import type { TextTokenizer } from '../engine/data/tokenizer.ts';
-import { dataReport } from './data_report.ts';
+import { chatReply } from './chat.ts';
+import { dataReport, previewRows } from './data_report.ts';
 import { activeDevice, lostSoon } from './device_guard.ts';
 import { countParameters, estimateMemory } from './estimate.ts';
-import { RUN_OPEN_ELSEWHERE, type DataReport, type FolderBytes, type FolderFiles, type MemoryEstimate, type ModelSummary, type RunEvent, type RunRecord, type StudioApi } from './protocol.ts';
+import { RUN_OPEN_ELSEWHERE, type ChatProgress, type DataReport, type FolderBytes, type PreviewPage, type FolderFiles, type MemoryEstimate, type ModelSummary, type RunEvent, type RunRecord, type StudioApi } from './protocol.ts';
 import type { LogEntry } from '../engine/train/trainer.ts';
 import { runLocks, type LockManagerLike, type RunLock, type RunLocks } from './run_lock.ts';
 import { TrainingSession } from './session.ts';
@@ -51,7 +51,7 @@ interface BaseModel {
 const TRAINER_FILES = new Set(['optimizer.safetensors', 'trainer_state.json']);
 const ADAPTER_FILES = ['adapter_model.safetensors', 'adapter_config.json'];
 
-export class Studio implements StudioApi {
+export class StudioWorker implements StudioApi {
   private backend: BackendInfo | null = null;
   private preferred: BackendChoice = 'auto';
   private device: GPUDevice | null = null;
@@ -70,6 +70,8 @@ export class Studio implements StudioApi {
   private readonly locks: RunLocks;
   /** The lock of the run this studio trains or holds paused; no other tab may train it meanwhile. */
   private held: RunLock | null = null;
+  /** Replies being written, counted so stopChat ends exactly these. */
+  private chatGeneration = 0;
 
   constructor(private readonly options: StudioOptions = {}) {
     this.locks = runLocks(options.locks);
@@ -130,18 +132,25 @@ export class Studio implements StudioApi {
   async inspectData(file: string, data: Blob | string, recipe: RecipeInput): Promise<DataReport> {
     const model = this.requireModel();
     const parsed = parseRecipe({ ...recipe, model: model.name, train_file: file }, 'recipe');
-    return dataReport(file, await this.textOf(data), model.tokenizer, parsed);
+    return dataReport(file, await this.textOf(data, file), model.tokenizer, parsed);
+  }
+
+  async previewRows(file: string, data: Blob | string, recipe: RecipeInput, start: number, count: number): Promise<PreviewPage> {
+    const model = this.requireModel();
+    const parsed = parseRecipe({ ...recipe, model: model.name, train_file: file }, 'recipe');
+    return previewRows(file, await this.textOf(data, file), model.tokenizer, parsed, start, count);
   }
 
   /**
    * A dataset's text, read once per File: the data view re-inspects it whenever a setting that
    * changes tokenisation does, and training starts from the same File.
    */
-  private async textOf(data: Blob | string): Promise<string> {
+  private async textOf(data: Blob | string, file: string): Promise<string> {
     if (typeof data === 'string') return data;
     let text = this.texts.get(data);
     if (text === undefined) {
-      text = await data.text();
+      // Invalid UTF-8 is refused naming its line, as the CLI does, rather than silently replaced.
+      text = decodeUtf8Text(new Uint8Array(await data.arrayBuffer()), file);
       this.texts.set(data, text);
     }
     return text;
@@ -158,8 +167,9 @@ export class Studio implements StudioApi {
     });
   }
 
-  async startTraining(recipe: RecipeInput, trainFile: { file: string; data: Blob | string }, onEvent: (e: RunEvent) => void, resumeRunId?: string): Promise<string> {
+  async startTraining(recipe: RecipeInput, trainFile: { file: string; data: Blob | string }, onEvent: (e: RunEvent) => void, resumeRunId?: string, name?: string): Promise<string> {
     const emit = detached(onEvent);
+    const runName = name?.trim() || undefined;
     return this.exclusive('preparing a run', async () => {
       if (resumeRunId !== undefined) return this.begin(await this.resumePoint(resumeRunId), emit);
       const model = this.requireModel();
@@ -170,7 +180,7 @@ export class Studio implements StudioApi {
       if (parsed.resume_from_checkpoint !== undefined) {
         throw new UserError('recipe: resume_from_checkpoint is a path, which the browser cannot open; resume a run from the runs list instead.', { field: 'resume_from_checkpoint' });
       }
-      return this.begin({ recipe: parsed, train: { file: trainFile.file, text: await this.textOf(trainFile.data) }, existing: null, resumeFrom: null }, emit);
+      return this.begin({ recipe: parsed, train: { file: trainFile.file, text: await this.textOf(trainFile.data, trainFile.file) }, existing: null, resumeFrom: null, name: runName }, emit);
     });
   }
 
@@ -196,6 +206,7 @@ export class Studio implements StudioApi {
       train,
       existing: record,
       resumeFrom: memoryFiles(`${record.name}/checkpoint-${checkpoint.step}`, checkpoint.files),
+      name: record.name,
     };
   }
 
@@ -222,6 +233,7 @@ export class Studio implements StudioApi {
         ended,
         info.limits,
         id,
+        start.name,
       );
     } catch (e) {
       lock.release();
@@ -285,47 +297,26 @@ export class Studio implements StudioApi {
     await this.runningSession().requestStop('stopped');
   }
 
-  async chat(messages: { role: string; content: string }[], opts: ChatOptions, onText: (text: string) => void): Promise<string> {
+  async chat(messages: { role: string; content: string }[], opts: ChatOptions, onProgress: (p: ChatProgress) => void): Promise<ChatProgress> {
     if (this.session?.status === 'running') throw new UserError('Chat is available while a run is paused and after it ends; pause the run first.');
     this.requireModel();
-    return this.reading('chat', () => this.reply(messages, opts, onText));
+    const generation = this.chatGeneration;
+    return this.reading('chat', () => this.reply(messages, opts, onProgress, () => this.chatGeneration !== generation));
   }
 
-  private async reply(messages: { role: string; content: string }[], opts: ChatOptions, onText: (text: string) => void): Promise<string> {
+  async stopChat(): Promise<void> {
+    this.chatGeneration++;
+  }
+
+  private async reply(messages: { role: string; content: string }[], opts: ChatOptions, onProgress: (p: ChatProgress) => void, stopped: () => boolean): Promise<ChatProgress> {
     const device = this.device;
     try {
       await this.ready();
       const { loaded, adapter } = opts.adapter ? await this.trainedModel() : { loaded: await this.baseModel(), adapter: null };
-      const { tokenizer } = loaded;
       // Talk to the adapter the way it was trained: a run with use_chat_template off saw plain text.
-      const trainedPlain = opts.adapter && this.session?.prepared.recipe.use_chat_template === false;
-      const templated = tokenizer.hasChatTemplate && !trainedPlain;
-      const prompt = templated ? tokenizer.applyChatTemplate(messages, { add_generation_prompt: true }) : messages.map((m) => m.content).join('\n') + (trainedPlain ? '\n' : '');
-      // A chat template writes its own special tokens (BOS included), as transformers assumes.
-      const ids = tokenizer.encode(prompt, { add_special_tokens: !templated });
-      const gc = (loaded.folder.generationConfig ?? {}) as Record<string, unknown>;
-      const send = detached(onText);
-      const reply: number[] = [];
-      let sent = '';
-      await generate(loaded.model, [ids], {
-        adapter,
-        max_new_tokens: opts.max_new_tokens ?? 256,
-        do_sample: opts.temperature !== undefined ? opts.temperature > 0 : gc.do_sample === true,
-        temperature: opts.temperature ?? (typeof gc.temperature === 'number' ? gc.temperature : 1),
-        top_p: typeof gc.top_p === 'number' ? gc.top_p : 1,
-        top_k: typeof gc.top_k === 'number' ? gc.top_k : 50,
-        seed: opts.seed ?? 0,
-        eos_token_id: tokenizer.eosTokenIds,
-        pad_token_id: tokenizer.padTokenId,
-        onTokens: ([token]) => {
-          if (token < 0 || tokenizer.eosTokenIds.includes(token)) return;
-          reply.push(token);
-          // The whole reply each time, with a trailing half of a multi-byte character held back.
-          const text = tokenizer.decode(reply, { skip_special_tokens: true }).replace(/\uFFFD+$/, '');
-          if (text !== sent) send((sent = text));
-        },
-      });
-      return tokenizer.decode(reply, { skip_special_tokens: true });
+      const plainText = opts.adapter && this.session?.prepared.recipe.use_chat_template === false;
+      const { max_new_tokens, temperature, seed } = opts;
+      return await chatReply(loaded, messages, { max_new_tokens, temperature, seed, plainText, adapter, stopped }, detached(onProgress));
     } catch (e) {
       if (await lostSoon(device)) throw new UserError('The GPU device was lost while replying; send the message again to reload the model on a new device.');
       throw e;
@@ -352,6 +343,23 @@ export class Studio implements StudioApi {
       // A run left 'running' by a closed or crashed tab is not running: it can be resumed from its checkpoint.
       return r.status === 'running' && r.id !== live ? { ...r, status: 'stopped' } : r;
     });
+  }
+
+  async renameRun(id: string, name: string): Promise<void> {
+    const trimmed = name.trim();
+    if (trimmed === '') throw new UserError('A run needs a name; type one, or press Escape to keep the old one.');
+    if (trimmed.length > 200) throw new UserError('A run name is at most 200 characters.');
+    const db = await this.db();
+    const record = await store.getRun(db, id);
+    if (!record) throw new UserError(`There is no saved run ${id}; it may have been deleted.`);
+    if (this.session?.record.id === id) this.session.record = { ...this.session.record, name: trimmed };
+    await store.renameRun(db, id, trimmed);
+  }
+
+  async runTrainFile(id: string): Promise<{ file: string; text: string }> {
+    const data = await store.getRunData(await this.db(), id);
+    if (!data) throw new UserError(`There is no saved run ${id}; it may have been deleted.`);
+    return data;
   }
 
   async runMetrics(id: string): Promise<LogEntry[]> {
@@ -520,6 +528,8 @@ interface RunStart {
   train: { file: string; text: string };
   existing: RunRecord | null;
   resumeFrom: FileSource | null;
+  /** A new run's name; undefined names it after its training file. */
+  name: string | undefined;
 }
 
 /**
