@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { expect, test } from '@playwright/test';
 import { modelFolder } from './fixtures.ts';
+import { openWithFolder, watchErrors } from './studio_page.ts';
 
 const PIRATE = readFileSync(new URL('../../public/samples/chat-pirate.jsonl', import.meta.url), 'utf8').trim().split('\n');
 
@@ -16,12 +17,8 @@ function answerWord(line: number): string {
 }
 
 test('the rows browser pages through a sample and shows any row token by token', async ({ page }) => {
-  const errors: string[] = [];
-  page.on('pageerror', (e) => errors.push(e.message));
-  await page.goto('/');
-  await expect(page.getByTestId('backend-name')).toBeVisible();
-  await page.getByTestId('model-folder-input').setInputFiles(modelFolder());
-  await expect(page.getByTestId('model-summary')).toContainText('stories260K');
+  const errors = watchErrors(page);
+  await openWithFolder(page, modelFolder());
 
   await page.getByTestId('nav-data').click();
   await page.getByTestId('sample-chat-pirate.jsonl').click();

@@ -3,13 +3,10 @@
  * ticked in Runs, their loss curves drawn on one chart; one run's curves opened on their own.
  */
 import { expect, test, type Page } from '@playwright/test';
-import { modelFolder, storiesJsonl } from './fixtures.ts';
+import { modelFolder } from './fixtures.ts';
+import { dropStories, openWithFolder, setField, shortRecipe, watchErrors } from './studio_page.ts';
 
 const STEPS = 3;
-
-async function setField(page: Page, path: string, value: string): Promise<void> {
-  await page.getByTestId(`field-${path.replace(/\./g, '-')}`).locator('input').fill(value);
-}
 
 /** Sets the learning rate, trains STEPS steps and waits for the run to finish. */
 async function train(page: Page, learningRate: string): Promise<void> {
@@ -25,20 +22,10 @@ async function train(page: Page, learningRate: string): Promise<void> {
 test('two runs renamed and compared on one chart', async ({ page }) => {
   // Two runs, each compiling GPU kernels on SwiftShader before its first step.
   test.setTimeout(480_000);
-  const errors: string[] = [];
-  page.on('pageerror', (e) => errors.push(e.message));
-
-  await page.goto('/');
-  await expect(page.getByTestId('backend-name')).toHaveText('WebGPU');
-  await page.getByTestId('model-folder-input').setInputFiles(modelFolder());
-  await expect(page.getByTestId('model-summary')).toContainText('stories260K');
-  await page.getByTestId('nav-data').click();
-  await page.getByTestId('data-input').setInputFiles({ name: 'stories.jsonl', mimeType: 'application/jsonl', buffer: Buffer.from(storiesJsonl()) });
-  await expect(page.getByTestId('data-rows')).toHaveText('12');
-  await page.getByTestId('nav-recipe').click();
-  await setField(page, 'max_steps', String(STEPS));
-  await setField(page, 'per_device_train_batch_size', '1');
-  await setField(page, 'max_length', '32');
+  const errors = watchErrors(page);
+  await openWithFolder(page, modelFolder());
+  await dropStories(page);
+  await shortRecipe(page, STEPS);
 
   await train(page, '0.005');
   await train(page, '0.001');

@@ -118,6 +118,13 @@ test.describe('studio', () => {
     await expect(page.getByTestId('train-log')).toContainText('Checkpoint saved at step');
     // Two logged steps give a pace, so the time left shows a value.
     await expect(page.getByTestId('train-eta')).toHaveText(/^\d+ (s|min \d\d s|h \d\d min)$/);
+    // …and it counts down as steps are logged.
+    const etaSeconds = async () => {
+      const [, a, unit, b] = /^(\d+) (s|min|h)(?: (\d+))?/.exec(await page.getByTestId('train-eta').innerText())!;
+      return unit === 's' ? Number(a) : unit === 'min' ? Number(a) * 60 + Number(b) : Number(a) * 3600 + Number(b) * 60;
+    };
+    const firstEta = await etaSeconds();
+    await expect.poll(etaSeconds, { timeout: 60_000 }).toBeLessThan(firstEta);
     lap(`training, at step ${await page.getByTestId('train-step').innerText()}`);
 
     // Pause stores a checkpoint where it stops; resume continues from it.

@@ -4,8 +4,8 @@
  * first tab with its last checkpoint and status intact.
  */
 import { expect, test, type Page } from '@playwright/test';
-import { modelFolder, storiesJsonl } from './fixtures.ts';
-import { setField } from './studio_page.ts';
+import { modelFolder } from './fixtures.ts';
+import { dropStories, openWithFolder, shortRecipe } from './studio_page.ts';
 
 const STEPS = 6;
 
@@ -36,19 +36,9 @@ test('a second tab is told the run is open in another tab, watches it, and the f
   const errors: string[] = [];
   a.on('pageerror', (e) => errors.push(e.message));
 
-  await a.goto('/');
-  await expect(a.getByTestId('backend-name')).toHaveText('WebGPU');
-  await a.getByTestId('model-folder-input').setInputFiles(folder);
-  await expect(a.getByTestId('model-summary')).toContainText('stories260K');
-  await a.getByTestId('nav-data').click();
-  await a.getByTestId('data-input').setInputFiles({ name: 'stories.jsonl', mimeType: 'application/jsonl', buffer: Buffer.from(storiesJsonl()) });
-  await expect(a.getByTestId('data-rows')).toHaveText('12');
-  await a.getByTestId('nav-recipe').click();
-  await setField(a, 'max_steps', String(STEPS));
-  await setField(a, 'per_device_train_batch_size', '1');
-  await setField(a, 'max_length', '32');
-  await setField(a, 'save_steps', '2');
-  await expect(a.getByTestId('recipe-errors')).toHaveCount(0);
+  await openWithFolder(a, folder);
+  await dropStories(a);
+  await shortRecipe(a, STEPS);
   await a.getByTestId('nav-train').click();
   await a.getByTestId('train-start').click();
   await expect(a.getByTestId('train-status')).toHaveText('running');
