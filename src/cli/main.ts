@@ -12,7 +12,8 @@ import { parseRecipe, parseRecipeJson, applyOverrides, SHORT_RUN_STEPS } from '.
 import { loadAdapter, loadModel, loadTokenizer, modelFiles, prepareRun, prepareSftData, savedDType, sftOptions, type LoadedModel } from '../engine/run.ts';
 import { detectFormat, parseDatasetText } from '../engine/data/dataset.ts';
 import { datasetStats, tokenizeSft, type DatasetStats, type LengthStats } from '../engine/data/sft.ts';
-import { sftEvalLoss } from '../engine/train/sft.ts';
+import { sftMethod } from '../engine/train/methods/sft.ts';
+import { evaluateMethod } from '../engine/train/step.ts';
 import { generate } from '../engine/model/generate.ts';
 import { nonFiniteAdapterWeight } from '../engine/model/check.ts';
 import type { LoraAdapter } from '../engine/model/lora.ts';
@@ -234,7 +235,7 @@ async function evaluate(argv: string[]): Promise<void> {
   const recipe = parseRecipe({ model: '-', train_file: dataFile.file, ...(max_length ? { max_length } : {}) }, 'eval options');
   const data = prepareSftData(dataFile.text, dataFile.file, tokenizer, recipe);
   process.stderr.write(opening + '\n');
-  const { loss, num_tokens } = await sftEvalLoss(model, data.examples, { adapter, padTokenId: tokenizer.padTokenId, batchSize });
+  const { loss, num_items: num_tokens } = await evaluateMethod(sftMethod({ padTokenId: tokenizer.padTokenId }), { model, adapter }, data.examples, batchSize);
   const result = { loss, num_tokens, num_examples: data.examples.length, metrics: { perplexity: Math.exp(loss) } };
   if (args.flags.has('json')) console.log(JSON.stringify(result));
   else console.log(`loss ${loss.toFixed(4)} (perplexity ${result.metrics.perplexity.toFixed(2)}) over ${num_tokens} tokens in ${data.examples.length} examples`);

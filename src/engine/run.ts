@@ -17,6 +17,7 @@ import { tokenizeSft, type SftData, type SftOptions } from './data/sft.ts';
 import { Rng } from './rng.ts';
 import { SHORT_RUN_STEPS, type Recipe } from './recipe.ts';
 import { Trainer, type TrainerCallbacks } from './train/trainer.ts';
+import { sftMethod } from './train/methods/sft.ts';
 import { describeValue, findUnusableTensor } from './train/guard.ts';
 import { nonFiniteWeight } from './model/check.ts';
 import { resolveCheckpoint } from './train/checkpoints.ts';
@@ -206,7 +207,7 @@ export async function prepareRun(
 
     const saveModel = async (): Promise<Record<string, Uint8Array>> =>
       adapter ? adapterFiles(adapter, recipe.model) : modelFiles(folder, model, 'F32');
-    const trainer = new Trainer({ recipe, model, adapter, params, train: trainExamples, eval: evalExamples.length ? evalExamples : null, padTokenId: tokenizer.padTokenId, saveModel, callbacks });
+    const trainer = new Trainer({ recipe, model, adapter, params, method: sftMethod({ padTokenId: tokenizer.padTokenId }), train: trainExamples, eval: evalExamples.length ? evalExamples : null, saveModel, callbacks });
     disposables.push(trainer);
     if (checkpointModel) await trainer.restore(checkpointModel);
     return {

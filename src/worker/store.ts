@@ -6,7 +6,7 @@
  */
 import { wrap, type DBSchema, type IDBPDatabase, type IDBPTransaction, type StoreNames } from 'idb';
 import { UserError } from '../engine/errors.ts';
-import type { LogEntry } from '../engine/train/trainer.ts';
+import { logKind, type LogEntry } from '../engine/train/trainer.ts';
 import type { FolderBytes, RunRecord } from './protocol.ts';
 
 export interface StoredCheckpoint {
@@ -213,7 +213,7 @@ export async function truncateMetrics(db: StudioDb, runId: string, step: number)
 }
 
 function metricKey(runId: string, e: LogEntry): MetricKey {
-  return [runId, e.step, e.eval_loss !== undefined ? 1 : 0];
+  return [runId, e.step, logKind(e) === 'eval' ? 1 : 0];
 }
 
 /**

@@ -14,7 +14,7 @@ import { LoraAdapter, resolveTargetModules } from '../../src/engine/model/lora.t
 import { generate } from '../../src/engine/model/generate.ts';
 import { AdamW } from '../../src/engine/train/optim.ts';
 import { collate } from '../../src/engine/train/batch.ts';
-import { sftLossSum } from '../../src/engine/train/sft.ts';
+import { sftMethod } from '../../src/engine/train/methods/sft.ts';
 import { trainStep } from '../../src/engine/train/step.ts';
 import { Rng } from '../../src/engine/rng.ts';
 import { largestLinear, modelConfig, parseModelConfig, randomWeights, stepFlops, tokenFlops, type Storage } from './models.ts';
@@ -387,7 +387,7 @@ async function runCase(model: CausalLM, seq: number, checkpointing: boolean, ste
   try {
     const ids = Array.from({ length: seq }, () => 3 + rng.int(model.config.vocab_size - 3));
     const micro = [collate([{ input_ids: ids, labels: ids }], 0)];
-    const step = () => trainStep(params, micro, (b) => sftLossSum(model, b, { adapter, gradientCheckpointing: checkpointing }), optimizer, 1e-4, 1.0);
+    const step = () => trainStep(params, micro, sftMethod({ padTokenId: 0 }), { model, adapter, gradientCheckpointing: checkpointing }, optimizer, 1e-4, 1.0);
     if (warmUp) await step();
     await sync(probe);
     const resident = meter.read().bytes;

@@ -10,7 +10,7 @@ import { releaseFreeGpuBuffers } from '../../src/engine/backend/gpu_pool.ts';
 import { loadModel } from '../../src/engine/run.ts';
 import { LoraAdapter, resolveTargetModules } from '../../src/engine/model/lora.ts';
 import { collate } from '../../src/engine/train/batch.ts';
-import { sftLossSum } from '../../src/engine/train/sft.ts';
+import { sftLossSum } from '../../src/engine/train/methods/sft.ts';
 import { Rng } from '../../src/engine/rng.ts';
 import { STORIES_DIR } from './helpers/tiny_model.ts';
 

@@ -9,7 +9,7 @@ import { CausalLM, expectedWeights } from '../../src/engine/model/llama.ts';
 import { parseModelConfig } from '../../src/engine/model/config.ts';
 import { LoraAdapter, resolveTargetModules } from '../../src/engine/model/lora.ts';
 import { collate } from '../../src/engine/train/batch.ts';
-import { sftLossSum } from '../../src/engine/train/sft.ts';
+import { sftLossSum, sftMethod } from '../../src/engine/train/methods/sft.ts';
 import { trainStep } from '../../src/engine/train/step.ts';
 import { AdamW } from '../../src/engine/train/optim.ts';
 import { Rng } from '../../src/engine/rng.ts';
@@ -88,7 +88,7 @@ describe('activation memory of a LoRA step', () => {
     });
     const counts: number[] = [];
     for (let s = 0; s < 3; s++) {
-      await trainStep(params, micro, (b) => sftLossSum(model, b, { adapter, gradientCheckpointing, dropoutSeed: () => rng.nextU32() }), optimizer, 1e-3, 1);
+      await trainStep(params, micro, sftMethod({ padTokenId: 0 }), { model, adapter, gradientCheckpointing, dropoutSeed: () => rng.nextU32() }, optimizer, 1e-3, 1);
       counts.push(tf.memory().numTensors);
     }
     optimizer.dispose();

@@ -3,7 +3,7 @@ import { alignCurves, compareMetric, distinctLabels, runColor, RUN_COLORS } from
 import { addLog, emptySeries, type Series } from '../../src/ui/train/series.ts';
 import type { LogEntry } from '../../src/engine/train/trainer.ts';
 
-function series(entries: Omit<LogEntry, 'epoch'>[]): Series {
+function series(entries: (Partial<LogEntry> & { step: number })[]): Series {
   return entries.reduce((s, e) => addLog(s, { epoch: 0, ...e }), emptySeries());
 }
 

@@ -12,7 +12,7 @@ import { isAllocationError } from '../../src/engine/errors.ts';
 import { STORIES_DIR } from './helpers/tiny_model.ts';
 import { LoraAdapter, resolveTargetModules } from '../../src/engine/model/lora.ts';
 import { collate } from '../../src/engine/train/batch.ts';
-import { sftLossSum } from '../../src/engine/train/sft.ts';
+import { sftLossSum } from '../../src/engine/train/methods/sft.ts';
 import { Rng } from '../../src/engine/rng.ts';
 import { meterBackendMemory } from '../../src/engine/backend/memory.ts';
 

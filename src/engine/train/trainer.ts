@@ -11,19 +11,25 @@ import { Rng, type RngState } from '../rng.ts';
 import type { Recipe } from '../recipe.ts';
 import type { CausalLM } from '../model/llama.ts';
 import type { LoraAdapter } from '../model/lora.ts';
-import { collate, type Example, type HostBatch } from './batch.ts';
+import type { AnyMethod, LossContext } from './method.ts';
 import { createOptimizer, type Optimizer, type OptimizerState } from './optim.ts';
 import { learningRateAt } from './schedule.ts';
-import { sftEvalLoss, sftLossSum } from './sft.ts';
-import { trainStep } from './step.ts';
+import { evaluateMethod, trainStep } from './step.ts';
 import { pathIn, readText, type FileSource } from '../io/files.ts';
 import { describeValue, findUnusableTensor, parseLogHistory, parseResumeBlock } from './guard.ts';
 import { parseSafetensors, tensorToFloat32, writeSafetensors, type TensorToWrite } from '../io/safetensors.ts';
 
-/** One line of metrics.jsonl and of trainer_state.json's log_history, with transformers' names. */
+/**
+ * One line of metrics.jsonl and of trainer_state.json's log_history, with transformers' and
+ * TRL's names: a training log (`kind` "train": loss, grad_norm, learning_rate, num_tokens,
+ * tokens_per_second and the method's metrics) or an evaluation (`kind` "eval": eval_loss,
+ * eval_num_tokens and the method's metrics prefixed `eval_`). Logs written before `kind` existed
+ * lack it; `logKind` tells them apart by their keys.
+ */
 export interface LogEntry {
   step: number;
   epoch: number;
+  kind?: 'train' | 'eval';
   loss?: number;
   grad_norm?: number;
   learning_rate?: number;
@@ -31,6 +37,13 @@ export interface LogEntry {
   tokens_per_second?: number;
   eval_loss?: number;
   eval_num_tokens?: number;
+  /** A method's own metrics (rewards/chosen, eval_rewards/margins, …). */
+  [metric: string]: number | string | undefined;
+}
+
+/** Whether a log line is a training or an evaluation log. */
+export function logKind(entry: LogEntry): 'train' | 'eval' {
+  return entry.kind ?? (entry.eval_loss !== undefined ? 'eval' : 'train');
 }
 
 /** Where the loop is; saved in trainer_state.json under `resume`. */
@@ -62,9 +75,10 @@ export interface TrainerOptions {
   adapter: LoraAdapter | null;
   /** Every trainable tensor by name: PEFT keys for LoRA, transformers names otherwise. */
   params: Map<string, tf.Variable>;
-  train: Example[];
-  eval: Example[] | null;
-  padTokenId: number;
+  /** What is trained and how its loss is taken; the examples are the method's. */
+  method: AnyMethod;
+  train: unknown[];
+  eval: unknown[] | null;
   /** Writes the model part of a checkpoint (adapter files, or model.safetensors + config). */
   saveModel: () => Promise<Record<string, Uint8Array>>;
   callbacks?: TrainerCallbacks;
@@ -111,7 +125,7 @@ export class Trainer {
   }
 
   /** The micro-batches of the next optimizer step; moves to the next epoch when one runs out. */
-  private nextMicroBatches(): HostBatch[] {
+  private nextMicroBatches(): unknown[] {
     const r = this.recipe;
     const s = this.state;
     const bs = r.per_device_train_batch_size;
@@ -120,10 +134,10 @@ export class Trainer {
       s.batch_index = 0;
       s.order = this.epochOrder();
     }
-    const out: HostBatch[] = [];
+    const out: unknown[] = [];
     for (let k = 0; k < r.gradient_accumulation_steps && s.batch_index * bs < s.order.length; k++) {
       const ids = s.order.slice(s.batch_index * bs, (s.batch_index + 1) * bs);
-      out.push(collate(ids.map((i) => this.o.train[i]), this.o.padTokenId));
+      out.push(this.o.method.collate(ids.map((i) => this.o.train[i])));
       s.batch_index += 1;
     }
     return out;
@@ -137,9 +151,10 @@ export class Trainer {
 
   async train(): Promise<LoopState> {
     const r = this.recipe;
-    const { model, adapter, params } = this.o;
-    const dropoutSeed = () => this.rng.nextU32();
+    const { model, adapter, params, method } = this.o;
+    const ctx: LossContext = { model, adapter, dropoutSeed: () => this.rng.nextU32(), gradientCheckpointing: r.gradient_checkpointing };
     let windowLoss = 0;
+    let windowMetrics: Record<string, number> = {};
     let windowSteps = 0;
     let windowTokens = 0;
     let windowStart = now();
@@ -147,7 +162,7 @@ export class Trainer {
       if (this.o.callbacks?.shouldStop?.()) break;
       const micro = this.nextMicroBatches();
       const lr = learningRateAt(r, this.state.global_step, this.totalSteps);
-      const result = await trainStep(params, micro, (b) => sftLossSum(model, b, { adapter, dropoutSeed, gradientCheckpointing: r.gradient_checkpointing }), this.optimizer, lr, r.max_grad_norm);
+      const result = await trainStep(params, micro, method, ctx, this.optimizer, lr, r.max_grad_norm);
       if (!Number.isFinite(result.loss) || !Number.isFinite(result.grad_norm)) {
         throw new UserError(
           `Training stopped at step ${this.state.global_step + 1}: the loss became ${result.loss} (grad norm ${result.grad_norm}); lower learning_rate or check the data.`,
@@ -159,6 +174,7 @@ export class Trainer {
       this.state.num_input_tokens_seen += result.num_tokens;
       this.state.rng = this.rng.state;
       windowLoss += result.loss;
+      for (const [k, v] of Object.entries(result.metrics)) windowMetrics[k] = (windowMetrics[k] ?? 0) + v;
       windowSteps += 1;
       windowTokens += result.num_tokens;
       const step = this.state.global_step;
@@ -168,20 +184,24 @@ export class Trainer {
         await this.log({
           step,
           epoch: round(this.epoch()),
+          kind: 'train',
           loss: windowLoss / windowSteps,
+          ...Object.fromEntries(method.metrics.filter((m) => m in windowMetrics).map((m) => [m, windowMetrics[m] / windowSteps])),
           grad_norm: result.grad_norm,
           learning_rate: lr,
           num_tokens: this.state.num_input_tokens_seen,
           tokens_per_second: seconds > 0 ? windowTokens / seconds : 0,
         });
         windowLoss = windowSteps = windowTokens = 0;
+        windowMetrics = {};
         windowStart = now();
       }
       // eval_steps null means transformers' eval_strategy "epoch": after the last step of each epoch.
       const epochEnd = this.state.batch_index * r.per_device_train_batch_size >= this.state.order.length;
       if (this.o.eval && (last || (r.eval_steps ? step % r.eval_steps === 0 : epochEnd))) {
         const ev = await this.evaluate();
-        await this.log({ step, epoch: round(this.epoch()), eval_loss: ev.loss, eval_num_tokens: ev.num_tokens });
+        const metrics = Object.fromEntries(Object.entries(ev.metrics).map(([k, v]) => [`eval_${k}`, v]));
+        await this.log({ step, epoch: round(this.epoch()), kind: 'eval', eval_loss: ev.loss, ...metrics, eval_num_tokens: ev.num_tokens });
       }
       if (this.o.callbacks?.onCheckpoint && (step % r.save_steps === 0 || last)) {
         await this.o.callbacks.onCheckpoint(step, await this.checkpointFiles());
@@ -211,9 +231,14 @@ export class Trainer {
     this.checkedStep = step;
   }
 
-  /** Token-mean loss over the eval set, without dropout or gradients. */
-  evaluate(examples = this.o.eval ?? []): Promise<{ loss: number; num_tokens: number }> {
-    return sftEvalLoss(this.o.model, examples, { adapter: this.o.adapter, padTokenId: this.o.padTokenId, batchSize: this.recipe.per_device_eval_batch_size });
+  /**
+   * The method's loss and metrics over the eval set, without dropout or gradients. num_tokens
+   * counts the items the loss is averaged over (SFT: trainable tokens), as eval_num_tokens has.
+   */
+  async evaluate(examples = this.o.eval ?? []): Promise<{ loss: number; metrics: Record<string, number>; num_tokens: number }> {
+    const { model, adapter, method } = this.o;
+    const ev = await evaluateMethod(method, { model, adapter }, examples, this.recipe.per_device_eval_batch_size);
+    return { loss: ev.loss, metrics: ev.metrics, num_tokens: ev.num_items };
   }
 
   private async log(entry: LogEntry): Promise<void> {

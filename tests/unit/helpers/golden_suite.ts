@@ -9,7 +9,7 @@ import { initBackend, type BackendName } from '../../../src/engine/backend/index
 import { GOLDEN_CASES, loadGolden, readGoldenSafetensors, allTensors, maxAbsDiff, type Golden } from './golden.ts';
 import { LoraAdapter, parseAdapterConfig } from '../../../src/engine/model/lora.ts';
 import { collate, type Example } from '../../../src/engine/train/batch.ts';
-import { sftLossSum } from '../../../src/engine/train/sft.ts';
+import { sftLossSum, sftMethod } from '../../../src/engine/train/methods/sft.ts';
 import { trainStep } from '../../../src/engine/train/step.ts';
 import { AdamW } from '../../../src/engine/train/optim.ts';
 
@@ -104,7 +104,7 @@ export function goldenSuite(backend: BackendName, cases: StorageCase[] = ALL_CAS
       const micro = t.micro_batches.map((rows) => collate(rows.map((r) => ex[r]), g.pad_token_id));
       let after1 = 0;
       for (let s = 0; s < t.steps; s++) {
-        const r = await trainStep(params, micro, (b) => sftLossSum(model, b, { adapter, gradientCheckpointing }), optimizer, t.lr, t.max_grad_norm);
+        const r = await trainStep(params, micro, sftMethod({ padTokenId: g.pad_token_id }), { model, adapter, gradientCheckpointing }, optimizer, t.lr, t.max_grad_norm);
         expect(Math.abs(r.loss - t.losses[s])).toBeLessThanOrEqual(1e-5);
         expect(Math.abs(r.grad_norm - t.grad_norms[s])).toBeLessThanOrEqual(1e-5);
         // No tensor leaks across steps.

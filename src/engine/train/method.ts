@@ -1,0 +1,62 @@
+/**
+ * The seam every training method plugs into. The Trainer owns order, accumulation, schedule,
+ * clipping, the optimizer, checkpoints and logging, and never names a method; a method says how
+ * its examples become micro-batches, what a step's loss is averaged over, and what the loss and
+ * its metrics are. One file per method under `methods/`.
+ *
+ * The reference model of DPO and KTO is the same model with the adapter switched off
+ * (`adapter: null`), computed without a gradient in `prepareBatch`: never a second copy of the
+ * weights.
+ */
+import type * as tf from '@tensorflow/tfjs';
+import type { CausalLM } from '../model/llama.ts';
+import type { LoraAdapter } from '../model/lora.ts';
+
+/** What a method's loss runs on: the model, the adapter being trained, and the step's options. */
+export interface LossContext {
+  model: CausalLM;
+  /** The adapter being trained; null for freeze/full fine-tuning (the model's own weights train). */
+  adapter: LoraAdapter | null;
+  /** Draws one dropout seed; undefined without dropout (evaluation). */
+  dropoutSeed?: () => number;
+  gradientCheckpointing?: boolean;
+}
+
+export interface MicroBatchLoss {
+  /** The micro-batch's loss as a SUM over its items: the step divides the sum of these once by its item count. */
+  loss: tf.Scalar;
+  /**
+   * Each declared metric as a SUM over the micro-batch's items (scalars, read after the step;
+   * no gradient flows from them): the step divides them by the same item count, so a logged
+   * metric is the mean over the step's items, as TRL's batch means are.
+   */
+  metrics: Record<string, tf.Scalar>;
+}
+
+export interface Method<E, B> {
+  /** The recipe's `method`. */
+  readonly name: string;
+  /**
+   * The metrics a step logs besides `loss`, `grad_norm`, `learning_rate`, `num_tokens` and
+   * `tokens_per_second`, with TRL's names (evaluation logs them again prefixed `eval_`). The
+   * studio draws its charts from this list.
+   */
+  readonly metrics: readonly string[];
+  /** A micro-batch of examples, on the host (ids padded, masks, what the loss needs). */
+  collate(examples: E[]): B;
+  /** What the step's loss is averaged over in this micro-batch: trainable tokens (SFT), rows (DPO, KTO, ORPO, SimPO). */
+  countItems(batch: B): number;
+  /** Real input tokens of the micro-batch, for num_tokens and tokens/s. */
+  countTokens(batch: B): number;
+  /**
+   * Work outside the gradient before the loss, e.g. the reference model's log-probs (adapter
+   * off); may read tensors back. Optional.
+   */
+  prepareBatch?(batch: B, ctx: LossContext): Promise<void>;
+  /** The micro-batch's loss sum and metric sums; called inside the gradient tape. */
+  loss(batch: B, ctx: LossContext): MicroBatchLoss;
+}
+
+/** Any method, for code that only moves its examples and batches along. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type AnyMethod = Method<any, any>;
