@@ -8,7 +8,7 @@ import { appendFile, mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError, decodeUtf8Text } from '../engine/errors.ts';
 import { adapterName, initBackend, initFastestBackend, type BackendInfo, type BackendName } from '../engine/backend/index.ts';
-import { parseRecipe, parseRecipeJson, applyOverrides, SHORT_RUN_STEPS } from '../engine/recipe.ts';
+import { parseRecipe, parseRecipeJson, applyOverrides, recipeForMethod, SHORT_RUN_STEPS } from '../engine/recipe.ts';
 import { loadAdapter, loadModel, loadTokenizer, modelFiles, prepareRun, prepareSftData, savedDType, sftOptions, type LoadedModel } from '../engine/run.ts';
 import { detectFormat, parseDatasetText } from '../engine/data/dataset.ts';
 import { datasetStats, tokenizeSft, type DatasetStats, type LengthStats } from '../engine/data/sft.ts';
@@ -189,7 +189,7 @@ async function train(argv: string[]): Promise<void> {
     progress.done();
     const files = { ...(await run.outputFiles()), 'trainer_state.json': new TextEncoder().encode(JSON.stringify(t.trainerStateJson(), null, 2)) };
     for (const [name, content] of Object.entries(files)) await writeFileAtomic(join(out, name), content);
-    await writeFileAtomic(join(out, 'recipe.json'), JSON.stringify(run.recipe, null, 2) + '\n');
+    await writeFileAtomic(join(out, 'recipe.json'), JSON.stringify(recipeForMethod(run.recipe), null, 2) + '\n');
     if (state.global_step < t.totalSteps) {
       const ckpt = join(out, `checkpoint-${state.global_step}`);
       await writeFolderAtomic(ckpt, await t.checkpointFiles());

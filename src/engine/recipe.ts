@@ -1,8 +1,9 @@
 /**
- * The recipe: one JSON document describing a whole run. Its keys are TRL's `SFTConfig` and PEFT's
- * `LoraConfig` names, so a recipe moves to TRL on a cluster without translation
- * (`recipeToTrlConfig`). Every field is documented once, here, at its definition; the UI and the
- * CLI read `RECIPE_FIELDS` instead of repeating the text.
+ * The recipe: one JSON document describing a whole run. Its keys are TRL's config names
+ * (`SFTConfig`, `DPOConfig`, `KTOConfig`, `ORPOConfig`, `CPOConfig` for SimPO) and PEFT's
+ * `LoraConfig`, so a recipe moves to TRL on a cluster without translation (`recipeToTrlConfig`).
+ * Every field is documented once, here, at its definition, with the methods it applies to; the UI
+ * and the CLI read `RECIPE_FIELDS` instead of repeating the text.
  */
 import { z } from 'zod';
 import { LINEAR_MODULES } from './model/config.ts';
@@ -11,9 +12,17 @@ import { UserError, checkTextEncoding } from './errors.ts';
 /** How a field's value is written on a command line, so an override string can be converted. */
 export type FieldKind = 'string' | 'number' | 'integer' | 'boolean' | 'enum' | 'modules';
 
+/** The training methods, by the recipe's `method`. */
+export const METHODS = ['sft', 'dpo', 'kto', 'orpo', 'simpo'] as const;
+export type MethodName = (typeof METHODS)[number];
+/** The offline preference methods: rows of preferred and dispreferred completions. */
+export const PREFERENCE_METHODS: readonly MethodName[] = ['dpo', 'kto', 'orpo', 'simpo'];
+
 export interface RecipeField {
   /** One line for people: what the field does. */
   doc: string;
+  /** The methods the field applies to; undefined for every method. */
+  methods?: readonly MethodName[];
   /** The value used when the recipe leaves the field out; undefined when there is none. */
   default: unknown;
   /** Where the field lives on the TRL/PEFT side, e.g. `SFTConfig.learning_rate`. */
@@ -27,6 +36,13 @@ export interface RecipeField {
 }
 
 type FieldMeta = Omit<RecipeField, 'default' | 'required'> & { default: unknown; required: boolean };
+
+/** A field that applies to some methods only: setting it for another method is refused by name. */
+function forMethods<S extends z.ZodType>(methods: readonly MethodName[], schema: S): S {
+  const info = fieldMeta.get(schema);
+  if (info) fieldMeta.add(schema, { ...info, methods });
+  return schema;
+}
 
 interface FieldType<S extends z.ZodType> {
   schema: S;
@@ -175,9 +191,9 @@ const RecipeObject = z.strictObject({
   model: required(text('a folder path or a Hugging Face Hub model id'),
     'The base model: a local folder in the Hugging Face layout or a Hub id such as "HuggingFaceTB/SmolLM2-135M-Instruct".',
     'SFTTrainer(model=…)'),
-  method: field(choice(['sft'], '"sft", the only method available in this version'), 'sft',
-    'The training method; supervised fine-tuning ("sft") is the only one in this version.',
-    'SFTTrainer'),
+  method: field(choice(METHODS), 'sft',
+    'The training method: "sft" imitates the rows; "dpo", "orpo" and "simpo" learn from pairs of a chosen and a rejected completion; "kto" from single completions labelled desirable or not.',
+    'SFTTrainer, DPOTrainer, KTOTrainer, ORPOTrainer, CPOTrainer (loss_type "simpo")'),
   train_file: required(text('a file path'),
     'JSONL file of training rows (messages, prompt/completion or text).',
     'SFTTrainer(train_dataset=load_dataset("json", data_files=…))'),
@@ -275,18 +291,48 @@ const RecipeObject = z.strictObject({
   save_total_limit: field(nullable(integer(1)), null,
     'Keep at most this many checkpoints, deleting the oldest; null keeps all.',
     'SFTConfig.save_total_limit'),
+  beta: forMethods(PREFERENCE_METHODS, field(number({ gt: 0 }), 0.1,
+    'How strongly the preferences pull: DPO and KTO\'s β (lower stays closer to the reference model, the model with the adapter off), ORPO\'s λ on its odds-ratio term, SimPO\'s reward scale.',
+    'DPOConfig.beta / KTOConfig.beta / ORPOConfig.beta / CPOConfig.beta')),
+  loss_type: forMethods(['dpo'], field(choice(['sigmoid', 'ipo', 'hinge']), 'sigmoid',
+    'DPO\'s loss: "sigmoid" is the original DPO, "ipo" a squared loss that does not overfit deterministic preferences, "hinge" the SLiC hinge.',
+    'DPOConfig.loss_type')),
+  precompute_ref_log_probs: forMethods(['dpo', 'kto'], field(flag(), false,
+    'Compute the reference model\'s log-probs for every row once before training and keep them with the run, instead of one extra forward pass per step.',
+    'DPOConfig.precompute_ref_log_probs / KTOConfig.precompute_ref_log_probs')),
+  desirable_weight: forMethods(['kto'], field(number({ gt: 0 }), 1.0,
+    'KTO: weight of the loss on desirable rows (label true); raise it when they are rarer than undesirable ones.',
+    'KTOConfig.desirable_weight')),
+  undesirable_weight: forMethods(['kto'], field(number({ gt: 0 }), 1.0,
+    'KTO: weight of the loss on undesirable rows (label false).',
+    'KTOConfig.undesirable_weight')),
+  simpo_gamma: forMethods(['simpo'], field(number({ ge: 0 }), 0.5,
+    'SimPO\'s target reward margin γ: the chosen completion must beat the rejected one by at least this.',
+    'CPOConfig.simpo_gamma')),
+  max_prompt_length: forMethods(PREFERENCE_METHODS, field(nullable(integer(1)), 512,
+    'Longest prompt in tokens for the preference methods; longer prompts keep their end. null never truncates the prompt.',
+    'DPOConfig.max_prompt_length')),
+  max_completion_length: forMethods(PREFERENCE_METHODS, field(nullable(integer(1)), null,
+    'Longest completion (chosen, rejected) in tokens for the preference methods; null cuts only at max_length.',
+    'DPOConfig.max_completion_length')),
   logging_steps: field(integer(1), 10,
     `Report loss, learning rate and gradient norm every this many optimiser steps (and at the first and last). Left unset, \`finetune train\` logs every step of a run shorter than ${SHORT_RUN_STEPS} steps.`,
     'SFTConfig.logging_steps'),
 });
 
-export function defaultLearningRate(peftType: z.output<typeof PeftSchema>['type']): number {
-  return peftType === 'lora' ? 2e-4 : 2e-5;
+/**
+ * The learning rate when the recipe sets none. SFT: 2e-4 for LoRA, 2e-5 for full weights. The
+ * preference methods start from a trained model and need far smaller steps (TRL's DPOConfig
+ * defaults to 1e-6): 5e-5 for LoRA, 1e-6 for full weights.
+ */
+export function defaultLearningRate(peftType: z.output<typeof PeftSchema>['type'], method: MethodName = 'sft'): number {
+  if (method === 'sft') return peftType === 'lora' ? 2e-4 : 2e-5;
+  return peftType === 'lora' ? 5e-5 : 1e-6;
 }
 
 export const RecipeSchema = RecipeObject.transform((r) => ({
   ...r,
-  learning_rate: r.learning_rate ?? defaultLearningRate(r.peft.type),
+  learning_rate: r.learning_rate ?? defaultLearningRate(r.peft.type, r.method),
 }));
 
 /** A recipe after parsing: every default filled in. */
@@ -408,10 +454,38 @@ function issueSentence(issue: z.core.$ZodIssue, json: unknown): { sentence: stri
   return { sentence: `the recipe must be a JSON object (got ${describe(json)}).`, field: '' };
 }
 
+/**
+ * A field set for a method it does not apply to ("beta": 0.5 in an SFT recipe), or null. A value
+ * equal to the field's default says nothing, so a parsed recipe (which carries every default)
+ * reads back as it was.
+ */
+function misplacedField(json: unknown): { field: string; sentence: string } | null {
+  if (!isPlainObject(json)) return null;
+  const method = typeof json.method === 'string' && (METHODS as readonly string[]).includes(json.method) ? (json.method as MethodName) : 'sft';
+  for (const [key, value] of Object.entries(json)) {
+    const info = RECIPE_FIELDS[key];
+    const methods = info?.methods;
+    if (methods && !methods.includes(method) && value !== info.default) {
+      const list = methods.map((m) => `"${m}"`).join(methods.length === 2 ? ' and ' : ', ');
+      return { field: key, sentence: `"${key}" applies to method ${list} only, not "${method}"; remove it or set "method".` };
+    }
+  }
+  return null;
+}
+
+/** The recipe without the fields of other methods (an SFT recipe has no beta): what files record. */
+export function recipeForMethod(recipe: Recipe): Partial<Recipe> & Pick<Recipe, 'model' | 'train_file' | 'method'> {
+  return Object.fromEntries(Object.entries(recipe).filter(([key]) => RECIPE_FIELDS[key]?.methods?.includes(recipe.method) ?? true)) as Recipe;
+}
+
 /** Validates a recipe and fills in its defaults; throws one UserError naming the file and the first bad field. */
 export function parseRecipe(json: unknown, file: string): Recipe {
   const result = RecipeSchema.safeParse(json);
-  if (result.success) return result.data;
+  if (result.success) {
+    const misplaced = misplacedField(json);
+    if (misplaced) throw new UserError(`${file}: ${misplaced.sentence}`, { file, field: misplaced.field });
+    return result.data;
+  }
   // An unknown key is usually a misspelt known one, which also explains a "required" error elsewhere.
   const issue = result.error.issues.find((i) => i.code === 'unrecognized_keys') ?? result.error.issues[0];
   const { sentence, field } = issueSentence(issue, json);
@@ -532,9 +606,21 @@ function fieldSchema(path: string): z.ZodType {
   return leaf === undefined ? RecipeObject.shape[head as keyof typeof RecipeObject.shape] : PeftSchema.shape[leaf as keyof typeof PeftSchema.shape];
 }
 
+/** The TRL trainer and config class of each method (SimPO is CPO with loss_type "simpo"). */
+export const TRL_CLASSES: Record<MethodName, { trainer: string; config: string }> = {
+  sft: { trainer: 'SFTTrainer', config: 'SFTConfig' },
+  dpo: { trainer: 'DPOTrainer', config: 'DPOConfig' },
+  kto: { trainer: 'KTOTrainer', config: 'KTOConfig' },
+  orpo: { trainer: 'ORPOTrainer', config: 'ORPOConfig' },
+  simpo: { trainer: 'CPOTrainer', config: 'CPOConfig' },
+};
+
 export interface TrlConfig {
-  /** Keyword arguments for `trl.SFTConfig`. */
-  sft_config: Record<string, unknown>;
+  /** The TRL trainer and config class the recipe maps to. */
+  trainer: string;
+  config_class: string;
+  /** Keyword arguments for the config class (`trl.SFTConfig`, `trl.DPOConfig`, …). */
+  config: Record<string, unknown>;
   /** Keyword arguments for `peft.LoraConfig`; null when peft.type is not "lora". */
   lora_config: Record<string, unknown> | null;
 }
@@ -546,7 +632,7 @@ export interface TrlConfig {
  */
 export function recipeToTrlConfig(recipe: Recipe): TrlConfig {
   const hasEval = recipe.eval_file !== undefined || recipe.eval_split > 0;
-  const sft_config: Record<string, unknown> = {
+  const config: Record<string, unknown> = {
     output_dir: recipe.output_dir,
     learning_rate: recipe.learning_rate,
     num_train_epochs: recipe.num_train_epochs,
@@ -567,8 +653,7 @@ export function recipeToTrlConfig(recipe: Recipe): TrlConfig {
     seed: recipe.seed,
     train_sampling_strategy: recipe.shuffle ? 'random' : 'sequential',
     max_length: recipe.max_length,
-    completion_only_loss: recipe.completion_only_loss,
-    assistant_only_loss: recipe.assistant_only_loss,
+    ...methodConfig(recipe),
     eval_strategy: !hasEval ? 'no' : recipe.eval_steps === null ? 'epoch' : 'steps',
     ...(hasEval && recipe.eval_steps !== null ? { eval_steps: recipe.eval_steps } : {}),
     save_strategy: 'steps',
@@ -587,5 +672,23 @@ export function recipeToTrlConfig(recipe: Recipe): TrlConfig {
     bias: 'none',
     task_type: 'CAUSAL_LM',
   };
-  return { sft_config, lora_config };
+  const classes = TRL_CLASSES[recipe.method];
+  return { trainer: classes.trainer, config_class: classes.config, config, lora_config };
+}
+
+/** The config keys only one method's TRL config has. */
+function methodConfig(recipe: Recipe): Record<string, unknown> {
+  const preference = { beta: recipe.beta, max_prompt_length: recipe.max_prompt_length, max_completion_length: recipe.max_completion_length };
+  switch (recipe.method) {
+    case 'sft':
+      return { completion_only_loss: recipe.completion_only_loss, assistant_only_loss: recipe.assistant_only_loss };
+    case 'dpo':
+      return { ...preference, loss_type: recipe.loss_type, precompute_ref_log_probs: recipe.precompute_ref_log_probs };
+    case 'kto':
+      return { ...preference, desirable_weight: recipe.desirable_weight, undesirable_weight: recipe.undesirable_weight, precompute_ref_log_probs: recipe.precompute_ref_log_probs };
+    case 'orpo':
+      return preference;
+    case 'simpo':
+      return { ...preference, loss_type: 'simpo', simpo_gamma: recipe.simpo_gamma, cpo_alpha: 0 };
+  }
 }

@@ -7,6 +7,7 @@ import {
   closestField,
   parseRecipe,
   parseRecipeText,
+  recipeForMethod,
   recipeToTrlConfig,
 } from '../../src/engine/recipe.ts';
 
@@ -60,6 +61,14 @@ describe('parseRecipe defaults', () => {
       eval_steps: null,
       save_steps: 500,
       save_total_limit: null,
+      beta: 0.1,
+      loss_type: 'sigmoid',
+      precompute_ref_log_probs: false,
+      desirable_weight: 1,
+      undesirable_weight: 1,
+      simpo_gamma: 0.5,
+      max_prompt_length: 512,
+      max_completion_length: null,
       logging_steps: 10,
     });
     expect('eval_file' in r).toBe(false);
@@ -109,7 +118,10 @@ describe('parseRecipe errors: one sentence naming the file and the field', () =>
     ['peft not an object', { ...MINIMAL, peft: 'lora' }, 'peft', 'recipe.json: "peft" must be an object such as {"type": "lora", "r": 16} (got "lora").'],
     ['missing model', { train_file: 'train.jsonl' }, 'model', 'recipe.json: "model" is required; set it to a folder path or a Hugging Face Hub model id.'],
     ['empty train_file', { model: 'm', train_file: '' }, 'train_file', 'recipe.json: "train_file" must be a file path (got "").'],
-    ['another method', { ...MINIMAL, method: 'dpo' }, 'method', 'recipe.json: "method" must be "sft", the only method available in this version (got "dpo").'],
+    ['unknown method', { ...MINIMAL, method: 'ppo' }, 'method', 'recipe.json: "method" must be one of "sft", "dpo", "kto", "orpo", "simpo" (got "ppo").'],
+    ['a DPO field in an SFT recipe', { ...MINIMAL, beta: 0.5 }, 'beta', 'recipe.json: "beta" applies to method "dpo", "kto", "orpo", "simpo" only, not "sft"; remove it or set "method".'],
+    ['a KTO field in a DPO recipe', { ...MINIMAL, method: 'dpo', desirable_weight: 2 }, 'desirable_weight', 'recipe.json: "desirable_weight" applies to method "kto" only, not "dpo"; remove it or set "method".'],
+    ['a DPO loss_type that is not DPO\'s', { ...MINIMAL, method: 'dpo', loss_type: 'simpo' }, 'loss_type', 'recipe.json: "loss_type" must be one of "sigmoid", "ipo", "hinge" (got "simpo").'],
     ['bad optim', { ...MINIMAL, optim: 'adafactor' }, 'optim', 'recipe.json: "optim" must be "adamw_torch" (or "adamw") or "sgd" (got "adafactor").'],
   ];
   for (const [name, json, field, expected] of cases) {
@@ -221,7 +233,7 @@ describe('applyOverrides', () => {
     expect(userErrorFrom(() => applyOverrides(MINIMAL, { shuffle: 'yes' })).message).toBe('command line: --shuffle must be true or false (got "yes").');
     expect(userErrorFrom(() => applyOverrides(MINIMAL, { save_steps: 'null' })).message).toBe('command line: --save_steps must be an integer of at least 1 (got "null").');
     expect(userErrorFrom(() => applyOverrides(MINIMAL, { method: 'grpo' })).message).toBe(
-      'command line: --method must be "sft", the only method available in this version (got "grpo").',
+      'command line: --method must be one of "sft", "dpo", "kto", "orpo", "simpo" (got "grpo").',
     );
     expect(userErrorFrom(() => applyOverrides(MINIMAL, { 'peft.target_modules': 'q_proj,lm_head' })).message).toContain('--peft.target_modules must be "all-linear"');
   });
@@ -233,7 +245,10 @@ describe('RECIPE_FIELDS', () => {
     expect(paths).toContain('learning_rate');
     expect(paths).toContain('peft.r');
     expect(paths).not.toContain('peft');
-    expect(paths.length).toBe(42);
+    expect(paths.length).toBe(50);
+    expect(RECIPE_FIELDS.beta).toMatchObject({ default: 0.1, methods: ['dpo', 'kto', 'orpo', 'simpo'] });
+    expect(RECIPE_FIELDS.simpo_gamma).toMatchObject({ default: 0.5, methods: ['simpo'], trl: 'CPOConfig.simpo_gamma' });
+    expect(RECIPE_FIELDS.learning_rate.methods).toBeUndefined();
     for (const [path, f] of Object.entries(RECIPE_FIELDS)) {
       expect(f.doc.length, path).toBeGreaterThan(10);
       expect(f.trl.length, path).toBeGreaterThan(0);
@@ -257,6 +272,34 @@ describe('RECIPE_FIELDS', () => {
   });
 });
 
+describe('the preference methods', () => {
+  it('take their TRL defaults and a smaller learning rate, and read back from a parsed recipe', () => {
+    const dpo = parseRecipe({ ...MINIMAL, method: 'dpo' }, FILE);
+    expect(dpo).toMatchObject({ method: 'dpo', beta: 0.1, loss_type: 'sigmoid', learning_rate: 5e-5, max_prompt_length: 512 });
+    expect(parseRecipe({ ...MINIMAL, method: 'dpo', peft: { type: 'full' } }, FILE).learning_rate).toBe(1e-6);
+    // A parsed recipe carries every default, its own method's and others'; it parses again unchanged.
+    expect(parseRecipe(JSON.parse(JSON.stringify(dpo)), FILE)).toEqual(dpo);
+    const sft = parseRecipe(MINIMAL, FILE);
+    expect(parseRecipe(JSON.parse(JSON.stringify(sft)), FILE)).toEqual(sft);
+    // What a file records has only the method's own fields.
+    expect(recipeForMethod(sft)).not.toHaveProperty('beta');
+    expect(recipeForMethod(dpo)).toMatchObject({ beta: 0.1, loss_type: 'sigmoid' });
+    expect(recipeForMethod(dpo)).not.toHaveProperty('simpo_gamma');
+  });
+
+  it('map to their TRL trainer and config', () => {
+    const dpo = recipeToTrlConfig(parseRecipe({ ...MINIMAL, method: 'dpo', beta: 0.2, loss_type: 'ipo' }, FILE));
+    expect(dpo).toMatchObject({ trainer: 'DPOTrainer', config_class: 'DPOConfig' });
+    expect(dpo.config).toMatchObject({ beta: 0.2, loss_type: 'ipo', precompute_ref_log_probs: false, max_prompt_length: 512, max_length: 1024 });
+    expect(dpo.config).not.toHaveProperty('completion_only_loss');
+    const simpo = recipeToTrlConfig(parseRecipe({ ...MINIMAL, method: 'simpo', simpo_gamma: 1 }, FILE));
+    expect(simpo).toMatchObject({ trainer: 'CPOTrainer', config_class: 'CPOConfig', config: { loss_type: 'simpo', simpo_gamma: 1, cpo_alpha: 0 } });
+    const kto = recipeToTrlConfig(parseRecipe({ ...MINIMAL, method: 'kto', desirable_weight: 1.33 }, FILE));
+    expect(kto).toMatchObject({ trainer: 'KTOTrainer', config: { desirable_weight: 1.33, undesirable_weight: 1 } });
+    expect(recipeToTrlConfig(parseRecipe({ ...MINIMAL, method: 'orpo' }, FILE))).toMatchObject({ trainer: 'ORPOTrainer', config: { beta: 0.1 } });
+  });
+});
+
 describe('recipeToTrlConfig', () => {
   it('maps a LoRA recipe onto SFTConfig and LoraConfig keyword arguments', () => {
     const r = parseRecipe({
@@ -269,7 +312,9 @@ describe('recipeToTrlConfig', () => {
       peft: { r: 8, target_modules: ['q_proj', 'v_proj'], use_rslora: true },
     }, FILE);
     expect(recipeToTrlConfig(r)).toEqual({
-      sft_config: {
+      trainer: 'SFTTrainer',
+      config_class: 'SFTConfig',
+      config: {
         output_dir: 'output',
         learning_rate: 2e-4,
         num_train_epochs: 3,
@@ -314,11 +359,11 @@ describe('recipeToTrlConfig', () => {
   it('uses integer warmup_steps when set, epoch evaluation without eval_steps, and no LoraConfig for full training', () => {
     const full = recipeToTrlConfig(parseRecipe({ ...MINIMAL, peft: { type: 'full' }, warmup_steps: 5, warmup_ratio: 0.5, eval_split: 0.1 }, FILE));
     expect(full.lora_config).toBeNull();
-    expect(full.sft_config).toMatchObject({ learning_rate: 2e-5, warmup_steps: 5, eval_strategy: 'epoch', train_sampling_strategy: 'random' });
-    expect(full.sft_config).not.toHaveProperty('eval_steps');
-    expect(full.sft_config).not.toHaveProperty('resume_from_checkpoint');
+    expect(full.config).toMatchObject({ learning_rate: 2e-5, warmup_steps: 5, eval_strategy: 'epoch', train_sampling_strategy: 'random' });
+    expect(full.config).not.toHaveProperty('eval_steps');
+    expect(full.config).not.toHaveProperty('resume_from_checkpoint');
     const noEval = recipeToTrlConfig(parseRecipe({ ...MINIMAL, eval_steps: 10 }, FILE));
-    expect(noEval.sft_config).toMatchObject({ eval_strategy: 'no' });
-    expect(noEval.sft_config).not.toHaveProperty('eval_steps');
+    expect(noEval.config).toMatchObject({ eval_strategy: 'no' });
+    expect(noEval.config).not.toHaveProperty('eval_steps');
   });
 });

@@ -4,7 +4,7 @@
  * engine's `parseRecipe`, whose message is shown at the field it names.
  */
 import { isUserError } from '../../engine/errors.ts';
-import { RECIPE_FIELDS, defaultLearningRate, parseRecipe, parseRecipeJson, type Recipe, type RecipeField, type RecipeInput } from '../../engine/recipe.ts';
+import { METHODS, RECIPE_FIELDS, defaultLearningRate, recipeForMethod, parseRecipe, parseRecipeJson, type MethodName, type Recipe, type RecipeField, type RecipeInput } from '../../engine/recipe.ts';
 
 /** What an input holds: text for numbers and strings, a flag for booleans, a list for target_modules. */
 export type RawValue = string | boolean | string[];
@@ -31,12 +31,17 @@ export interface FieldGroup {
 const ESSENTIALS: FieldGroup = {
   id: 'essentials',
   title: 'Essentials',
-  fields: ['method', 'peft.type', 'peft.r', 'peft.lora_alpha', 'peft.layers_to_train', 'learning_rate', 'num_train_epochs', 'max_steps', 'per_device_train_batch_size', 'max_length'],
+  fields: ['method', 'beta', 'loss_type', 'peft.type', 'peft.r', 'peft.lora_alpha', 'peft.layers_to_train', 'learning_rate', 'num_train_epochs', 'max_steps', 'per_device_train_batch_size', 'max_length'],
   advanced: false,
 };
 
 const ADVANCED: Omit<FieldGroup, 'advanced'>[] = [
   { id: 'lora', title: 'LoRA adapter', fields: ['peft.lora_dropout', 'peft.target_modules', 'peft.use_rslora'] },
+  {
+    id: 'preference',
+    title: 'Preference method',
+    fields: ['desirable_weight', 'undesirable_weight', 'simpo_gamma', 'precompute_ref_log_probs', 'max_prompt_length', 'max_completion_length'],
+  },
   { id: 'steps', title: 'Steps and schedule', fields: ['gradient_accumulation_steps', 'gradient_checkpointing', 'lr_scheduler_type', 'warmup_steps', 'warmup_ratio'] },
   {
     id: 'data',
@@ -58,14 +63,18 @@ export function formGroups(fields: Readonly<Record<string, RecipeField>> = RECIP
   return groups.filter((g) => g.fields.length > 0);
 }
 
-/** Whether a section applies to the chosen peft.type. */
-export function groupApplies(group: FieldGroup, raw: RawForm): boolean {
-  if (group.id === 'lora') return raw['peft.type'] === 'lora';
-  return true;
+/** Whether a section applies to the chosen method and peft.type: whether any of its fields does. */
+export function groupApplies(group: FieldGroup, raw: RawForm, fields: Readonly<Record<string, RecipeField>> = RECIPE_FIELDS): boolean {
+  return group.fields.some((f) => fieldApplies(f, raw, fields));
 }
 
-/** Whether a field applies to the chosen peft.type (LoRA's r and alpha to lora, the layer count to freeze). */
-export function fieldApplies(path: string, raw: RawForm): boolean {
+/**
+ * Whether a field applies to the chosen method (DPO's beta to the preference methods) and
+ * peft.type (LoRA's r and alpha to lora, the layer count to freeze).
+ */
+export function fieldApplies(path: string, raw: RawForm, fields: Readonly<Record<string, RecipeField>> = RECIPE_FIELDS): boolean {
+  const methods = fields[path]?.methods;
+  if (methods && !methods.includes(raw.method as MethodName)) return false;
   if (path.startsWith('peft.') && path !== 'peft.type') {
     return path === 'peft.layers_to_train' ? raw['peft.type'] === 'freeze' : raw['peft.type'] === 'lora';
   }
@@ -152,7 +161,8 @@ export function formToJson(raw: RawForm, page: PageValues, fields: Readonly<Reco
   const json: Record<string, unknown> = { model: page.model, train_file: page.train_file };
   for (const [path, value] of Object.entries(raw)) {
     const info = fields[path];
-    if (!info) continue;
+    // A field of another method (DPO's beta in an SFT recipe) stays in the form, not in the recipe.
+    if (!info || (info.methods && !info.methods.includes(raw.method as MethodName))) continue;
     const v = fromRaw(info, value);
     if (v !== undefined) setPath(json, path, v);
   }
@@ -219,13 +229,14 @@ export function importRecipe(text: string, file: string, page: PageValues): { fo
 
 /** The recipe as a JSON file: every field with its value, so it reads the same in the CLI or in TRL. */
 export function exportRecipe(recipe: Recipe): string {
-  return `${JSON.stringify(recipe, null, 2)}\n`;
+  return `${JSON.stringify(recipeForMethod(recipe), null, 2)}\n`;
 }
 
 /** The learning rate that applies when the field is left empty, for the input's placeholder. */
 export function learningRatePlaceholder(raw: RawForm): string {
   const type = raw['peft.type'];
-  return String(defaultLearningRate(type === 'full' || type === 'freeze' ? type : 'lora'));
+  const method = (METHODS as readonly string[]).includes(String(raw.method)) ? (raw.method as MethodName) : 'sft';
+  return String(defaultLearningRate(type === 'full' || type === 'freeze' ? type : 'lora', method));
 }
 
 /**
