@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { addLog, emptySeries, hasPoints, latest } from '../../src/ui/train/series.ts';
+import { addLog, chosenRewardFalling, emptySeries, hasPoints, latest } from '../../src/ui/train/series.ts';
+import { METHOD_METRICS, methodCharts } from '../../src/engine/train/metrics.ts';
 
 describe('training series', () => {
   it('appends a point per logged step with gaps for missing metrics', () => {
@@ -57,5 +58,36 @@ describe('seriesFromMetrics', () => {
     expect(s.step).toEqual([1, 2]);
     expect(s.values.loss).toEqual([2, 1.5]);
     expect(s.values.eval_loss).toEqual([null, 1.7]);
+  });
+});
+
+describe("a method's own metrics", () => {
+  it('become curves when first logged, with gaps before, and eval_ ones beside them', () => {
+    let s = addLog(emptySeries(), { step: 1, epoch: 0, loss: 0.7 });
+    s = addLog(s, { step: 2, epoch: 0, kind: 'train', loss: 0.6, 'rewards/chosen': 0.1 });
+    s = addLog(s, { step: 2, epoch: 0, kind: 'eval', eval_loss: 0.65, 'eval_rewards/chosen': 0.05 });
+    expect(s.step).toEqual([1, 2]);
+    expect(s.values['rewards/chosen']).toEqual([null, 0.1]);
+    expect(s.values['eval_rewards/chosen']).toEqual([null, 0.05]);
+    expect('kind' in s.values).toBe(false);
+    expect(latest(s, 'rewards/margins')).toBeNull();
+  });
+
+  it('warns when DPO’s chosen reward keeps falling below zero', () => {
+    const run = (values: number[]) => values.reduce((s, v, i) => addLog(s, { step: i + 1, epoch: 0, 'rewards/chosen': v }), emptySeries());
+    expect(chosenRewardFalling(run([0.02, -0.01, -0.03, -0.05, -0.08]))).toBe(true);
+    expect(chosenRewardFalling(run([0.02, -0.01, -0.03, -0.02, -0.08]))).toBe(false);
+    expect(chosenRewardFalling(run([0.5, 0.4, 0.3, 0.2, 0.1]))).toBe(false);
+    expect(chosenRewardFalling(run([-0.01, -0.03, -0.05, -0.08]))).toBe(false);
+  });
+});
+
+describe('the charts a method declares', () => {
+  it('puts chosen and rejected together and every other metric on its own', () => {
+    expect(methodCharts('sft')).toEqual([]);
+    const dpo = methodCharts('dpo');
+    expect(dpo.map((c) => c.metrics)).toEqual([['rewards/chosen', 'rewards/rejected'], ['rewards/accuracies'], ['rewards/margins'], ['logps/chosen', 'logps/rejected']]);
+    expect(methodCharts('kto').flatMap((c) => c.metrics)).toContain('kl');
+    for (const m of ['dpo', 'kto', 'orpo', 'simpo'] as const) expect(methodCharts(m).flatMap((c) => c.metrics).sort()).toEqual([...METHOD_METRICS[m]].sort());
   });
 });

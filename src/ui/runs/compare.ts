@@ -4,7 +4,7 @@
  * each run's values on it with null gaps, which the chart spans.
  */
 import type { ChartLine } from '../lib/chart.ts';
-import type { Metric, Series } from '../train/series.ts';
+import { valuesOf, type Metric, type Series } from '../train/series.ts';
 
 /** Colours told apart at a glance, one per compared run, in the order the runs were ticked. */
 export const RUN_COLORS = ['#4f46e5', '#dc2626', '#16a34a', '#f59e0b', '#0891b2', '#9333ea', '#db2777', '#65a30d', '#475569', '#ea580c'];
@@ -52,6 +52,6 @@ export function distinctLabels(names: string[]): string[] {
  */
 export function compareMetric(runs: { name: string; series: Series }[], metric: Metric): { x: number[]; lines: ChartLine[] } {
   const labels = distinctLabels(runs.map((r) => r.name));
-  const curves = runs.map((r, i) => ({ label: labels[i], color: runColor(i), x: r.series.step, y: r.series.values[metric] }));
+  const curves = runs.map((r, i) => ({ label: labels[i], color: runColor(i), x: r.series.step, y: valuesOf(r.series, metric) }));
   return alignCurves(curves.filter((c) => c.y.some((v) => v !== null)));
 }

@@ -1,56 +1,81 @@
-/** The live curves of a run, as uPlot wants them: one x array and aligned y arrays with gaps. */
+/**
+ * The live curves of a run, as uPlot wants them: one x array and aligned y arrays with gaps, one
+ * per metric any log line has (the method's own metrics too: rewards/chosen, eval_rewards/margins…).
+ */
 import type { LogEntry } from '../../engine/train/trainer.ts';
 
+/** The metrics every run logs; a method adds its own (`METHOD_METRICS`). */
 export const METRICS = ['loss', 'eval_loss', 'learning_rate', 'grad_norm', 'tokens_per_second'] as const;
-export type Metric = (typeof METRICS)[number];
+export type Metric = string;
 
 export interface Series {
   step: number[];
   values: Record<Metric, (number | null)[]>;
 }
 
+/** Keys of a log line that are not curves. */
+const NOT_CURVES = new Set(['step', 'epoch', 'kind', 'num_tokens', 'eval_num_tokens']);
+
 export function emptySeries(): Series {
-  return { step: [], values: Object.fromEntries(METRICS.map((m) => [m, []])) as unknown as Record<Metric, (number | null)[]> };
+  return { step: [], values: Object.fromEntries(METRICS.map((m) => [m, []])) as Record<Metric, (number | null)[]> };
 }
 
-function finite(x: number | undefined): number | null {
-  return x !== undefined && Number.isFinite(x) ? x : null;
+function finite(x: unknown): number | null {
+  return typeof x === 'number' && Number.isFinite(x) ? x : null;
 }
 
 /**
  * The series with one more log line. A line for the step of the last point (an eval after a
  * train log) fills that point in; a line for an earlier step (a run resumed from a checkpoint)
- * drops the points after it, which the resumed run is about to redo.
- * Returns a new object, so a reactive holder sees the change.
+ * drops the points after it, which the resumed run is about to redo. A metric seen for the first
+ * time gets a curve with gaps before it. Returns a new object, so a reactive holder sees the change.
  */
 export function addLog(s: Series, entry: LogEntry): Series {
   let keep = s.step.length;
   while (keep > 0 && s.step[keep - 1] > entry.step) keep--;
   const step = s.step.slice(0, keep);
-  const values = Object.fromEntries(METRICS.map((m) => [m, s.values[m].slice(0, keep)])) as Record<Metric, (number | null)[]>;
+  const names = new Set([...Object.keys(s.values), ...Object.keys(entry).filter((k) => !NOT_CURVES.has(k) && finite(entry[k]) !== null)]);
+  const values: Record<Metric, (number | null)[]> = {};
+  for (const m of names) values[m] = (s.values[m] ?? Array<number | null>(s.step.length).fill(null)).slice(0, keep);
   const last = step.length - 1;
   if (last >= 0 && step[last] === entry.step) {
-    for (const m of METRICS) {
+    for (const m of names) {
       const v = finite(entry[m]);
       if (v !== null) values[m][last] = v;
     }
   } else {
     step.push(entry.step);
-    for (const m of METRICS) values[m].push(finite(entry[m]));
+    for (const m of names) values[m].push(finite(entry[m]));
   }
   return { step, values };
 }
 
+/** A metric's values, gaps where it was not logged (none at all when it never was). */
+export function valuesOf(s: Series, m: Metric): (number | null)[] {
+  return s.values[m] ?? s.step.map(() => null);
+}
+
 /** The last value of a metric that is not a gap. */
 export function latest(s: Series, m: Metric): number | null {
-  const v = s.values[m];
+  const v = valuesOf(s, m);
   for (let i = v.length - 1; i >= 0; i--) if (v[i] !== null) return v[i];
   return null;
 }
 
 /** Whether the metric has any point, so an empty chart can say so instead of drawing axes. */
 export function hasPoints(s: Series, m: Metric): boolean {
-  return s.values[m].some((v) => v !== null);
+  return valuesOf(s, m).some((v) => v !== null);
+}
+
+/**
+ * DPO's common surprise: the chosen completions' reward (β·(logp − ref)) falling below zero and
+ * still falling over the last `window` logged steps, so the model is lowering the likelihood of
+ * what it should prefer and wins only by lowering the rejected ones faster.
+ */
+export function chosenRewardFalling(s: Series, window = 5): boolean {
+  const v = valuesOf(s, 'rewards/chosen').filter((x): x is number => x !== null).slice(-window);
+  if (v.length < window || v[v.length - 1] >= 0) return false;
+  return v.every((x, i) => i === 0 || x < v[i - 1]);
 }
 
 /** The curves of a stored run from its logged metrics, up to and including step `upTo` (where a resumed run picks up). */

@@ -8,7 +8,7 @@ import { describeError, errorText } from '../lib/errors.ts';
 import { proxy } from '../connect.ts';
 import { isCached } from '../model/hub.ts';
 import { estimateEta } from '../../engine/train/eta.ts';
-import type { Recipe } from '../../engine/recipe.ts';
+import type { MethodName, Recipe } from '../../engine/recipe.ts';
 import { RUN_OPEN_ELSEWHERE, type RunEvent, type RunRecord, type RunStatus } from '../../worker/protocol.ts';
 import { addLog, emptySeries, seriesFromMetrics, type Series } from './series.ts';
 
@@ -41,6 +41,8 @@ export class TrainStore {
   series = $state.raw<Series>(emptySeries());
   log = $state.raw<LogLine[]>([]);
   error = $state<string | null>(null);
+  /** The method of the run shown, whose declared metrics get charts. */
+  method = $state<MethodName>('sft');
   /** The name the next run gets; empty means the default (model, method, date). */
   runName = $state('');
   // State, not a plain field: `eta` reads it first, and a derived value that short-circuits on a
@@ -149,6 +151,7 @@ export class TrainStore {
     this.elsewhere = null;
     if (!resumeRunId) this.reset();
     this.status = 'starting';
+    this.method = recipe.method;
     if (!resumeRunId && recipe.max_steps > 0) this.totalSteps = recipe.max_steps;
     app.view = 'train';
     app.runs.dismissedResume = true;
@@ -286,6 +289,7 @@ export class TrainStore {
         return;
       }
       this.series = seriesFromMetrics(metrics, Infinity);
+      this.method = (run.recipe.method ?? 'sft') as MethodName;
       this.step = run.global_step;
       this.totalSteps = run.total_steps;
       this.status = run.status;
