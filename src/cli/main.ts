@@ -8,11 +8,15 @@ import { appendFile, mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError, decodeUtf8Text } from '../engine/errors.ts';
 import { adapterName, initBackend, initFastestBackend, type BackendInfo, type BackendName } from '../engine/backend/index.ts';
-import { parseRecipe, parseRecipeJson, applyOverrides, recipeForMethod, SHORT_RUN_STEPS } from '../engine/recipe.ts';
-import { loadAdapter, loadModel, loadTokenizer, modelFiles, prepareRun, prepareSftData, savedDType, sftOptions, type LoadedModel } from '../engine/run.ts';
+import { METHODS, parseRecipe, parseRecipeJson, applyOverrides, recipeForMethod, SHORT_RUN_STEPS, type MethodName, type Recipe } from '../engine/recipe.ts';
+import { loadAdapter, loadModel, loadTokenizer, modelFiles, prepareRun, savedDType, type LoadedModel } from '../engine/run.ts';
+import { checkMethodRecipe, createMethod, prepareMethodData, sftOptions } from '../engine/train/methods/index.ts';
 import { detectFormat, parseDatasetText } from '../engine/data/dataset.ts';
+import { FORMAT_NAMES } from '../engine/data/formats.ts';
+import { ktoDumpRow, pairDumpRow, type KtoExample, type PairExample } from '../engine/data/preference.ts';
+import { preferenceReport } from '../engine/data/preference_report.ts';
 import { datasetStats, tokenizeSft, type DatasetStats, type LengthStats } from '../engine/data/sft.ts';
-import { sftMethod } from '../engine/train/methods/sft.ts';
+import type { TextTokenizer } from '../engine/data/tokenizer.ts';
 import { evaluateMethod } from '../engine/train/step.ts';
 import { generate } from '../engine/model/generate.ts';
 import { nonFiniteAdapterWeight } from '../engine/model/check.ts';
@@ -107,9 +111,19 @@ async function checkFiniteAdapter(adapter: LoraAdapter | null, adapterDir: strin
   }
 }
 
-function methodFlag(args: ParsedArgs, command: string): void {
+function methodFlag(args: ParsedArgs, command: string): MethodName {
   const m = args.flags.get('method') ?? 'sft';
-  if (m !== 'sft') throw new UserError(`finetune ${command}: --method ${m} is not available in this version; use sft.`);
+  if (!(METHODS as readonly string[]).includes(m)) throw new UserError(`finetune ${command}: --method must be one of ${METHODS.join(', ')} (got "${m}").`);
+  return m as MethodName;
+}
+
+/** The flags of eval and data that are recipe fields (the method's own, and the data settings). */
+const RECIPE_FLAGS = ['max_length', 'system_prompt', 'completion_only_loss', 'assistant_only_loss', 'use_chat_template', 'beta', 'loss_type', 'desirable_weight', 'undesirable_weight', 'simpo_gamma', 'max_prompt_length', 'max_completion_length'];
+
+/** A recipe for eval and data from their flags: the method, its fields, the data settings. */
+function flagRecipe(args: ParsedArgs, file: string, method: MethodName, source: string): Recipe {
+  const overrides = Object.fromEntries([...args.flags].filter(([k]) => RECIPE_FLAGS.includes(k)));
+  return parseRecipe(applyOverrides({ model: '-', train_file: file, method }, overrides, 'command line'), source);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -174,8 +188,8 @@ async function train(argv: string[]): Promise<void> {
   for (const w of warnings) process.stderr.write(`warning: ${w}\n`);
   const logging = run.recipe.logging_steps === 1 ? 'logging every step' : `logging every ${run.recipe.logging_steps} steps`;
   process.stderr.write(
-    `Training ${recipe.peft.type} on ${run.trainExamples.length} examples` +
-      (run.train.dropped.length ? ` (${run.train.dropped.length} rows dropped: no trainable token)` : '') +
+    `Training ${recipe.peft.type}${recipe.method === 'sft' ? '' : ` ${recipe.method.toUpperCase()}`} on ${run.trainExamples.length} ${['dpo', 'orpo', 'simpo'].includes(recipe.method) ? 'pairs' : 'examples'}` +
+      (run.train.dropped.length ? ` (${run.train.dropped.length} rows dropped: ${recipe.method === 'sft' ? 'no trainable token' : run.train.dropped[0].reason})` : '') +
       (run.evalExamples.length ? `, evaluating on ${run.evalExamples.length}` : '') +
       `, ${t.totalSteps} steps, ${logging}` +
       (run.recipe.logging_steps !== recipe.logging_steps ? ` (logging_steps is unset and the run is shorter than ${SHORT_RUN_STEPS} steps)` : '') +
@@ -225,34 +239,40 @@ async function withModel(args: ParsedArgs, command: string): Promise<LoadedModel
 
 async function evaluate(argv: string[]): Promise<void> {
   const args = parseArgs(argv, 'eval', ['json']);
-  checkFlags(args, 'eval', ['model', 'adapter', 'data', 'method', 'max_length', 'batch_size', 'json', 'backend']);
-  methodFlag(args, 'eval');
+  checkFlags(args, 'eval', ['model', 'adapter', 'data', 'method', 'batch_size', 'json', 'backend', ...RECIPE_FLAGS]);
+  const method = methodFlag(args, 'eval');
   const dataFile = await textFile(required(args, 'eval', 'data'), 'data');
-  const max_length = numberFlag(args, 'eval', 'max_length', { integer: true, min: 1 });
   const batchSize = numberFlag(args, 'eval', 'batch_size', { integer: true, min: 1 }) ?? 8;
+  const recipe = flagRecipe(args, dataFile.file, method, 'eval options');
+  checkMethodRecipe(recipe);
   const opening = await useBackend(args, 'eval');
   const { model, tokenizer, adapter } = await withModel(args, 'eval');
-  const recipe = parseRecipe({ model: '-', train_file: dataFile.file, ...(max_length ? { max_length } : {}) }, 'eval options');
-  const data = prepareSftData(dataFile.text, dataFile.file, tokenizer, recipe);
+  const data = prepareMethodData(dataFile.text, dataFile.file, tokenizer, recipe);
   process.stderr.write(opening + '\n');
-  const { loss, num_items: num_tokens } = await evaluateMethod(sftMethod({ padTokenId: tokenizer.padTokenId }), { model, adapter }, data.examples, batchSize);
-  const result = { loss, num_tokens, num_examples: data.examples.length, metrics: { perplexity: Math.exp(loss) } };
+  // The reference of DPO and KTO is the base model, the adapter switched off.
+  const m = await createMethod({ ...recipe, per_device_eval_batch_size: batchSize }, model, tokenizer, [data.examples]);
+  const ev = await evaluateMethod(m, { model, adapter }, data.examples, batchSize);
+  // SFT's loss is a token mean (num_tokens: the tokens trained on); the others' a mean over rows.
+  const num_tokens = method === 'sft' ? ev.num_items : ev.num_tokens;
+  const metrics = method === 'sft' ? { perplexity: Math.exp(ev.loss) } : ev.metrics;
+  const result = { loss: ev.loss, num_tokens, num_examples: data.examples.length, metrics };
   if (args.flags.has('json')) console.log(JSON.stringify(result));
-  else console.log(`loss ${loss.toFixed(4)} (perplexity ${result.metrics.perplexity.toFixed(2)}) over ${num_tokens} tokens in ${data.examples.length} examples`);
+  else if (method === 'sft') console.log(`loss ${ev.loss.toFixed(4)} (perplexity ${metrics.perplexity.toFixed(2)}) over ${num_tokens} tokens in ${data.examples.length} examples`);
+  else console.log(`${method} loss ${ev.loss.toFixed(4)} over ${data.examples.length} examples (${num_tokens} tokens); ${Object.entries(metrics).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(', ')}`);
   adapter?.dispose();
   model.dispose();
 }
 
 async function data(argv: string[]): Promise<void> {
   const args = parseArgs(argv, 'data');
-  checkFlags(args, 'data', ['model', 'method', 'max_length', 'dump', 'system_prompt', 'completion_only_loss', 'assistant_only_loss', 'use_chat_template']);
-  methodFlag(args, 'data');
+  checkFlags(args, 'data', ['model', 'method', 'dump', ...RECIPE_FLAGS]);
+  const method = methodFlag(args, 'data');
   const [path] = args.positionals;
   if (!path) throw new UserError('finetune data: give the dataset file, e.g. finetune data train.jsonl --model DIR.');
   const file = await textFile(path, 'dataset');
+  const recipe = flagRecipe(args, path, method, 'data options');
   const tokenizer = await loadTokenizer(folder(required(args, 'data', 'model'), 'model'));
-  const overrides = Object.fromEntries([...args.flags].filter(([k]) => ['max_length', 'system_prompt', 'completion_only_loss', 'assistant_only_loss', 'use_chat_template'].includes(k)));
-  const recipe = parseRecipe(applyOverrides({ model: '-', train_file: path }, overrides, 'command line'), 'data options');
+  if (method !== 'sft') return preferenceData(args, path, file.text, tokenizer, recipe);
 
   const parsed = parseDatasetText(file.text, path);
   const format = parsed.rows.length ? detectFormat(parsed.rows, path) : null;
@@ -280,6 +300,33 @@ async function data(argv: string[]): Promise<void> {
     console.log(`wrote ${sft?.examples.length ?? 0} examples to ${dump}`);
   }
   if (errors.length) process.exitCode = 1;
+}
+
+/** `finetune data --method dpo|kto|orpo|simpo`: the format for that method, counts, lengths, every bad row; --dump writes what is trained. */
+async function preferenceData(args: ParsedArgs, path: string, text: string, tokenizer: TextTokenizer, recipe: Recipe): Promise<void> {
+  const report = preferenceReport(text, path, tokenizer, recipe);
+  console.log(`${path}: ${report.format === null ? 'no valid row' : FORMAT_NAMES[report.format]} for ${recipe.method.toUpperCase()}, ${report.num_rows} rows`);
+  const p = report.preference;
+  if (p?.kind === 'kto') {
+    console.log(`examples ${p.stats.num_examples} (${p.stats.num_desirable} desirable, ${p.stats.num_undesirable} undesirable), dropped ${report.dropped.length}, truncated ${report.truncated}`);
+    console.log(`prompt tokens: ${lengths(p.stats.prompt)}`);
+    console.log(`completion tokens: ${lengths(p.stats.completion)}`);
+  } else if (p) {
+    console.log(`pairs ${p.stats.num_examples}, dropped ${report.dropped.length}, truncated ${report.truncated}`);
+    console.log(`prompt tokens: ${lengths(p.stats.prompt)}`);
+    console.log(`chosen tokens: ${lengths(p.stats.chosen)}`);
+    console.log(`rejected tokens: ${lengths(p.stats.rejected)}`);
+  }
+  for (const d of report.dropped) console.log(`dropped: ${path}, line ${d.line}: ${d.reason}`);
+  for (const w of report.warnings) console.log(`warning: ${w}`);
+  for (const e of report.errors) console.log(`bad row: ${e.message}`);
+  const dump = args.flags.get('dump');
+  if (dump) {
+    const rows = recipe.method === 'kto' ? (report.examples as KtoExample[]).map(ktoDumpRow) : (report.examples as PairExample[]).map(pairDumpRow);
+    await writeFileAtomic(dump, rows.map((r) => JSON.stringify(r) + '\n').join(''));
+    console.log(`wrote ${rows.length} examples to ${dump}`);
+  }
+  if (report.errors.length) process.exitCode = 1;
 }
 
 function lengths(l: LengthStats): string {

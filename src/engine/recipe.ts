@@ -297,9 +297,9 @@ const RecipeObject = z.strictObject({
   loss_type: forMethods(['dpo'], field(choice(['sigmoid', 'ipo', 'hinge']), 'sigmoid',
     'DPO\'s loss: "sigmoid" is the original DPO, "ipo" a squared loss that does not overfit deterministic preferences, "hinge" the SLiC hinge.',
     'DPOConfig.loss_type')),
-  precompute_ref_log_probs: forMethods(['dpo', 'kto'], field(flag(), false,
-    'Compute the reference model\'s log-probs for every row once before training and keep them with the run, instead of one extra forward pass per step.',
-    'DPOConfig.precompute_ref_log_probs / KTOConfig.precompute_ref_log_probs')),
+  precompute_ref_log_probs: forMethods(['dpo'], field(flag(), false,
+    'Compute the reference model\'s log-probs (the adapter off) for every row once before training, instead of one extra forward pass per step.',
+    'DPOConfig.precompute_ref_log_probs')),
   desirable_weight: forMethods(['kto'], field(number({ gt: 0 }), 1.0,
     'KTO: weight of the loss on desirable rows (label true); raise it when they are rarer than undesirable ones.',
     'KTOConfig.desirable_weight')),
@@ -309,12 +309,12 @@ const RecipeObject = z.strictObject({
   simpo_gamma: forMethods(['simpo'], field(number({ ge: 0 }), 0.5,
     'SimPO\'s target reward margin γ: the chosen completion must beat the rejected one by at least this.',
     'CPOConfig.simpo_gamma')),
-  max_prompt_length: forMethods(PREFERENCE_METHODS, field(nullable(integer(1)), 512,
-    'Longest prompt in tokens for the preference methods; longer prompts keep their end. null never truncates the prompt.',
-    'DPOConfig.max_prompt_length')),
+  max_prompt_length: forMethods(PREFERENCE_METHODS, field(nullable(integer(1)), null,
+    'Longest prompt in tokens for the preference methods; a longer one keeps its end. null (TRL 1.x, which removed the key) cuts only at max_length, keeping each sequence\'s start.',
+    'DPOConfig.max_prompt_length (TRL 0.x)')),
   max_completion_length: forMethods(PREFERENCE_METHODS, field(nullable(integer(1)), null,
-    'Longest completion (chosen, rejected) in tokens for the preference methods; null cuts only at max_length.',
-    'DPOConfig.max_completion_length')),
+    'Longest completion (chosen, rejected) in tokens for the preference methods; a longer one keeps its start. null cuts only at max_length.',
+    'DPOConfig.max_completion_length (TRL 0.x)')),
   logging_steps: field(integer(1), 10,
     `Report loss, learning rate and gradient norm every this many optimiser steps (and at the first and last). Left unset, \`finetune train\` logs every step of a run shorter than ${SHORT_RUN_STEPS} steps.`,
     'SFTConfig.logging_steps'),
@@ -678,14 +678,19 @@ export function recipeToTrlConfig(recipe: Recipe): TrlConfig {
 
 /** The config keys only one method's TRL config has. */
 function methodConfig(recipe: Recipe): Record<string, unknown> {
-  const preference = { beta: recipe.beta, max_prompt_length: recipe.max_prompt_length, max_completion_length: recipe.max_completion_length };
+  // TRL 1.x has neither prompt nor completion cut; they are written only where the recipe sets them (for TRL 0.x).
+  const preference = {
+    beta: recipe.beta,
+    ...(recipe.max_prompt_length !== null ? { max_prompt_length: recipe.max_prompt_length } : {}),
+    ...(recipe.max_completion_length !== null ? { max_completion_length: recipe.max_completion_length } : {}),
+  };
   switch (recipe.method) {
     case 'sft':
       return { completion_only_loss: recipe.completion_only_loss, assistant_only_loss: recipe.assistant_only_loss };
     case 'dpo':
       return { ...preference, loss_type: recipe.loss_type, precompute_ref_log_probs: recipe.precompute_ref_log_probs };
     case 'kto':
-      return { ...preference, desirable_weight: recipe.desirable_weight, undesirable_weight: recipe.undesirable_weight, precompute_ref_log_probs: recipe.precompute_ref_log_probs };
+      return { ...preference, desirable_weight: recipe.desirable_weight, undesirable_weight: recipe.undesirable_weight };
     case 'orpo':
       return preference;
     case 'simpo':

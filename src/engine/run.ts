@@ -12,16 +12,14 @@ import { parseSafetensors, valuesToFloat32, writeSafetensors, type TensorToWrite
 import { CausalLM, expectedWeights, type LoadOptions } from './model/llama.ts';
 import { LoraAdapter, parseAdapterConfig, resolveTargetModules, type LoraConfig } from './model/lora.ts';
 import { TextTokenizer } from './data/tokenizer.ts';
-import { detectFormat, parseDatasetText } from './data/dataset.ts';
-import { tokenizeSft, type SftData, type SftOptions } from './data/sft.ts';
+import type { SftData } from './data/sft.ts';
 import { Rng } from './rng.ts';
 import { SHORT_RUN_STEPS, type Recipe } from './recipe.ts';
 import { Trainer, type TrainerCallbacks } from './train/trainer.ts';
-import { sftMethod } from './train/methods/sft.ts';
+import { checkMethodRecipe, createMethod, prepareMethodData, type MethodData } from './train/methods/index.ts';
 import { describeValue, findUnusableTensor } from './train/guard.ts';
 import { nonFiniteWeight } from './model/check.ts';
 import { resolveCheckpoint } from './train/checkpoints.ts';
-import type { Example } from './train/batch.ts';
 
 export interface LoadedModel {
   folder: OpenModelFolder;
@@ -58,33 +56,9 @@ export async function loadAdapter(model: CausalLM, source: FileSource): Promise<
   return LoraAdapter.fromSafetensors(model.config, config, st);
 }
 
-/** The recipe's data settings, as the tokeniser takes them. */
-export function sftOptions(recipe: Recipe): SftOptions {
-  return {
-    max_length: recipe.max_length,
-    completion_only_loss: recipe.completion_only_loss,
-    assistant_only_loss: recipe.assistant_only_loss,
-    system_prompt: recipe.system_prompt,
-    use_chat_template: recipe.use_chat_template,
-  };
-}
-
 /** Reads, checks and tokenises a dataset file for SFT; any bad row stops here with its line. */
 export function prepareSftData(text: string, file: string, tokenizer: TextTokenizer, recipe: Recipe): SftData {
-  const parsed = parseDatasetText(text, file);
-  if (parsed.errors.length > 0) throw rowErrors(parsed.errors, file);
-  const format = detectFormat(parsed.rows, file);
-  const data = tokenizeSft(parsed.rows, format, tokenizer, sftOptions(recipe), file);
-  if (data.errors.length > 0) throw rowErrors(data.errors, file);
-  if (data.examples.length === 0) {
-    throw new UserError(`${file}: no row has a token left to train on (${data.dropped.length} dropped${data.dropped[0] ? `, e.g. line ${data.dropped[0].line}: ${data.dropped[0].reason}` : ''}).`, { file });
-  }
-  return data;
-}
-
-function rowErrors(errors: { line: number; message: string }[], file: string): UserError {
-  const more = errors.length > 1 ? ` (${errors.length - 1} more bad row${errors.length > 2 ? 's' : ''}; \`finetune data ${file}\` lists them all)` : '';
-  return new UserError(`${errors[0].message}${more}`, { file, line: errors[0].line });
+  return prepareMethodData(text, file, tokenizer, { ...recipe, method: 'sft' }) as SftData;
 }
 
 /** The optimizer steps of a run on this many examples, as the Trainer counts them. */
@@ -132,11 +106,11 @@ export interface PreparedRun {
   loaded: LoadedModel;
   adapter: LoraAdapter | null;
   trainer: Trainer;
-  /** The train_file tokenised, every example, including those eval_split holds out. */
-  train: SftData;
+  /** The train_file as the method reads it, every example, including those eval_split holds out. */
+  train: MethodData;
   /** The examples trained on: `train.examples` less those eval_split holds out. */
-  trainExamples: Example[];
-  evalExamples: Example[];
+  trainExamples: unknown[];
+  evalExamples: unknown[];
   /** The checkpoint folder the run resumed from (resolved from an output folder), or null. */
   resumedFrom: FileSource | null;
   /** The files of the finished run: the adapter, or the trained model folder. */
@@ -155,16 +129,16 @@ export async function prepareRun(
   load: LoadOptions = {},
   options: RunOptions = {},
 ): Promise<PreparedRun> {
-  if (recipe.method !== 'sft') throw new UserError(`recipe: method ${recipe.method} is not available in this version; use "sft".`, { field: 'method' });
+  checkMethodRecipe(recipe);
   const loaded = await loadModel(sources.model, load);
   const disposables: { dispose(): void }[] = [loaded.model];
   try {
     const { model, tokenizer, folder } = loaded;
-    const train = prepareSftData(sources.train.text, sources.train.file, tokenizer, recipe);
-    let trainExamples: Example[] = train.examples;
-    let evalExamples: Example[] = [];
+    const train = prepareMethodData(sources.train.text, sources.train.file, tokenizer, recipe);
+    let trainExamples: unknown[] = train.examples;
+    let evalExamples: unknown[] = [];
     if (sources.eval) {
-      evalExamples = prepareSftData(sources.eval.text, sources.eval.file, tokenizer, recipe).examples;
+      evalExamples = prepareMethodData(sources.eval.text, sources.eval.file, tokenizer, recipe).examples;
     } else if (recipe.eval_split > 0) {
       ({ train: trainExamples, eval: evalExamples } = splitExamples(train.examples, recipe.eval_split, recipe.seed));
     }
@@ -207,7 +181,8 @@ export async function prepareRun(
 
     const saveModel = async (): Promise<Record<string, Uint8Array>> =>
       adapter ? adapterFiles(adapter, recipe.model) : modelFiles(folder, model, 'F32');
-    const trainer = new Trainer({ recipe, model, adapter, params, method: sftMethod({ padTokenId: tokenizer.padTokenId }), train: trainExamples, eval: evalExamples.length ? evalExamples : null, saveModel, callbacks });
+    const method = await createMethod(recipe, model, tokenizer, [trainExamples, evalExamples]);
+    const trainer = new Trainer({ recipe, model, adapter, params, method, train: trainExamples, eval: evalExamples.length ? evalExamples : null, saveModel, callbacks });
     disposables.push(trainer);
     if (checkpointModel) await trainer.restore(checkpointModel);
     return {

@@ -10,7 +10,9 @@ import { datasetStats, IGNORE_INDEX, tokenizeSft, type SftData, type SftExample 
 import type { TextTokenizer } from '../engine/data/tokenizer.ts';
 import type { Recipe } from '../engine/recipe.ts';
 import type { DataReport, PreviewPage, PreviewRow } from './protocol.ts';
-import { sftOptions } from '../engine/run.ts';
+import { sftOptions } from '../engine/train/methods/index.ts';
+import { preferenceReport } from '../engine/data/preference_report.ts';
+import type { KtoExample, PairExample } from '../engine/data/preference.ts';
 
 /** Characters parsed at a time; most datasets fit in one slice, which keeps warnings exact. */
 const SLICE = 32 * 2 ** 20;
@@ -48,6 +50,7 @@ function wholeFileFormat(text: string, file: string, eachSlice?: (slice: ParsedD
 }
 
 export function dataReport(file: string, text: string, tokenizer: TextTokenizer, recipe: Recipe): DataReport {
+  if (recipe.method !== 'sft') return preferenceDataReport(file, text, tokenizer, recipe);
   const format = wholeFileFormat(text, file);
   const errors: RowError[] = [];
   let numRows = 0;
@@ -188,6 +191,7 @@ function* inLineOrder(slice: ParsedDataset): Generator<DatasetRow | RowError> {
  * the file is parsed once, for its format and to find them.
  */
 export function previewRows(file: string, text: string, tokenizer: TextTokenizer, recipe: Recipe, start: number, count: number): PreviewPage {
+  if (recipe.method !== 'sft') return preferencePreviewRows(file, text, tokenizer, recipe, start, count);
   const from = Math.max(0, Math.floor(start));
   const to = from + Math.max(0, Math.floor(count));
   const page: (DatasetRow | RowError)[] = [];
@@ -239,4 +243,56 @@ export function previewRows(file: string, text: string, tokenizer: TextTokenizer
     };
   });
   return { total, rows };
+}
+
+/** The report of a preference file (DPO, KTO, ORPO, SimPO): counts and lengths for the method, bad rows, no SFT statistics. */
+function preferenceDataReport(file: string, text: string, tokenizer: TextTokenizer, recipe: Recipe): DataReport {
+  const r = preferenceReport(text, file, tokenizer, recipe);
+  const kept = r.examples.length;
+  return {
+    file,
+    format: r.format,
+    num_rows: r.num_rows,
+    stats: null,
+    preference: r.preference,
+    errors: r.errors,
+    dropped: r.dropped,
+    warnings: kept === 0 && r.errors.length === 0 ? [...r.warnings, `${file}: no row has a token left to train on, so training cannot start.`] : r.warnings,
+    preview: [],
+    truncated_share: kept > 0 ? r.truncated / kept : 0,
+    mask_view: null,
+  };
+}
+
+/**
+ * Preference rows for the rows browser: a pair as its prompt once, then the chosen and the
+ * rejected completion (roles "chosen" and "rejected", which the view sets side by side), a KTO row
+ * as its prompt and its completion labelled desirable or undesirable; each decoded from the
+ * tokens training reads. The token view shows the chosen (or KTO) sequence, its completion trained.
+ */
+function preferencePreviewRows(file: string, text: string, tokenizer: TextTokenizer, recipe: Recipe, start: number, count: number): PreviewPage {
+  const r = preferenceReport(text, file, tokenizer, recipe);
+  const isSpecial = specialTokens(tokenizer);
+  const decode = (ids: number[]) => tokenizer.decode(ids, { skip_special_tokens: false });
+  const from = Math.max(0, Math.floor(start));
+  const rows = r.lines.slice(from, from + Math.max(0, Math.floor(count))).map(({ line, example, problem }, i): PreviewRow => {
+    const index = from + i;
+    if (!example) return { index, line, messages: null, problem, tokens: null, num_tokens: null };
+    const pair = 'chosen_ids' in example ? (example as PairExample) : null;
+    const completion = pair ? pair.chosen_ids : (example as KtoExample).completion_ids;
+    const ids = [...example.prompt_ids, ...completion];
+    const pieces = tokenPieces(ids, tokenizer);
+    const messages = pair
+      ? [{ role: 'prompt', content: decode(pair.prompt_ids) }, { role: 'chosen', content: decode(pair.chosen_ids) }, { role: 'rejected', content: decode(pair.rejected_ids) }]
+      : [{ role: 'prompt', content: decode(example.prompt_ids) }, { role: (example as KtoExample).label ? 'desirable' : 'undesirable', content: decode(completion) }];
+    return {
+      index,
+      line,
+      messages,
+      problem,
+      tokens: ids.map((id, k) => ({ text: pieces[k], trained: k >= example.prompt_ids.length, special: isSpecial(id) })),
+      num_tokens: ids.length,
+    };
+  });
+  return { total: r.lines.length, rows };
 }

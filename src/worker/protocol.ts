@@ -5,7 +5,8 @@
  */
 import type { BackendInfo } from '../engine/backend/index.ts';
 import type { DatasetStats } from '../engine/data/sft.ts';
-import type { DatasetFormat } from '../engine/data/dataset.ts';
+import type { RowFormat } from '../engine/data/formats.ts';
+import type { PreferenceStats } from '../engine/data/preference_report.ts';
 import type { LogEntry } from '../engine/train/trainer.ts';
 import type { RecipeInput } from '../engine/recipe.ts';
 import type { LoadProgress } from '../engine/io/model_folder.ts';
@@ -36,9 +37,13 @@ export interface ModelSummary {
 /** What the data view shows about a dataset file before training. */
 export interface DataReport {
   file: string;
-  format: DatasetFormat | null;
+  /** The rows' format for the recipe's method. */
+  format: RowFormat | null;
   num_rows: number;
+  /** SFT's token statistics; null for the preference methods, whose counts are in `preference`. */
   stats: DatasetStats | null;
+  /** The preference methods' counts and lengths (pairs, or KTO rows with their labels); null for SFT. */
+  preference?: PreferenceStats | null;
   /** Every bad row: line number and the full sentence. */
   errors: { line: number; message: string }[];
   dropped: { line: number; reason: string }[];

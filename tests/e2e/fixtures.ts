@@ -44,3 +44,11 @@ export function malformedJsonl(): string {
     JSON.stringify({ prompt: STORIES[2][0], completion: STORIES[2][1] }),
   ].join('\n') + '\n';
 }
+
+/** Preference pairs for stories260K (no chat template, so plain text): a happy ending preferred over a sad one. */
+export function storyPairsJsonl(): string {
+  const names = ['Lily', 'Tom', 'Ben', 'Sue', 'Mia', 'Tim'];
+  const places = ['the park', 'the beach'];
+  const rows = names.flatMap((n) => places.map((p) => ({ prompt: `Once upon a time, ${n} went to ${p}.`, chosen: ` ${n} was very happy.`, rejected: ` ${n} was very sad.` })));
+  return rows.map((r) => JSON.stringify(r)).join('\n') + '\n';
+}

@@ -67,7 +67,7 @@ describe('parseRecipe defaults', () => {
       desirable_weight: 1,
       undesirable_weight: 1,
       simpo_gamma: 0.5,
-      max_prompt_length: 512,
+      max_prompt_length: null,
       max_completion_length: null,
       logging_steps: 10,
     });
@@ -275,7 +275,7 @@ describe('RECIPE_FIELDS', () => {
 describe('the preference methods', () => {
   it('take their TRL defaults and a smaller learning rate, and read back from a parsed recipe', () => {
     const dpo = parseRecipe({ ...MINIMAL, method: 'dpo' }, FILE);
-    expect(dpo).toMatchObject({ method: 'dpo', beta: 0.1, loss_type: 'sigmoid', learning_rate: 5e-5, max_prompt_length: 512 });
+    expect(dpo).toMatchObject({ method: 'dpo', beta: 0.1, loss_type: 'sigmoid', learning_rate: 5e-5, max_prompt_length: null });
     expect(parseRecipe({ ...MINIMAL, method: 'dpo', peft: { type: 'full' } }, FILE).learning_rate).toBe(1e-6);
     // A parsed recipe carries every default, its own method's and others'; it parses again unchanged.
     expect(parseRecipe(JSON.parse(JSON.stringify(dpo)), FILE)).toEqual(dpo);
@@ -290,7 +290,8 @@ describe('the preference methods', () => {
   it('map to their TRL trainer and config', () => {
     const dpo = recipeToTrlConfig(parseRecipe({ ...MINIMAL, method: 'dpo', beta: 0.2, loss_type: 'ipo' }, FILE));
     expect(dpo).toMatchObject({ trainer: 'DPOTrainer', config_class: 'DPOConfig' });
-    expect(dpo.config).toMatchObject({ beta: 0.2, loss_type: 'ipo', precompute_ref_log_probs: false, max_prompt_length: 512, max_length: 1024 });
+    expect(dpo.config).toMatchObject({ beta: 0.2, loss_type: 'ipo', precompute_ref_log_probs: false, max_length: 1024 });
+    expect(dpo.config).not.toHaveProperty('max_prompt_length');
     expect(dpo.config).not.toHaveProperty('completion_only_loss');
     const simpo = recipeToTrlConfig(parseRecipe({ ...MINIMAL, method: 'simpo', simpo_gamma: 1 }, FILE));
     expect(simpo).toMatchObject({ trainer: 'CPOTrainer', config_class: 'CPOConfig', config: { loss_type: 'simpo', simpo_gamma: 1, cpo_alpha: 0 } });

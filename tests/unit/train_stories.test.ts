@@ -3,6 +3,7 @@
 // answer from a wrong one. Rows are short (≤ 32 tokens, one bucket) and steps few, since the CPU
 // backend is slow.
 import { beforeAll, describe, expect, it } from 'vitest';
+import type { Example } from '../../src/engine/train/batch.ts';
 import * as tf from '@tensorflow/tfjs';
 import { nodeFolder } from '../../src/cli/fs_files.ts';
 import { memoryFiles } from '../../src/engine/io/files.ts';
@@ -104,11 +105,12 @@ describe('stories260K, a real pretrained model', () => {
       },
     });
     try {
-      expect(run.train.examples.every((e) => e.input_ids.length <= 32)).toBe(true);
-      const before = await run.trainer.evaluate(run.train.examples);
+      const examples = run.train.examples as Example[];
+      expect(examples.every((e) => e.input_ids.length <= 32)).toBe(true);
+      const before = await run.trainer.evaluate(examples);
       // The same rows without their last label: every text row ends in </s>, which llama2.c never
       // trained on (its stories are separated by <s>), so that one token costs about 24 nats.
-      const storyTokens = run.train.examples.map((e) => ({ input_ids: e.input_ids, labels: [...e.labels.slice(0, -1), -100] }));
+      const storyTokens = examples.map((e) => ({ input_ids: e.input_ids, labels: [...e.labels.slice(0, -1), -100] }));
       const storyBefore = await run.trainer.evaluate(storyTokens);
       await run.trainer.train();
       const after = await run.trainer.evaluate(run.train.examples);

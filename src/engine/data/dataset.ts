@@ -33,7 +33,8 @@ export type SftRow =
   | { kind: 'chat_prompt_completion'; line: number; prompt: ChatMessage[]; completion: ChatMessage[] }
   | { kind: 'messages'; line: number; messages: ChatMessage[] };
 
-const SHAPES: Record<DatasetFormat, string> = {
+/** Each SFT format's row shape, as messages show it. */
+export const SHAPES: Record<DatasetFormat, string> = {
   text: '{"text": "..."}',
   prompt_completion: '{"prompt": "...", "completion": "..."} (or both as lists of {role, content})',
   messages: '{"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}',
@@ -274,7 +275,7 @@ export function detectFormat(rows: DatasetRow[], file: string): DatasetFormat {
 
 const ROLES = ['system', 'user', 'assistant', 'tool'] as const;
 const chatMessage = z.object({ role: z.enum(ROLES), content: z.string() });
-const chatMessages = z.array(chatMessage).min(1);
+export const chatMessages = z.array(chatMessage).min(1);
 
 const SCHEMAS = {
   text: z.object({ text: z.string() }),
@@ -384,7 +385,7 @@ function toSftRow(row: DatasetRow, format: DatasetFormat, systemPrompt: string |
   }
 }
 
-function withSystem(messages: ChatMessage[], systemPrompt: string | null): ChatMessage[] {
+export function withSystem(messages: ChatMessage[], systemPrompt: string | null): ChatMessage[] {
   if (!systemPrompt || messages[0]?.role === 'system') return messages;
   return [{ role: 'system', content: systemPrompt }, ...messages];
 }
@@ -396,7 +397,7 @@ function check<K extends keyof typeof SCHEMAS>(schema: K, value: Record<string, 
 }
 
 /** One zod issue as a sentence naming the field, e.g. `"completion" is missing; prompt/completion rows need both.` */
-function describeIssue(issue: z.core.$ZodIssue, value: Record<string, unknown>, hint: string): string {
+export function describeIssue(issue: z.core.$ZodIssue, value: Record<string, unknown>, hint: string): string {
   const name = `"${fieldPath(issue.path)}"`;
   const found = valueAt(value, issue.path);
   if (found === undefined) return `${name} is missing; ${hint}`;

@@ -6,6 +6,7 @@
  * file by the run it belongs to.
  */
 import type { AppState } from '../app.svelte.ts';
+import { SAMPLES } from './samples.ts';
 import { errorText } from '../lib/errors.ts';
 import { deletePageValue, getPageValue, putPageValue } from '../lib/page_db.ts';
 import { SETTINGS, readJsonSetting, writeJsonSetting } from '../lib/settings.ts';
@@ -113,6 +114,10 @@ export class DataStore {
 
   async loadSample(file: string): Promise<void> {
     this.error = null;
+    // A sample made for another kind of method (pairs for DPO) sets the recipe's method to it.
+    const sample = SAMPLES.find((s) => s.file === file);
+    const method = this.app.recipe.form.method;
+    if (sample && (sample.method === 'sft') !== (method === 'sft')) this.app.recipe.form.method = sample.method;
     try {
       const res = await fetch(`${import.meta.env.BASE_URL}samples/${file}`);
       if (!res.ok) throw new Error(`the sample ${file} could not be fetched (${res.status})`);

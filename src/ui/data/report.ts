@@ -1,12 +1,16 @@
 /** Helpers for showing a DataReport. */
-import type { DatasetFormat } from '../../engine/data/dataset.ts';
+import type { RowFormat } from '../../engine/data/formats.ts';
 
-export const FORMAT_NAMES: Record<DatasetFormat, string> = {
+export const FORMAT_NAMES: Record<RowFormat, string> = {
   messages: 'conversations (messages)',
   prompt_completion: 'prompt / completion',
   text: 'plain text',
   alpaca: 'Alpaca (instruction / input / output)',
   sharegpt: 'ShareGPT (conversations)',
+  preference: 'preference pairs (prompt / chosen / rejected)',
+  implicit_preference: 'preference pairs (chosen / rejected sharing their prompt)',
+  unpaired_preference: 'labelled completions (prompt / completion / label)',
+  prompt_only: 'prompts only',
 };
 
 /** Histogram bins as uPlot bars: each bar at its bin's left edge. */

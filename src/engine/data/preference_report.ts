@@ -1,0 +1,57 @@
+/**
+ * A preference data file as the studio's data view and `finetune data --method …` show it: the
+ * format for the method, every bad or dropped row with its line, counts and lengths, and any row
+ * as the pair (prompt once, chosen and rejected) or KTO row (with its label) training reads,
+ * decoded from its tokens.
+ */
+import type { RowError } from './dataset.ts';
+import { parseDatasetText } from './dataset.ts';
+import { detectFormatFor, type KtoFormat, type PairFormat, type RowFormat } from './formats.ts';
+import { ktoStats, pairStats, tokenizeKto, tokenizePairs, type KtoExample, type KtoStats, type PairExample, type PairStats } from './preference.ts';
+import type { TextTokenizer } from './tokenizer.ts';
+import type { Recipe } from '../recipe.ts';
+import { preferenceOptions } from '../train/methods/index.ts';
+
+export type PreferenceStats = { kind: 'pairs'; stats: PairStats } | { kind: 'kto'; stats: KtoStats };
+
+export interface PreferenceReport {
+  format: RowFormat | null;
+  num_rows: number;
+  errors: RowError[];
+  dropped: { line: number; reason: string }[];
+  warnings: string[];
+  truncated: number;
+  preference: PreferenceStats | null;
+  examples: (PairExample | KtoExample)[];
+  /** Each row in file order: its line, and its example when it has one. */
+  lines: { line: number; example: PairExample | KtoExample | null; problem: string | null }[];
+}
+
+/** The report for the recipe's preference method (dpo, kto, orpo, simpo). */
+export function preferenceReport(text: string, file: string, tokenizer: TextTokenizer, recipe: Recipe): PreferenceReport {
+  const parsed = parseDatasetText(text, file);
+  const format = parsed.rows.length ? detectFormatFor(recipe.method, parsed.rows, file) : null;
+  const opts = preferenceOptions(recipe);
+  const data =
+    format === null ? null : recipe.method === 'kto' ? tokenizeKto(parsed.rows, format as KtoFormat, tokenizer, opts, file) : tokenizePairs(parsed.rows, format as PairFormat, tokenizer, opts, file);
+  const errors = [...parsed.errors, ...(data?.errors ?? [])].sort((a, b) => a.line - b.line);
+  const examples = data?.examples ?? [];
+  const preference: PreferenceStats | null =
+    data === null ? null : recipe.method === 'kto' ? { kind: 'kto', stats: ktoStats(examples as KtoExample[]) } : { kind: 'pairs', stats: pairStats(examples as PairExample[]) };
+  // KTO reads a pair as two rows of one line; the browser shows each line once, with its first.
+  const byLine = new Map<number, PairExample | KtoExample>();
+  for (const e of examples) if (!byLine.has(e.line)) byLine.set(e.line, e);
+  const problems = new Map<number, string>([...errors.map((e): [number, string] => [e.line, e.message]), ...(data?.dropped ?? []).map((d): [number, string] => [d.line, `Left out of training: ${d.reason}.`])]);
+  const allLines = [...new Set([...parsed.rows.map((r) => r.line), ...parsed.errors.map((e) => e.line)])].sort((a, b) => a - b);
+  return {
+    format,
+    num_rows: parsed.rows.length + parsed.errors.length,
+    errors,
+    dropped: data?.dropped ?? [],
+    warnings: data?.warnings ?? [],
+    truncated: data?.truncated ?? 0,
+    preference,
+    examples,
+    lines: allLines.map((line) => ({ line, example: byLine.get(line) ?? null, problem: problems.get(line) ?? null })),
+  };
+}
