@@ -260,9 +260,9 @@ describe('preference batches', () => {
   it('DPO and KTO refuse to build a reference without an adapter (freeze/full fine-tuning)', async () => {
     const { model, adapter } = await setup();
     const dpo = dpoMethod({ beta: 0.1, loss_type: 'sigmoid', padTokenId: 0 });
-    await expect(dpo.prepareBatch!(dpo.collate(pairs), { model, adapter: null })).rejects.toThrow(/adapter/);
+    await expect(dpo.prepareBatch!(dpo.collate(pairs), { model, adapter: null, trainsModelWeights: true })).rejects.toThrow(/adapter/);
     const kto = ktoMethod({ beta: 0.1, desirable_weight: 1, undesirable_weight: 1, padTokenId: 0 });
-    await expect(kto.prepareBatch!(kto.collate(ktoRows), { model, adapter: null })).rejects.toThrow(/adapter/);
+    await expect(kto.prepareBatch!(kto.collate(ktoRows), { model, adapter: null, trainsModelWeights: true })).rejects.toThrow(/adapter/);
     adapter.dispose();
     model.dispose();
   });

@@ -20,6 +20,12 @@ export interface LossContext {
   /** Draws one dropout seed; undefined without dropout (evaluation). */
   dropoutSeed?: () => number;
   gradientCheckpointing?: boolean;
+  /**
+   * The model's own weights are being trained (freeze/full): the reference of DPO and KTO (the
+   * model with the adapter off) does not exist then. Without it, a null adapter means the base
+   * model is evaluated, and is its own reference.
+   */
+  trainsModelWeights?: boolean;
 }
 
 export interface MicroBatchLoss {

@@ -152,7 +152,7 @@ export class Trainer {
   async train(): Promise<LoopState> {
     const r = this.recipe;
     const { model, adapter, params, method } = this.o;
-    const ctx: LossContext = { model, adapter, dropoutSeed: () => this.rng.nextU32(), gradientCheckpointing: r.gradient_checkpointing };
+    const ctx: LossContext = { model, adapter, dropoutSeed: () => this.rng.nextU32(), gradientCheckpointing: r.gradient_checkpointing, trainsModelWeights: adapter === null };
     let windowLoss = 0;
     let windowMetrics: Record<string, number> = {};
     let windowSteps = 0;

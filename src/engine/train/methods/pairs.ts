@@ -136,9 +136,12 @@ export async function completionLogProbsOnHost(model: CausalLM, seq: SequenceBat
   return values;
 }
 
-/** The reference is the model with the adapter off; without an adapter there is nothing to switch off. */
+/**
+ * The reference is the model with the adapter off; while the model's own weights train there is
+ * no adapter to switch off. (Evaluating the base model, with no adapter, is its own reference.)
+ */
 export function refuseWithoutAdapter(method: string, ctx: LossContext): void {
-  if (!ctx.adapter) {
+  if (!ctx.adapter && ctx.trainsModelWeights) {
     throw new Error(
       `${method}: the reference model is the model with its LoRA adapter switched off, so it needs an adapter; ` +
         'freeze/full fine-tuning has none (precomputed reference log-probs would be needed).',
