@@ -8,8 +8,10 @@ import { appendFile, mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError, decodeUtf8Text } from '../engine/errors.ts';
 import { adapterName, initBackend, initFastestBackend, type BackendInfo, type BackendName } from '../engine/backend/index.ts';
-import { METHODS, parseRecipe, parseRecipeJson, applyOverrides, recipeForMethod, SHORT_RUN_STEPS, type MethodName, type Recipe } from '../engine/recipe.ts';
-import { loadAdapter, loadModel, loadTokenizer, modelFiles, prepareRun, savedDType, type LoadedModel } from '../engine/run.ts';
+import { METHODS, parseRecipe, parseRecipeJson, applyOverrides, SHORT_RUN_STEPS, type MethodName, type PreferenceRecipe, type Recipe } from '../engine/recipe.ts';
+import { loadModel, loadTokenizer, prepareRun, type LoadedModel } from '../engine/run.ts';
+import { loadAdapter } from '../engine/io/peft.ts';
+import { modelFiles, savedDType } from '../engine/export.ts';
 import { checkMethodRecipe, createMethod, prepareMethodData, sftOptions } from '../engine/train/methods/index.ts';
 import { detectFormat, parseDatasetText } from '../engine/data/dataset.ts';
 import { FORMAT_NAMES } from '../engine/data/formats.ts';
@@ -19,6 +21,7 @@ import { datasetStats, tokenizeSft, type DatasetStats, type LengthStats } from '
 import type { TextTokenizer } from '../engine/data/tokenizer.ts';
 import { evaluateMethod } from '../engine/train/step.ts';
 import { generate } from '../engine/model/generate.ts';
+import { promptIds, samplingOptions } from '../engine/model/prompt.ts';
 import { nonFiniteAdapterWeight } from '../engine/model/check.ts';
 import type { LoraAdapter } from '../engine/model/lora.ts';
 import type { LogEntry } from '../engine/train/trainer.ts';
@@ -203,7 +206,7 @@ async function train(argv: string[]): Promise<void> {
     progress.done();
     const files = { ...(await run.outputFiles()), 'trainer_state.json': new TextEncoder().encode(JSON.stringify(t.trainerStateJson(), null, 2)) };
     for (const [name, content] of Object.entries(files)) await writeFileAtomic(join(out, name), content);
-    await writeFileAtomic(join(out, 'recipe.json'), JSON.stringify(recipeForMethod(run.recipe), null, 2) + '\n');
+    await writeFileAtomic(join(out, 'recipe.json'), JSON.stringify(run.recipe, null, 2) + '\n');
     if (state.global_step < t.totalSteps) {
       const ckpt = join(out, `checkpoint-${state.global_step}`);
       await writeFolderAtomic(ckpt, await t.checkpointFiles());
@@ -272,7 +275,7 @@ async function data(argv: string[]): Promise<void> {
   const file = await textFile(path, 'dataset');
   const recipe = flagRecipe(args, path, method, 'data options');
   const tokenizer = await loadTokenizer(folder(required(args, 'data', 'model'), 'model'));
-  if (method !== 'sft') return preferenceData(args, path, file.text, tokenizer, recipe);
+  if (recipe.method !== 'sft') return preferenceData(args, path, file.text, tokenizer, recipe);
 
   const parsed = parseDatasetText(file.text, path);
   const format = parsed.rows.length ? detectFormat(parsed.rows, path) : null;
@@ -303,7 +306,7 @@ async function data(argv: string[]): Promise<void> {
 }
 
 /** `finetune data --method dpo|kto|orpo|simpo`: the format for that method, counts, lengths, every bad row; --dump writes what is trained. */
-async function preferenceData(args: ParsedArgs, path: string, text: string, tokenizer: TextTokenizer, recipe: Recipe): Promise<void> {
+async function preferenceData(args: ParsedArgs, path: string, text: string, tokenizer: TextTokenizer, recipe: PreferenceRecipe): Promise<void> {
   const report = preferenceReport(text, path, tokenizer, recipe);
   console.log(`${path}: ${report.format === null ? 'no valid row' : FORMAT_NAMES[report.format]} for ${recipe.method.toUpperCase()}, ${report.num_rows} rows`);
   const p = report.preference;
@@ -366,23 +369,14 @@ async function generateCommand(argv: string[]): Promise<void> {
   const opening = await useBackend(args, 'generate');
   const { model, tokenizer, adapter, folder: f } = await withModel(args, 'generate');
   process.stderr.write(opening + '\n');
-  const text = args.flags.has('chat') ? tokenizer.applyChatTemplate([{ role: 'user', content: prompt }], { add_generation_prompt: true }) : prompt;
-  const ids = tokenizer.encode(text, { add_special_tokens: !args.flags.has('chat') });
-  // transformers' defaults come from generation_config.json; a flag overrides them; no
-  // generation config and no sampling flag means greedy decoding, as in transformers.
-  const gc = (f.generationConfig ?? {}) as Record<string, unknown>;
-  const temperature = g.temperature ?? (typeof gc.temperature === 'number' ? gc.temperature : 1);
-  const do_sample = g.temperature !== undefined ? g.temperature > 0 : gc.do_sample === true;
+  const ids = args.flags.has('chat') ? promptIds(tokenizer, [{ role: 'user', content: prompt }], 'template') : promptIds(tokenizer, prompt);
   const n = g.num_return_sequences ?? 1;
   let streamed = '';
   const all: number[] = [];
   const completions = await generate(model, [ids], {
     adapter,
     max_new_tokens: g.max_new_tokens ?? 128,
-    do_sample,
-    temperature,
-    top_p: g.top_p ?? (typeof gc.top_p === 'number' ? gc.top_p : 1),
-    top_k: g.top_k ?? (typeof gc.top_k === 'number' ? gc.top_k : 50),
+    ...samplingOptions(f.generationConfig, g),
     seed: g.seed ?? 0,
     num_return_sequences: n,
     eos_token_id: tokenizer.eosTokenIds,

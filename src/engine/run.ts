@@ -8,11 +8,12 @@ import * as tf from '@tensorflow/tfjs';
 import { UserError } from './errors.ts';
 import { pathIn, readJsonObject, readText, type FileSource } from './io/files.ts';
 import { openModelFolder, type OpenModelFolder } from './io/model_folder.ts';
-import { parseSafetensors, valuesToFloat32, writeSafetensors, type TensorToWrite } from './io/safetensors.ts';
+import { valuesToFloat32 } from './io/safetensors.ts';
+import { adapterFiles, loadAdapter } from './io/peft.ts';
+import { modelFiles } from './export.ts';
 import { CausalLM, expectedWeights, type LoadOptions } from './model/llama.ts';
-import { LoraAdapter, parseAdapterConfig, resolveTargetModules, type LoraConfig } from './model/lora.ts';
+import { LoraAdapter, resolveTargetModules, type LoraConfig } from './model/lora.ts';
 import { TextTokenizer } from './data/tokenizer.ts';
-import type { SftData } from './data/sft.ts';
 import { Rng } from './rng.ts';
 import { SHORT_RUN_STEPS, type Recipe } from './recipe.ts';
 import { Trainer, type TrainerCallbacks } from './train/trainer.ts';
@@ -40,25 +41,6 @@ export async function loadModel(source: FileSource, opts: LoadOptions = {}): Pro
     throw new UserError(`${source.location}: the model's weights contain non-finite values (NaN or infinity), for example ${bad}; the model is damaged, so download or export it again.`, { file: source.location });
   }
   return { folder, model, tokenizer };
-}
-
-/** A PEFT adapter folder (adapter_config.json + adapter_model.safetensors) for this model. */
-export async function loadAdapter(model: CausalLM, source: FileSource): Promise<LoraAdapter> {
-  for (const name of ['adapter_config.json', 'adapter_model.safetensors']) {
-    if (!source.has(name)) {
-      const hint = source.has('adapter_model.bin') ? ' (adapter_model.bin pickles are not supported; save with safetensors)' : '';
-      throw new UserError(`${pathIn(source, name)} is missing: an adapter folder needs adapter_config.json and adapter_model.safetensors${hint}.`, { file: pathIn(source, name) });
-    }
-  }
-  const raw = await readJsonObject(source, 'adapter_config.json');
-  const config = parseAdapterConfig(raw, pathIn(source, 'adapter_config.json'));
-  const st = parseSafetensors(await source.read('adapter_model.safetensors'), pathIn(source, 'adapter_model.safetensors'));
-  return LoraAdapter.fromSafetensors(model.config, config, st);
-}
-
-/** Reads, checks and tokenises a dataset file for SFT; any bad row stops here with its line. */
-export function prepareSftData(text: string, file: string, tokenizer: TextTokenizer, recipe: Recipe): SftData {
-  return prepareMethodData(text, file, tokenizer, { ...recipe, method: 'sft' }) as SftData;
 }
 
 /** The optimizer steps of a run on this many examples, as the Trainer counts them. */
@@ -261,50 +243,6 @@ async function loadWeightsInto(model: CausalLM, source: FileSource, names: strin
     model.params.set(w.name, tf.tensor(w.data instanceof Float32Array ? w.data : valuesToFloat32(w.dtype, w.data), w.shape, 'float32'));
     old.dispose();
   });
-}
-
-export async function adapterFiles(adapter: LoraAdapter, baseModel: string): Promise<Record<string, Uint8Array>> {
-  return {
-    'adapter_model.safetensors': await adapter.toSafetensors(),
-    'adapter_config.json': new TextEncoder().encode(JSON.stringify(adapter.adapterConfigJson(baseModel), null, 2)),
-  };
-}
-
-const DTYPE_NAMES: Record<string, string> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
-
-/**
- * A complete model folder as transformers saves it: config.json, generation_config.json,
- * tokenizer files and model.safetensors in `dtype`. With an adapter, its product is merged
- * into each target weight first: W' = W + scale·B·A.
- */
-export async function modelFiles(folder: OpenModelFolder, model: CausalLM, dtype: 'F32' | 'F16' | 'BF16', adapter: LoraAdapter | null = null): Promise<Record<string, Uint8Array>> {
-  const enc = new TextEncoder();
-  const tensors: TensorToWrite[] = [];
-  for (const [name, shape] of expectedWeights(model.config)) {
-    const path = name.replace(/\.weight$/, '');
-    const lora = adapter?.modules.get(path);
-    const merged = tf.tidy(() => {
-      const w = model.float32(name);
-      return lora && adapter ? tf.add(w, tf.mul(tf.matMul(lora.B, lora.A), adapter.scale)) : w;
-    });
-    const data = (await merged.data()) as Float32Array;
-    merged.dispose();
-    tensors.push({ name, dtype, shape, data: Float32Array.from(data) });
-  }
-  const config = { ...folder.config, torch_dtype: DTYPE_NAMES[dtype] };
-  const files: Record<string, Uint8Array> = {
-    'config.json': enc.encode(JSON.stringify(config, null, 2)),
-    'model.safetensors': writeSafetensors(tensors, { format: 'pt' }),
-    'tokenizer.json': enc.encode(JSON.stringify(folder.tokenizerJson)),
-    'tokenizer_config.json': enc.encode(JSON.stringify(folder.tokenizerConfig, null, 2)),
-  };
-  if (folder.generationConfig) files['generation_config.json'] = enc.encode(JSON.stringify(folder.generationConfig, null, 2));
-  return files;
-}
-
-/** The dtype a merged model is saved in: the base model's own (bfloat16 stays bfloat16). */
-export function savedDType(folder: OpenModelFolder): 'F32' | 'F16' | 'BF16' {
-  return folder.weightsDType === 'BF16' || folder.weightsDType === 'F16' ? folder.weightsDType : 'F32';
 }
 
 /** The tokenizer of a model folder, without reading its weights (for `finetune data`). */

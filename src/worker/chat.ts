@@ -4,6 +4,7 @@
  * token, and (without a length from the person) as long as the measured speed allows.
  */
 import { generate } from '../engine/model/generate.ts';
+import { promptIds, samplingOptions } from '../engine/model/prompt.ts';
 import type { LoraAdapter } from '../engine/model/lora.ts';
 import type { LoadedModel } from '../engine/run.ts';
 import type { ChatProgress } from './protocol.ts';
@@ -41,11 +42,7 @@ export async function chatReply(
 ): Promise<ChatProgress> {
   const { tokenizer } = loaded;
   const now = opts.now ?? (() => performance.now());
-  const templated = tokenizer.hasChatTemplate && !opts.plainText;
-  const prompt = templated ? tokenizer.applyChatTemplate(messages, { add_generation_prompt: true }) : messages.map((m) => m.content).join('\n') + (opts.plainText ? '\n' : '');
-  // A chat template writes its own special tokens (BOS included), as transformers assumes.
-  const ids = tokenizer.encode(prompt, { add_special_tokens: !templated });
-  const gc = (loaded.folder.generationConfig ?? {}) as Record<string, unknown>;
+  const ids = promptIds(tokenizer, messages, opts.plainText ? 'plain' : 'auto');
   const reply: number[] = [];
   const auto = opts.max_new_tokens === undefined;
   let limit = opts.max_new_tokens ?? AUTO_MAX_TOKENS;
@@ -54,10 +51,7 @@ export async function chatReply(
   await generate(loaded.model, [ids], {
     adapter: opts.adapter,
     max_new_tokens: limit,
-    do_sample: opts.temperature !== undefined ? opts.temperature > 0 : gc.do_sample === true,
-    temperature: opts.temperature ?? (typeof gc.temperature === 'number' ? gc.temperature : 1),
-    top_p: typeof gc.top_p === 'number' ? gc.top_p : 1,
-    top_k: typeof gc.top_k === 'number' ? gc.top_k : 50,
+    ...samplingOptions(loaded.folder.generationConfig, { temperature: opts.temperature }),
     seed: opts.seed ?? 0,
     eos_token_id: tokenizer.eosTokenIds,
     pad_token_id: tokenizer.padTokenId,

@@ -8,7 +8,7 @@
 import { createJsonlParser, detectFormat, parseDatasetText, toSftRows, type DatasetFormat, type DatasetRow, type ParsedDataset, type RowError, type SftRow } from '../engine/data/dataset.ts';
 import { datasetStats, IGNORE_INDEX, tokenizeSft, type SftData, type SftExample } from '../engine/data/sft.ts';
 import type { TextTokenizer } from '../engine/data/tokenizer.ts';
-import type { Recipe } from '../engine/recipe.ts';
+import type { PreferenceRecipe, Recipe } from '../engine/recipe.ts';
 import type { DataReport, PreviewPage, PreviewRow } from './protocol.ts';
 import { sftOptions } from '../engine/train/methods/index.ts';
 import { preferenceReport } from '../engine/data/preference_report.ts';
@@ -246,7 +246,7 @@ export function previewRows(file: string, text: string, tokenizer: TextTokenizer
 }
 
 /** The report of a preference file (DPO, KTO, ORPO, SimPO): counts and lengths for the method, bad rows, no SFT statistics. */
-function preferenceDataReport(file: string, text: string, tokenizer: TextTokenizer, recipe: Recipe): DataReport {
+function preferenceDataReport(file: string, text: string, tokenizer: TextTokenizer, recipe: PreferenceRecipe): DataReport {
   const r = preferenceReport(text, file, tokenizer, recipe);
   const kept = r.examples.length;
   return {
@@ -270,7 +270,7 @@ function preferenceDataReport(file: string, text: string, tokenizer: TextTokeniz
  * as its prompt and its completion labelled desirable or undesirable; each decoded from the
  * tokens training reads. The token view shows the chosen (or KTO) sequence, its completion trained.
  */
-function preferencePreviewRows(file: string, text: string, tokenizer: TextTokenizer, recipe: Recipe, start: number, count: number): PreviewPage {
+function preferencePreviewRows(file: string, text: string, tokenizer: TextTokenizer, recipe: PreferenceRecipe, start: number, count: number): PreviewPage {
   const r = preferenceReport(text, file, tokenizer, recipe);
   const isSpecial = specialTokens(tokenizer);
   const decode = (ids: number[]) => tokenizer.decode(ids, { skip_special_tokens: false });

@@ -10,6 +10,7 @@ import type { PreferenceStats } from '../engine/data/preference_report.ts';
 import type { LogEntry } from '../engine/train/trainer.ts';
 import type { RecipeInput } from '../engine/recipe.ts';
 import type { LoadProgress } from '../engine/io/model_folder.ts';
+import type { MemoryEstimate } from '../engine/estimate.ts';
 
 /** A checkpoint or export folder as plain bytes keyed by file name (transferable). */
 export type FolderBytes = Record<string, Uint8Array>;
@@ -141,23 +142,6 @@ export interface RunRecord {
   checkpoint_step: number | null;
   /** Set by listRuns (never stored): another tab trains this run or holds it paused. */
   open_elsewhere?: boolean;
-}
-
-export interface MemoryEstimate {
-  /** Estimated peak bytes for weights, adapter + optimizer, activations and logits; total is their sum. */
-  weights: number;
-  trainable: number;
-  activations: number;
-  logits: number;
-  total: number;
-  /** The largest single tensor of a step (embedding, attention scores, MLP activations or a logits chunk). */
-  largest_buffer: number;
-  /** The smaller of the device's maxBufferSize and maxStorageBufferBindingSize (WebGPU only), else null. */
-  limit: number | null;
-  /** largest_buffer ≤ limit; WebGPU does not tell total GPU memory, so the total cannot be checked. */
-  fits: boolean;
-  /** When it does not fit: the one concrete change to make, as a sentence. */
-  suggestion: string | null;
 }
 
 export interface StudioApi {

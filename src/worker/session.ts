@@ -8,11 +8,11 @@ import { releaseFreeGpuBuffers } from '../engine/backend/gpu_pool.ts';
 import { backendMemoryBytes } from '../engine/backend/memory.ts';
 import type { DeviceLimits } from '../engine/backend/index.ts';
 import { isAllocationError, isUserError } from '../engine/errors.ts';
+import { estimateMemory, shrinkAdvice } from '../engine/estimate.ts';
 import type { Recipe } from '../engine/recipe.ts';
 import { prepareRun, type LoadedModel, type PreparedRun, type RunSources } from '../engine/run.ts';
 import type { LogEntry } from '../engine/train/trainer.ts';
 import { activeDevice, guardDevice, type DeviceGuard, type DeviceProblem } from './device_guard.ts';
-import { estimateMemory, shrinkAdvice } from './estimate.ts';
 import type { FolderBytes, RunEvent, RunRecord, RunStatus } from './protocol.ts';
 import { appendMetrics, createRun, putRun, saveCheckpoint, truncateMetrics, type StudioDb } from './store.ts';
 

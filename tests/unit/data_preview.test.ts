@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { detectFormat, parseDatasetText } from '../../src/engine/data/dataset.ts';
 import { IGNORE_INDEX, tokenizeSft } from '../../src/engine/data/sft.ts';
 import { TextTokenizer } from '../../src/engine/data/tokenizer.ts';
-import { parseRecipe, type RecipeInput } from '../../src/engine/recipe.ts';
+import { parseRecipe, type RecipeInput, type SftRecipe } from '../../src/engine/recipe.ts';
 import { sftOptions } from '../../src/engine/train/methods/index.ts';
 import { previewRows } from '../../src/worker/data_report.ts';
 import { legendSymbols, tokenWords, type Token } from '../../src/ui/data/tokens.ts';
@@ -26,7 +26,7 @@ const jsonl = (rows: unknown[]) => rows.map((r) => (typeof r === 'string' ? r : 
 /** What training makes of the whole file, by line. */
 function trainedExamples(text: string, file: string, tokenizer: TextTokenizer, overrides: Partial<RecipeInput> = {}) {
   const parsed = parseDatasetText(text, file);
-  const data = tokenizeSft(parsed.rows, detectFormat(parsed.rows, file), tokenizer, sftOptions(recipe(file, overrides)), file);
+  const data = tokenizeSft(parsed.rows, detectFormat(parsed.rows, file), tokenizer, sftOptions(recipe(file, overrides) as SftRecipe), file);
   return new Map(data.examples.map((e) => [e.line, e]));
 }
 

@@ -12,7 +12,9 @@ import { LINEAR_MODULES, linearPath, linearShape } from '../../src/engine/model/
 import type { CausalLM } from '../../src/engine/model/llama.ts';
 import { LoraAdapter, type LoraConfig } from '../../src/engine/model/lora.ts';
 import { Rng } from '../../src/engine/rng.ts';
-import { adapterFiles, loadAdapter, loadModel, modelFiles, savedDType, type LoadedModel } from '../../src/engine/run.ts';
+import { loadModel, type LoadedModel } from '../../src/engine/run.ts';
+import { adapterFiles, loadAdapter } from '../../src/engine/io/peft.ts';
+import { modelFiles, savedDType } from '../../src/engine/export.ts';
 import { buildTinyModelFolder, writeTinyModel, type TinyModelOptions } from './helpers/tiny_model.ts';
 import { maxAbsDiff } from './helpers/golden.ts';
 import { readAllWeights } from './helpers/weights.ts';

@@ -1,14 +1,16 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, expectTypeOf, it } from 'vitest';
 import { userErrorFrom } from './helpers/errors.ts';
 import { UserError } from '../../src/engine/errors.ts';
 import {
+  METHODS,
   RECIPE_FIELDS,
   applyOverrides,
   closestField,
   parseRecipe,
   parseRecipeText,
-  recipeForMethod,
   recipeToTrlConfig,
+  type MethodName,
+  type Recipe,
 } from '../../src/engine/recipe.ts';
 
 const FILE = 'recipe.json';
@@ -61,14 +63,6 @@ describe('parseRecipe defaults', () => {
       eval_steps: null,
       save_steps: 500,
       save_total_limit: null,
-      beta: 0.1,
-      loss_type: 'sigmoid',
-      precompute_ref_log_probs: false,
-      desirable_weight: 1,
-      undesirable_weight: 1,
-      simpo_gamma: 0.5,
-      max_prompt_length: null,
-      max_completion_length: null,
       logging_steps: 10,
     });
     expect('eval_file' in r).toBe(false);
@@ -209,6 +203,23 @@ describe('applyOverrides', () => {
     expect(r.max_length).toBeNull();
   });
 
+  it('sets a method\'s field for that method and refuses it for another, in the same sentence as a file', () => {
+    const dpo = applyOverrides({ ...MINIMAL, method: 'dpo' }, { '--beta': '0.2' });
+    expect(dpo).toEqual({ ...MINIMAL, method: 'dpo', beta: 0.2 });
+    expect(parseRecipe(dpo, FILE)).toMatchObject({ method: 'dpo', beta: 0.2 });
+    // The method may come after the field it allows.
+    expect(applyOverrides(MINIMAL, { beta: '0.2', method: 'orpo' })).toEqual({ ...MINIMAL, beta: 0.2, method: 'orpo' });
+    const e = userErrorFrom(() => applyOverrides(MINIMAL, { '--beta': '0.2' }));
+    expect(e.message).toBe('command line: "beta" applies to method "dpo", "kto", "orpo", "simpo" only, not "sft"; remove it or set "method".');
+    expect(e.field).toBe('beta');
+    expect(userErrorFrom(() => applyOverrides({ ...MINIMAL, method: 'dpo' }, { simpo_gamma: '1' }, 'URL')).message).toBe(
+      'URL: "simpo_gamma" applies to method "simpo" only, not "dpo"; remove it or set "method".',
+    );
+    // Changing the method away from a file's field is caught where the file is parsed.
+    const switched = applyOverrides({ ...MINIMAL, method: 'dpo', beta: 0.2 }, { method: 'sft' });
+    expect(message(switched).message).toBe('recipe.json: "beta" applies to method "dpo", "kto", "orpo", "simpo" only, not "sft"; remove it or set "method".');
+  });
+
   it('accepts flags written with their dashes and "all-linear"', () => {
     expect(applyOverrides({}, { '--peft.r': '4', '--peft.target_modules': 'all-linear' })).toEqual({ peft: { r: 4, target_modules: 'all-linear' } });
   });
@@ -248,6 +259,7 @@ describe('RECIPE_FIELDS', () => {
     expect(paths.length).toBe(50);
     expect(RECIPE_FIELDS.beta).toMatchObject({ default: 0.1, methods: ['dpo', 'kto', 'orpo', 'simpo'] });
     expect(RECIPE_FIELDS.simpo_gamma).toMatchObject({ default: 0.5, methods: ['simpo'], trl: 'CPOConfig.simpo_gamma' });
+    expect(RECIPE_FIELDS.completion_only_loss).toMatchObject({ default: true, methods: ['sft'] });
     expect(RECIPE_FIELDS.learning_rate.methods).toBeUndefined();
     for (const [path, f] of Object.entries(RECIPE_FIELDS)) {
       expect(f.doc.length, path).toBeGreaterThan(10);
@@ -262,9 +274,9 @@ describe('RECIPE_FIELDS', () => {
   });
 
   it('has defaults that agree with parsing', () => {
-    const r = parseRecipe(MINIMAL, FILE) as unknown as Record<string, unknown>;
     for (const [path, f] of Object.entries(RECIPE_FIELDS)) {
       if (f.default === undefined) continue;
+      const r = parseRecipe({ ...MINIMAL, method: f.methods?.[0] ?? 'sft' }, FILE) as unknown as Record<string, unknown>;
       const [head, leaf] = path.split('.');
       const value = leaf ? (r[head] as Record<string, unknown>)[leaf] : r[head];
       expect(value, path).toEqual(f.default);
@@ -277,14 +289,63 @@ describe('the preference methods', () => {
     const dpo = parseRecipe({ ...MINIMAL, method: 'dpo' }, FILE);
     expect(dpo).toMatchObject({ method: 'dpo', beta: 0.1, loss_type: 'sigmoid', learning_rate: 5e-5, max_prompt_length: null });
     expect(parseRecipe({ ...MINIMAL, method: 'dpo', peft: { type: 'full' } }, FILE).learning_rate).toBe(1e-6);
-    // A parsed recipe carries every default, its own method's and others'; it parses again unchanged.
+    // A parsed recipe has its own method's fields only, and parses again unchanged.
+    expect(dpo).not.toHaveProperty('simpo_gamma');
+    expect(dpo).not.toHaveProperty('completion_only_loss');
     expect(parseRecipe(JSON.parse(JSON.stringify(dpo)), FILE)).toEqual(dpo);
     const sft = parseRecipe(MINIMAL, FILE);
+    expect(sft).not.toHaveProperty('beta');
     expect(parseRecipe(JSON.parse(JSON.stringify(sft)), FILE)).toEqual(sft);
-    // What a file records has only the method's own fields.
-    expect(recipeForMethod(sft)).not.toHaveProperty('beta');
-    expect(recipeForMethod(dpo)).toMatchObject({ beta: 0.1, loss_type: 'sigmoid' });
-    expect(recipeForMethod(dpo)).not.toHaveProperty('simpo_gamma');
+  });
+
+  it('narrow the recipe type by method: a DPO recipe has beta, an SFT one has not', () => {
+    const r: Recipe = parseRecipe({ ...MINIMAL, method: 'dpo', beta: 0.3 }, FILE);
+    // @ts-expect-error beta belongs to the preference methods, so the union does not have it.
+    void r.beta;
+    if (r.method !== 'dpo') throw new Error('expected a DPO recipe');
+    expectTypeOf(r.beta).toEqualTypeOf<number>();
+    expectTypeOf(r.loss_type).toEqualTypeOf<'sigmoid' | 'ipo' | 'hinge'>();
+    expect(r.beta).toBe(0.3);
+    const sft: Recipe = parseRecipe(MINIMAL, FILE);
+    if (sft.method !== 'sft') throw new Error('expected an SFT recipe');
+    expectTypeOf(sft.completion_only_loss).toEqualTypeOf<boolean>();
+    // @ts-expect-error an SFT recipe has no beta.
+    void sft.beta;
+    expect('beta' in sft).toBe(false);
+  });
+
+  it('fill each method\'s own defaults and no other method\'s', () => {
+    const own = (m: MethodName) => Object.keys(RECIPE_FIELDS).filter((p) => !p.startsWith('peft.') && RECIPE_FIELDS[p].methods?.includes(m));
+    expect(own('sft')).toEqual(['completion_only_loss', 'assistant_only_loss']);
+    expect(own('dpo').sort()).toEqual(['beta', 'loss_type', 'max_completion_length', 'max_prompt_length', 'precompute_ref_log_probs']);
+    expect(own('kto').sort()).toEqual(['beta', 'desirable_weight', 'max_completion_length', 'max_prompt_length', 'undesirable_weight']);
+    expect(own('orpo').sort()).toEqual(['beta', 'max_completion_length', 'max_prompt_length']);
+    expect(own('simpo').sort()).toEqual(['beta', 'max_completion_length', 'max_prompt_length', 'simpo_gamma']);
+    const shared = Object.keys(parseRecipe(MINIMAL, FILE)).filter((k) => !own('sft').includes(k));
+    for (const m of METHODS) {
+      const r = parseRecipe({ ...MINIMAL, method: m }, FILE) as unknown as Record<string, unknown>;
+      expect(Object.keys(r).sort(), m).toEqual([...shared, ...own(m)].sort());
+      for (const f of own(m)) expect(r[f], `${m} ${f}`).toEqual(RECIPE_FIELDS[f].default);
+      expect(r.learning_rate, m).toBe(m === 'sft' ? 2e-4 : 5e-5);
+    }
+    expect(parseRecipe({ ...MINIMAL, method: 'kto' }, FILE)).toMatchObject({ beta: 0.1, desirable_weight: 1, undesirable_weight: 1 });
+    expect(parseRecipe({ ...MINIMAL, method: 'simpo' }, FILE)).toMatchObject({ beta: 0.1, simpo_gamma: 0.5 });
+  });
+
+  it('read back a stored recipe that carries other methods\' defaults, and refuse any other value', () => {
+    const stored = { ...MINIMAL, method: 'dpo', beta: 0.2, simpo_gamma: 0.5, desirable_weight: 1, completion_only_loss: true };
+    const r = parseRecipe(stored, FILE);
+    expect(r).toMatchObject({ method: 'dpo', beta: 0.2 });
+    expect(r).not.toHaveProperty('simpo_gamma');
+    expect(r).not.toHaveProperty('completion_only_loss');
+    expect(parseRecipe({ ...MINIMAL, beta: 0.1, max_prompt_length: null }, FILE)).toEqual(parseRecipe(MINIMAL, FILE));
+    expect(message({ ...MINIMAL, method: 'dpo', completion_only_loss: false })).toEqual({
+      message: 'recipe.json: "completion_only_loss" applies to method "sft" only, not "dpo"; remove it or set "method".',
+      field: 'completion_only_loss',
+    });
+    // A misspelt key is named before another method's field, and so is a bad value.
+    expect(message({ ...MINIMAL, beta: 0.5, learning_rte: 1 }).field).toBe('learning_rte');
+    expect(message({ ...MINIMAL, beta: 0.5, peft: { r: 0 } }).field).toBe('peft.r');
   });
 
   it('map to their TRL trainer and config', () => {

@@ -9,7 +9,7 @@ import { parseDatasetText } from './dataset.ts';
 import { detectFormatFor, type KtoFormat, type PairFormat, type RowFormat } from './formats.ts';
 import { ktoStats, pairStats, tokenizeKto, tokenizePairs, type KtoExample, type KtoStats, type PairExample, type PairStats } from './preference.ts';
 import type { TextTokenizer } from './tokenizer.ts';
-import type { Recipe } from '../recipe.ts';
+import type { PreferenceRecipe } from '../recipe.ts';
 import { preferenceOptions } from '../train/methods/index.ts';
 
 export type PreferenceStats = { kind: 'pairs'; stats: PairStats } | { kind: 'kto'; stats: KtoStats };
@@ -28,7 +28,7 @@ export interface PreferenceReport {
 }
 
 /** The report for the recipe's preference method (dpo, kto, orpo, simpo). */
-export function preferenceReport(text: string, file: string, tokenizer: TextTokenizer, recipe: Recipe): PreferenceReport {
+export function preferenceReport(text: string, file: string, tokenizer: TextTokenizer, recipe: PreferenceRecipe): PreferenceReport {
   const parsed = parseDatasetText(text, file);
   const format = parsed.rows.length ? detectFormatFor(recipe.method, parsed.rows, file) : null;
   const opts = preferenceOptions(recipe);

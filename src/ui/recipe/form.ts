@@ -4,7 +4,7 @@
  * engine's `parseRecipe`, whose message is shown at the field it names.
  */
 import { isUserError } from '../../engine/errors.ts';
-import { METHODS, RECIPE_FIELDS, defaultLearningRate, recipeForMethod, parseRecipe, parseRecipeJson, type MethodName, type Recipe, type RecipeField, type RecipeInput } from '../../engine/recipe.ts';
+import { METHODS, RECIPE_FIELDS, defaultLearningRate, parseRecipe, parseRecipeJson, type MethodName, type Recipe, type RecipeField, type RecipeInput } from '../../engine/recipe.ts';
 
 /** What an input holds: text for numbers and strings, a flag for booleans, a list for target_modules. */
 export type RawValue = string | boolean | string[];
@@ -227,9 +227,9 @@ export function importRecipe(text: string, file: string, page: PageValues): { fo
   return { form: formFromRecipe(json), model: typeof json.model === 'string' ? recipe.model : null };
 }
 
-/** The recipe as a JSON file: every field with its value, so it reads the same in the CLI or in TRL. */
+/** The recipe as a JSON file: every field of its method with its value, so it reads the same in the CLI or in TRL. */
 export function exportRecipe(recipe: Recipe): string {
-  return `${JSON.stringify(recipeForMethod(recipe), null, 2)}\n`;
+  return `${JSON.stringify(recipe, null, 2)}\n`;
 }
 
 /** The learning rate that applies when the field is left empty, for the input's placeholder. */

@@ -6,7 +6,7 @@ import type { AppState } from '../app.svelte.ts';
 import { errorText } from '../lib/errors.ts';
 import { SETTINGS, readJsonSetting, writeJsonSetting } from '../lib/settings.ts';
 import { parseRecipe, type Recipe, type RecipeInput } from '../../engine/recipe.ts';
-import type { MemoryEstimate } from '../../worker/protocol.ts';
+import type { MemoryEstimate } from '../../engine/estimate.ts';
 import { formFromRecipe, formWithAdapterConfig, restoreForm, validateForm, type RawForm } from './form.ts';
 
 export class RecipeStore {

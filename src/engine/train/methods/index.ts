@@ -10,7 +10,7 @@ import { tokenizeKto, tokenizePairs, type KtoExample, type PairExample, type Pre
 import { tokenizeSft, type SftOptions } from '../../data/sft.ts';
 import type { TextTokenizer } from '../../data/tokenizer.ts';
 import type { CausalLM } from '../../model/llama.ts';
-import type { Recipe } from '../../recipe.ts';
+import type { PreferenceRecipe, Recipe, SftRecipe } from '../../recipe.ts';
 import type { AnyMethod } from '../method.ts';
 import { dpoMethod, precomputeReferenceLogProbs, type PairReference } from './dpo.ts';
 import { ktoMethod } from './kto.ts';
@@ -29,7 +29,7 @@ export interface MethodData {
 }
 
 /** The recipe's data settings, as the SFT tokeniser takes them. */
-export function sftOptions(recipe: Recipe): SftOptions {
+export function sftOptions(recipe: SftRecipe): SftOptions {
   return {
     max_length: recipe.max_length,
     completion_only_loss: recipe.completion_only_loss,
@@ -40,7 +40,7 @@ export function sftOptions(recipe: Recipe): SftOptions {
 }
 
 /** The recipe's data settings, as the preference tokeniser takes them (TRL 1.x keeps a sequence's start). */
-export function preferenceOptions(recipe: Recipe): PreferenceOptions {
+export function preferenceOptions(recipe: PreferenceRecipe): PreferenceOptions {
   return {
     max_length: recipe.max_length,
     max_prompt_length: recipe.max_prompt_length,

@@ -4,13 +4,29 @@
  * tensors; WebGPU tells nothing about total GPU memory, so only the largest single buffer can be
  * held against a known limit (the device's maxBufferSize / maxStorageBufferBindingSize).
  */
-import type { DeviceLimits } from '../engine/backend/index.ts';
-import { expectedWeights, type CausalLM } from '../engine/model/llama.ts';
-import { linearShape } from '../engine/model/config.ts';
-import { resolveTargetModules } from '../engine/model/lora.ts';
-import type { Recipe } from '../engine/recipe.ts';
-import { trainableNames } from '../engine/run.ts';
-import type { MemoryEstimate } from './protocol.ts';
+import type { DeviceLimits } from './backend/index.ts';
+import { expectedWeights, type CausalLM } from './model/llama.ts';
+import { linearShape } from './model/config.ts';
+import { resolveTargetModules } from './model/lora.ts';
+import type { Recipe } from './recipe.ts';
+import { trainableNames } from './run.ts';
+
+export interface MemoryEstimate {
+  /** Estimated peak bytes for weights, adapter + optimizer, activations and logits; total is their sum. */
+  weights: number;
+  trainable: number;
+  activations: number;
+  logits: number;
+  total: number;
+  /** The largest single tensor of a step (embedding, attention scores, MLP activations or a logits chunk). */
+  largest_buffer: number;
+  /** The smaller of the device's maxBufferSize and maxStorageBufferBindingSize (WebGPU only), else null. */
+  limit: number | null;
+  /** largest_buffer ≤ limit; WebGPU does not tell total GPU memory, so the total cannot be checked. */
+  fits: boolean;
+  /** When it does not fit: the one concrete change to make, as a sentence. */
+  suggestion: string | null;
+}
 
 const F32 = 4;
 /** selectedLogProbs' chunk: the LM head runs on at most this many logits at once. */
@@ -36,6 +52,20 @@ function layerFloats(c: CausalLM['config'], dropout: number): number {
  */
 const CHECKPOINTED_LAYER_HIDDEN = 6;
 
+/**
+ * Sequences one micro-batch runs through its forward and backward pass, each of up to max_length
+ * tokens: DPO, ORPO and SimPO run every pair's chosen and rejected rows through one pass (TRL's
+ * concatenated forward), SFT and KTO one sequence a row. The passes without a gradient (DPO's and
+ * KTO's reference, KTO's KL sequences) run before it on no more sequences each, keep no
+ * activations and free each layer's buffers before the next layer, so they stay below its peak
+ * and add nothing: on stories260K with 2 pairs of 64 tokens, DPO's reference pass peaks at
+ * 1.9 MB and the step after it at 9.3 MB.
+ */
+function trainedSequences(recipe: Recipe): number {
+  const B = recipe.per_device_train_batch_size;
+  return recipe.method === 'dpo' || recipe.method === 'orpo' || recipe.method === 'simpo' ? 2 * B : B;
+}
+
 export function countParameters(model: CausalLM): number {
   return expectedWeights(model.config).reduce((n, [, shape]) => n + shape.reduce((a, b) => a * b, 1), 0);
 }
@@ -56,9 +86,9 @@ function trainableParameters(model: CausalLM, recipe: Recipe): number {
 
 export function estimateMemory(model: CausalLM, recipe: Recipe, limits: DeviceLimits | undefined): MemoryEstimate {
   const c = model.config;
-  const B = recipe.per_device_train_batch_size;
+  const sequences = trainedSequences(recipe);
   const T = recipe.max_length ?? c.max_position_embeddings;
-  const tokens = B * T;
+  const tokens = sequences * T;
   const moments = recipe.optim === 'sgd' ? 0 : 2;
   // LoRA's A and B are tensors of their own; freeze and full turn base weights into variables in
   // place, so only their gradients and moments come on top of the weights.
@@ -74,7 +104,7 @@ export function estimateMemory(model: CausalLM, recipe: Recipe, limits: DeviceLi
   const kept = recipe.gradient_checkpointing ? c.num_hidden_layers * CHECKPOINTED_LAYER_HIDDEN * c.hidden_size + perLayer : c.num_hidden_layers * perLayer;
   // WASM and the CPU attend through tfjs ops, which hold one layer's scores and probabilities
   // ([B, heads, T, T] each) for a moment; WebGPU's fused kernel never makes them.
-  const scores = limits ? 0 : 2 * B * c.num_attention_heads * T * T * F32;
+  const scores = limits ? 0 : 2 * sequences * c.num_attention_heads * T * T * F32;
   const activations = tokens * (kept + 2 * perLayer) * F32 + scores;
   // The LM head runs a chunk of rows at a time, forward and backward (it recomputes rather than
   // keeps its logits): one chunk's logits, softmax and one-hot targets exist at once.
@@ -115,10 +145,13 @@ export function shrinkAdvice(estimate: MemoryEstimate, recipe: Recipe, model: Ca
   return 'choose a smaller model, since its weights alone take most of the memory';
 }
 
-/** Halving the micro-batch keeps the effective batch (and so the training) the same; a shorter max_length does not. */
+/**
+ * Halving the micro-batch keeps the effective batch (and so the training) the same; a shorter
+ * max_length does not. KTO needs two rows a micro-batch for its KL term.
+ */
 function shrinkActivations(recipe: Recipe, T: number): string {
   const B = recipe.per_device_train_batch_size;
-  if (B > 1) {
+  if (Math.floor(B / 2) >= (recipe.method === 'kto' ? 2 : 1)) {
     return `halve per_device_train_batch_size to ${Math.floor(B / 2)} and double gradient_accumulation_steps to ${recipe.gradient_accumulation_steps * 2}, which keeps the effective batch`;
   }
   return T > 1 ? `lower max_length to ${Math.max(1, Math.floor(T / 2))}` : 'choose a smaller model';

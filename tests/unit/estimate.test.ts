@@ -7,12 +7,13 @@ import type { DeviceLimits } from '../../src/engine/backend/index.ts';
 import type { CausalLM } from '../../src/engine/model/llama.ts';
 import { parseRecipe, type RecipeInput } from '../../src/engine/recipe.ts';
 import { loadModel } from '../../src/engine/run.ts';
-import { estimateMemory, shrinkAdvice } from '../../src/worker/estimate.ts';
+import { estimateMemory, shrinkAdvice } from '../../src/engine/estimate.ts';
 import { isAllocationError } from '../../src/engine/errors.ts';
 import { STORIES_DIR } from './helpers/tiny_model.ts';
 import { LoraAdapter, resolveTargetModules } from '../../src/engine/model/lora.ts';
 import { collate } from '../../src/engine/train/batch.ts';
 import { sftLossSum } from '../../src/engine/train/methods/sft.ts';
+import { dpoMethod } from '../../src/engine/train/methods/dpo.ts';
 import { Rng } from '../../src/engine/rng.ts';
 import { meterBackendMemory } from '../../src/engine/backend/memory.ts';
 
@@ -67,6 +68,47 @@ describe('estimateMemory', () => {
     const meter = meterBackendMemory();
     const resident = meter.read().bytes;
     const { value, grads } = tf.variableGrads(() => sftLossSum(model, batch, { adapter, dropoutSeed: () => rng.nextU32(), gradientCheckpointing: gradient_checkpointing }), [...adapter.variables().values()]);
+    tf.dispose([value, ...Object.values(grads)]);
+    const measured = meter.read().peak - resident;
+    meter.dispose();
+    adapter.dispose();
+    const predicted = estimate.activations + estimate.logits;
+    expect(predicted).toBeGreaterThanOrEqual(measured);
+    expect(predicted).toBeLessThan(3 * measured);
+  });
+
+  it('counts both rows of a preference pair, for DPO above SFT at the same recipe', () => {
+    const sft = estimateMemory(model, recipe({ per_device_train_batch_size: 2, max_length: 64 }), undefined);
+    const dpo = estimateMemory(model, recipe({ method: 'dpo', per_device_train_batch_size: 2, max_length: 64 }), undefined);
+    expect(dpo.activations).toBeGreaterThan(sft.activations);
+    expect(dpo.total).toBeGreaterThan(sft.total);
+    // Chosen and rejected rows run through one pass: a pair costs what two SFT rows do.
+    expect(dpo).toEqual(estimateMemory(model, recipe({ per_device_train_batch_size: 4, max_length: 64 }), undefined));
+
+    // KTO's KL term needs two rows a micro-batch, so its batch of two is not halved.
+    const kto = estimateMemory(model, recipe({ method: 'kto', per_device_train_batch_size: 2, max_length: 512 }), limits(2 ** 20));
+    expect(kto.suggestion).toBe('One logits buffer needs 2 MiB and this GPU allows 1 MiB; lower max_length to 256.');
+  });
+
+  it.each([true, false])('bounds the physical peak of a real DPO step, reference pass included, within a factor of three (gradient_checkpointing %s)', async (gradient_checkpointing) => {
+    const r = recipe({ method: 'dpo', per_device_train_batch_size: 2, max_length: 64, gradient_checkpointing, peft: { r: 16, lora_dropout: 0.05 } });
+    const estimate = estimateMemory(model, r, undefined);
+    const rng = new Rng(0);
+    const adapter = LoraAdapter.init(model.config, { r: 16, lora_alpha: 32, lora_dropout: 0.05, target_modules: resolveTargetModules('all-linear'), use_rslora: false, layers_to_transform: null }, rng);
+    const tokens = (n: number) => Array.from({ length: n }, () => 3 + rng.int(500));
+    // Prompt + completion fill max_length, for the chosen and the rejected row alike.
+    const pairs = [1, 2].map((line) => ({ line, prompt_ids: tokens(32), chosen_ids: tokens(32), rejected_ids: tokens(32) }));
+    const dpo = dpoMethod({ beta: 0.1, loss_type: 'sigmoid', padTokenId: 0 });
+    const batch = dpo.collate(pairs);
+    const ctx = { model, adapter, dropoutSeed: () => rng.nextU32(), gradientCheckpointing: gradient_checkpointing };
+    const meter = meterBackendMemory();
+    const resident = meter.read().bytes;
+    await dpo.prepareBatch!(batch, ctx);
+    const { value, grads } = tf.variableGrads(() => {
+      const { loss, metrics } = dpo.loss(batch, ctx);
+      tf.dispose(Object.values(metrics));
+      return loss as tf.Scalar;
+    }, [...adapter.variables().values()]);
     tf.dispose([value, ...Object.values(grads)]);
     const measured = meter.read().peak - resident;
     meter.dispose();
