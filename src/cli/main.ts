@@ -12,12 +12,12 @@ import { METHODS, parseRecipe, parseRecipeJson, applyOverrides, SHORT_RUN_STEPS,
 import { loadModel, loadTokenizer, prepareRun, type LoadedModel } from '../engine/run.ts';
 import { loadAdapter } from '../engine/io/peft.ts';
 import { modelFiles, savedDType } from '../engine/export.ts';
-import { checkMethodRecipe, createMethod, prepareMethodData, sftOptions } from '../engine/train/methods/index.ts';
-import { detectFormat, parseDatasetText } from '../engine/data/dataset.ts';
+import { checkMethodRecipe, createMethod, prepareMethodData } from '../engine/train/methods/index.ts';
 import { FORMAT_NAMES } from '../engine/data/formats.ts';
 import { ktoDumpRow, pairDumpRow, type KtoExample, type PairExample } from '../engine/data/preference.ts';
 import { preferenceReport } from '../engine/data/preference_report.ts';
-import { datasetStats, tokenizeSft, type DatasetStats, type LengthStats } from '../engine/data/sft.ts';
+import { sftDataReport } from '../engine/data/report.ts';
+import type { DatasetStats, LengthStats } from '../engine/data/sft.ts';
 import type { TextTokenizer } from '../engine/data/tokenizer.ts';
 import { evaluateMethod } from '../engine/train/step.ts';
 import { generate } from '../engine/model/generate.ts';
@@ -277,32 +277,28 @@ async function data(argv: string[]): Promise<void> {
   const tokenizer = await loadTokenizer(folder(required(args, 'data', 'model'), 'model'));
   if (recipe.method !== 'sft') return preferenceData(args, path, file.text, tokenizer, recipe);
 
-  const parsed = parseDatasetText(file.text, path);
-  const format = parsed.rows.length ? detectFormat(parsed.rows, path) : null;
-  const sft = format
-    ? tokenizeSft(parsed.rows, format, tokenizer, sftOptions(recipe), path)
-    : null;
-  const errors = [...parsed.errors, ...(sft?.errors ?? [])].sort((a, b) => a.line - b.line);
-  console.log(`${path}: ${format ?? 'no valid row'} format, ${parsed.rows.length + parsed.errors.length} rows`);
-  if (sft) {
-    const s = datasetStats(sft);
+  // The same report the studio's data view shows.
+  const { report, data: sft } = sftDataReport(path, file.text, tokenizer, recipe);
+  console.log(`${path}: ${report.format ?? 'no valid row'} format, ${report.num_rows} rows`);
+  const s = report.stats;
+  if (s) {
     const cut = s.histogram.max_length;
     const cutBy = cut === null ? 'none' : cut === recipe.max_length ? `max_length ${cut}` : `the model's ${cut} positions`;
     console.log(`examples ${s.num_examples}, dropped ${s.num_dropped} (no trainable token), truncated ${s.num_truncated} (cut: ${cutBy})`);
     console.log(`tokens ${s.total_tokens} (trained ${s.trainable_tokens}); length as trained: ${lengths(s.length)}`);
     if (s.num_truncated > 0) console.log(`length before truncation: ${lengths(s.length_before_truncation)}`);
     for (const line of histogramLines(s.histogram)) console.log(line);
-    for (const d of sft.dropped) console.log(`dropped: ${path}, line ${d.line}: ${d.reason}`);
-    for (const w of sft.warnings) console.log(`warning: ${w}`);
   }
-  for (const e of errors) console.log(`bad row: ${e.message}`);
+  for (const d of report.dropped) console.log(`dropped: ${path}, line ${d.line}: ${d.reason}`);
+  for (const w of report.warnings) console.log(`warning: ${w}`);
+  for (const e of report.errors) console.log(`bad row: ${e.message}`);
   const dump = args.flags.get('dump');
   if (dump) {
     const lines = (sft?.examples ?? []).map((e) => JSON.stringify({ input_ids: e.input_ids, labels: e.labels })).join('\n');
     await writeFileAtomic(dump, lines ? lines + '\n' : '');
     console.log(`wrote ${sft?.examples.length ?? 0} examples to ${dump}`);
   }
-  if (errors.length) process.exitCode = 1;
+  if (report.errors.length) process.exitCode = 1;
 }
 
 /** `finetune data --method dpo|kto|orpo|simpo`: the format for that method, counts, lengths, every bad row; --dump writes what is trained. */

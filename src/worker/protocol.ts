@@ -4,13 +4,15 @@
  * Callbacks passed from the page are wrapped with comlink's `proxy()`.
  */
 import type { BackendInfo } from '../engine/backend/index.ts';
-import type { DatasetStats } from '../engine/data/sft.ts';
-import type { RowFormat } from '../engine/data/formats.ts';
-import type { PreferenceStats } from '../engine/data/preference_report.ts';
 import type { LogEntry } from '../engine/train/trainer.ts';
 import type { RecipeInput } from '../engine/recipe.ts';
 import type { LoadProgress } from '../engine/io/model_folder.ts';
 import type { MemoryEstimate } from '../engine/estimate.ts';
+
+import type { DataReport, PreviewPage } from '../engine/data/report.ts';
+
+/** What the data view shows is the engine's data report (engine/data/report.ts), as `finetune data` prints it. */
+export type { DataReport, PreviewPage, PreviewRow } from '../engine/data/report.ts';
 
 /** A checkpoint or export folder as plain bytes keyed by file name (transferable). */
 export type FolderBytes = Record<string, Uint8Array>;
@@ -35,52 +37,8 @@ export interface ModelSummary {
   has_chat_template: boolean;
 }
 
-/** What the data view shows about a dataset file before training. */
-export interface DataReport {
-  file: string;
-  /** The rows' format for the recipe's method. */
-  format: RowFormat | null;
-  num_rows: number;
-  /** SFT's token statistics; null for the preference methods, whose counts are in `preference`. */
-  stats: DatasetStats | null;
-  /** The preference methods' counts and lengths (pairs, or KTO rows with their labels); null for SFT. */
-  preference?: PreferenceStats | null;
-  /** Every bad row: line number and the full sentence. */
-  errors: { line: number; message: string }[];
-  dropped: { line: number; reason: string }[];
-  warnings: string[];
-  /** The first rows as chat transcripts (role/content), for the preview. */
-  preview: { line: number; messages: { role: string; content: string }[] }[];
-  /** Share of examples longer than max_length before truncation. */
-  truncated_share: number;
-  /** One example token by token: the decoded piece and whether it is trained on. */
-  mask_view: { line: number; tokens: { text: string; trained: boolean }[] } | null;
-}
 
-/** One row of a dataset as the data view's browser shows it. */
-export interface PreviewRow {
-  /** 0-based among the file's rows (bad rows included), the index `previewRows` pages by. */
-  index: number;
-  /** 1-based line in the file (the array element's index + 1 for a .json file). */
-  line: number;
-  /** The row as the chat transcript it trains as (plain text is one 'text' message), or null for a bad row. */
-  messages: { role: string; content: string }[] | null;
-  /** Why the row is refused or dropped, as the sentence training would give; null for a good row. */
-  problem: string | null;
-  /**
-   * Token by token as training sees it (after truncation): the decoded piece, whether the loss
-   * is taken on it, and whether it is a special token (shown as a symbol, explained in the view).
-   */
-  tokens: { text: string; trained: boolean; special: boolean }[] | null;
-  /** Tokens before truncation (tokens.length is min of it and max_length). */
-  num_tokens: number | null;
-}
 
-export interface PreviewPage {
-  /** Rows in the file, bad ones included. */
-  total: number;
-  rows: PreviewRow[];
-}
 
 /** A chat reply so far, sent each time it grows and returned when it ends. */
 export interface ChatProgress {

@@ -18,7 +18,7 @@ import { adapterFiles, loadAdapter } from '../engine/io/peft.ts';
 import { modelFiles, savedDType } from '../engine/export.ts';
 import type { TextTokenizer } from '../engine/data/tokenizer.ts';
 import { chatReply } from './chat.ts';
-import { dataReport, previewRows } from './data_report.ts';
+import { dataReport, previewRows } from '../engine/data/report.ts';
 import { activeDevice, lostSoon } from './device_guard.ts';
 import { countParameters, estimateMemory, type MemoryEstimate } from '../engine/estimate.ts';
 import { RUN_OPEN_ELSEWHERE, type ChatProgress, type DataReport, type FolderBytes, type PreviewPage, type FolderFiles, type ModelSummary, type RunEvent, type RunRecord, type StudioApi } from './protocol.ts';

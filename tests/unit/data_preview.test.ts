@@ -9,7 +9,7 @@ import { IGNORE_INDEX, tokenizeSft } from '../../src/engine/data/sft.ts';
 import { TextTokenizer } from '../../src/engine/data/tokenizer.ts';
 import { parseRecipe, type RecipeInput, type SftRecipe } from '../../src/engine/recipe.ts';
 import { sftOptions } from '../../src/engine/train/methods/index.ts';
-import { previewRows } from '../../src/worker/data_report.ts';
+import { previewRows } from '../../src/engine/data/report.ts';
 import { legendSymbols, tokenWords, type Token } from '../../src/ui/data/tokens.ts';
 import { STORIES_DIR } from './helpers/tiny_model.ts';
 

@@ -1,18 +1,68 @@
 /**
- * What the data view shows about a dataset file before training: its format, token statistics,
- * every bad row with its line, a preview and one example's loss mask; and, page by page, any of
+ * What the studio's data view shows and `finetune data` prints about a dataset file before
+ * training: its format, token statistics, every bad row with its line, a preview and one example's
+ * loss mask; and, page by page, any of
  * its rows as training sees it. The file is read in slices through the streaming JSONL parser and
  * tokenised slice by slice, so the parsed rows of a large file never exist all at once beside its
  * text; what is kept is what training keeps, the tokens.
  */
-import { createJsonlParser, detectFormat, parseDatasetText, toSftRows, type DatasetFormat, type DatasetRow, type ParsedDataset, type RowError, type SftRow } from '../engine/data/dataset.ts';
-import { datasetStats, IGNORE_INDEX, tokenizeSft, type SftData, type SftExample } from '../engine/data/sft.ts';
-import type { TextTokenizer } from '../engine/data/tokenizer.ts';
-import type { PreferenceRecipe, Recipe } from '../engine/recipe.ts';
-import type { DataReport, PreviewPage, PreviewRow } from './protocol.ts';
-import { sftOptions } from '../engine/train/methods/index.ts';
-import { preferenceReport } from '../engine/data/preference_report.ts';
-import type { KtoExample, PairExample } from '../engine/data/preference.ts';
+import { createJsonlParser, detectFormat, parseDatasetText, toSftRows, type DatasetFormat, type DatasetRow, type ParsedDataset, type RowError, type SftRow } from './dataset.ts';
+import { datasetStats, IGNORE_INDEX, tokenizeSft, type SftData, type SftExample } from './sft.ts';
+import type { TextTokenizer } from './tokenizer.ts';
+import type { PreferenceRecipe, Recipe, SftRecipe } from '../recipe.ts';
+import { sftOptions } from '../train/methods/index.ts';
+import { preferenceReport } from './preference_report.ts';
+import type { KtoExample, PairExample } from './preference.ts';
+import type { RowFormat } from './formats.ts';
+import type { PreferenceStats } from './preference_report.ts';
+import type { DatasetStats } from './sft.ts';
+
+/** What the data view shows about a dataset file before training. */
+export interface DataReport {
+  file: string;
+  /** The rows' format for the recipe's method. */
+  format: RowFormat | null;
+  num_rows: number;
+  /** SFT's token statistics; null for the preference methods, whose counts are in `preference`. */
+  stats: DatasetStats | null;
+  /** The preference methods' counts and lengths (pairs, or KTO rows with their labels); null for SFT. */
+  preference?: PreferenceStats | null;
+  /** Every bad row: line number and the full sentence. */
+  errors: { line: number; message: string }[];
+  dropped: { line: number; reason: string }[];
+  warnings: string[];
+  /** The first rows as chat transcripts (role/content), for the preview. */
+  preview: { line: number; messages: { role: string; content: string }[] }[];
+  /** Share of examples longer than max_length before truncation. */
+  truncated_share: number;
+  /** One example token by token: the decoded piece and whether it is trained on. */
+  mask_view: { line: number; tokens: { text: string; trained: boolean }[] } | null;
+}
+
+/** One row of a dataset as the data view's browser shows it. */
+export interface PreviewRow {
+  /** 0-based among the file's rows (bad rows included), the index `previewRows` pages by. */
+  index: number;
+  /** 1-based line in the file (the array element's index + 1 for a .json file). */
+  line: number;
+  /** The row as the chat transcript it trains as (plain text is one 'text' message), or null for a bad row. */
+  messages: { role: string; content: string }[] | null;
+  /** Why the row is refused or dropped, as the sentence training would give; null for a good row. */
+  problem: string | null;
+  /**
+   * Token by token as training sees it (after truncation): the decoded piece, whether the loss
+   * is taken on it, and whether it is a special token (shown as a symbol, explained in the view).
+   */
+  tokens: { text: string; trained: boolean; special: boolean }[] | null;
+  /** Tokens before truncation (tokens.length is min of it and max_length). */
+  num_tokens: number | null;
+}
+
+export interface PreviewPage {
+  /** Rows in the file, bad ones included. */
+  total: number;
+  rows: PreviewRow[];
+}
 
 /** Characters parsed at a time; most datasets fit in one slice, which keeps warnings exact. */
 const SLICE = 32 * 2 ** 20;
@@ -49,8 +99,14 @@ function wholeFileFormat(text: string, file: string, eachSlice?: (slice: ParsedD
   return rows.length === 0 ? null : detectFormat(rows, file);
 }
 
+/** The report on a data file for the recipe's method. */
 export function dataReport(file: string, text: string, tokenizer: TextTokenizer, recipe: Recipe): DataReport {
   if (recipe.method !== 'sft') return preferenceDataReport(file, text, tokenizer, recipe);
+  return sftDataReport(file, text, tokenizer, recipe).report;
+}
+
+/** The report on an SFT data file, with the examples it tokenised (what `finetune data --dump` writes). */
+export function sftDataReport(file: string, text: string, tokenizer: TextTokenizer, recipe: SftRecipe): { report: DataReport; data: SftData | null } {
   const format = wholeFileFormat(text, file);
   const errors: RowError[] = [];
   let numRows = 0;
@@ -58,7 +114,7 @@ export function dataReport(file: string, text: string, tokenizer: TextTokenizer,
     for (const slice of rowSlices(text, file)) errors.push(...slice.errors);
     // Nothing at all in the file: detectFormat's sentence says which row shapes are accepted.
     if (errors.length === 0) detectFormat([], file);
-    return { file, format, num_rows: errors.length, stats: null, errors, dropped: [], warnings: [], preview: [], truncated_share: 0, mask_view: null };
+    return { report: { file, format, num_rows: errors.length, stats: null, errors, dropped: [], warnings: [], preview: [], truncated_share: 0, mask_view: null }, data: null };
   }
 
   const data: SftData = { format, examples: [], dropped: [], truncated: 0, errors: [], warnings: [] };
@@ -86,7 +142,7 @@ export function dataReport(file: string, text: string, tokenizer: TextTokenizer,
     const first = data.dropped[0];
     warnings.push(`${file}: no row has a token left to train on${first ? ` (e.g. line ${first.line}: ${first.reason})` : ''}, so training cannot start.`);
   }
-  return {
+  const report: DataReport = {
     file,
     format,
     num_rows: numRows,
@@ -98,6 +154,7 @@ export function dataReport(file: string, text: string, tokenizer: TextTokenizer,
     truncated_share: data.examples.length > 0 ? data.truncated / data.examples.length : 0,
     mask_view: data.examples.length > 0 ? maskView(data.examples[0], tokenizer) : null,
   };
+  return { report, data };
 }
 
 /** A row as the chat transcript it trains as: plain text is one 'text' message. */
