@@ -6,7 +6,7 @@
 import { isUserError } from '../errors.ts';
 import { type DatasetRow, type RowError, rowLabel, rowRef } from './dataset.ts';
 import { type KtoFormat, type PairFormat, toPairRows, toUnpairedRows } from './formats.ts';
-import { IGNORE_INDEX, type LengthStats } from './sft.ts';
+import { IGNORE_INDEX, lengthStats, lowerFirst, rowCount, startsWith, type LengthStats } from './sft.ts';
 import type { ChatMessage, TextTokenizer } from './tokenizer.ts';
 
 /** One tokenised preference pair: the prompt's tokens once, each completion's own tokens after it. */
@@ -364,9 +364,9 @@ export function pairStats(examples: PairExample[]): PairStats {
   return {
     num_examples: examples.length,
     total_tokens: 2 * sum(prompt) + sum(chosen) + sum(rejected),
-    prompt: lengthStats(prompt),
-    chosen: lengthStats(chosen),
-    rejected: lengthStats(rejected),
+    prompt: lengthsOf(prompt),
+    chosen: lengthsOf(chosen),
+    rejected: lengthsOf(rejected),
   };
 }
 
@@ -379,8 +379,8 @@ export function ktoStats(examples: KtoExample[]): KtoStats {
     num_desirable: desirable,
     num_undesirable: examples.length - desirable,
     total_tokens: sum(prompt) + sum(completion),
-    prompt: lengthStats(prompt),
-    completion: lengthStats(completion),
+    prompt: lengthsOf(prompt),
+    completion: lengthsOf(completion),
   };
 }
 
@@ -388,24 +388,7 @@ function sum(values: number[]): number {
   return values.reduce((a, b) => a + b, 0);
 }
 
-/** Min, mean, nearest-rank median and p95, and max, as sft.ts computes `LengthStats`. */
-function lengthStats(values: number[]): LengthStats {
-  const sorted = [...values].sort((a, b) => a - b);
-  const n = sorted.length;
-  const rank = (q: number) => (n ? sorted[Math.max(0, Math.ceil((q / 100) * n) - 1)] : 0);
-  return { min: n ? sorted[0] : 0, mean: n ? sum(sorted) / n : 0, median: rank(50), p95: rank(95), max: n ? sorted[n - 1] : 0 };
-}
-
-function startsWith(ids: number[], prefix: number[]): boolean {
-  if (prefix.length > ids.length) return false;
-  for (let i = 0; i < prefix.length; i++) if (ids[i] !== prefix[i]) return false;
-  return true;
-}
-
-function rowCount(n: number): string {
-  return n === 1 ? '1 row' : `${n} rows`;
-}
-
-function lowerFirst(s: string): string {
-  return s.charAt(0).toLowerCase() + s.slice(1);
+/** Length statistics of unsorted lengths, as sft.ts computes them. */
+function lengthsOf(values: number[]): LengthStats {
+  return lengthStats([...values].sort((a, b) => a - b));
 }

@@ -316,17 +316,18 @@ function tokenBoundary(tokenizer: TextTokenizer, text: string, position: number,
   return startsWith(ids, prefix) ? prefix.length : null;
 }
 
-function startsWith(ids: number[], prefix: number[]): boolean {
+/** Whether `ids` begins with `prefix`. */
+export function startsWith(ids: number[], prefix: number[]): boolean {
   if (prefix.length > ids.length) return false;
   for (let i = 0; i < prefix.length; i++) if (ids[i] !== prefix[i]) return false;
   return true;
 }
 
-function rowCount(n: number): string {
+export function rowCount(n: number): string {
   return n === 1 ? '1 row' : `${n} rows`;
 }
 
-function lowerFirst(s: string): string {
+export function lowerFirst(s: string): string {
   return s.charAt(0).toLowerCase() + s.slice(1);
 }
 
@@ -386,7 +387,8 @@ function sum(values: number[]): number {
   return values.reduce((a, b) => a + b, 0);
 }
 
-function lengthStats(sorted: number[]): LengthStats {
+/** Min, mean, nearest-rank median and p95, and max of lengths sorted ascending. */
+export function lengthStats(sorted: number[]): LengthStats {
   const n = sorted.length;
   return {
     min: n ? sorted[0] : 0,

@@ -10,7 +10,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { CausalLM } from '../../model/llama.ts';
 import type { PairExample } from '../../data/preference.ts';
 import type { Method, MicroBatchLoss } from '../method.ts';
-import { collatePairs, completionLogProbsOnHost, halves, keepMetrics, logSigmoid, type PairBatch, policyLogProbs, refuseWithoutAdapter } from './pairs.ts';
+import { collatePairs, completionLogProbsOnHost, halves, keepMetrics, logSigmoid, pairMetrics, type PairBatch, policyLogProbs, refuseWithoutAdapter } from './pairs.ts';
 
 export type DpoLossType = 'sigmoid' | 'ipo' | 'hinge';
 
@@ -86,14 +86,7 @@ export function dpoMethod(o: DpoOptions): Method<PairExample, PairBatch> {
       const rejectedRewards = tf.mul(beta, rejectedRatio);
       return {
         loss: tf.sum(perPair),
-        metrics: keepMetrics({
-          'rewards/chosen': tf.sum(chosenRewards),
-          'rewards/rejected': tf.sum(rejectedRewards),
-          'rewards/accuracies': tf.sum(tf.cast(tf.greater(chosenRewards, rejectedRewards), 'float32')),
-          'rewards/margins': tf.sum(tf.sub(chosenRewards, rejectedRewards)),
-          'logps/chosen': tf.sum(chosen),
-          'logps/rejected': tf.sum(rejected),
-        }),
+        metrics: keepMetrics(pairMetrics(chosenRewards as tf.Tensor1D, rejectedRewards as tf.Tensor1D, chosen, rejected)),
       };
     },
   };

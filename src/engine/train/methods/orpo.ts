@@ -11,7 +11,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { PairExample } from '../../data/preference.ts';
 import type { Method, MicroBatchLoss } from '../method.ts';
-import { averageLogProbs, collatePairs, halves, keepMetrics, logSigmoid, type PairBatch, policyLogProbs } from './pairs.ts';
+import { averageLogProbs, collatePairs, halves, keepMetrics, logSigmoid, pairMetrics, type PairBatch, policyLogProbs } from './pairs.ts';
 
 export interface OrpoOptions {
   /** TRL's `beta` (default 0.1): the weight of the odds-ratio term (λ in the paper). */
@@ -78,12 +78,7 @@ export function orpoMethod(o: OrpoOptions): Method<PairExample, PairBatch> {
       return {
         loss: tf.sub(nllTimesRows, tf.sum(tf.mul(beta, ratio))),
         metrics: keepMetrics({
-          'rewards/chosen': tf.sum(chosenRewards),
-          'rewards/rejected': tf.sum(rejectedRewards),
-          'rewards/accuracies': tf.sum(tf.cast(tf.greater(chosenRewards, rejectedRewards), 'float32')),
-          'rewards/margins': tf.sum(tf.sub(chosenRewards, rejectedRewards)),
-          'logps/rejected': tf.sum(rejected),
-          'logps/chosen': tf.sum(chosen),
+          ...pairMetrics(chosenRewards as tf.Tensor1D, rejectedRewards as tf.Tensor1D, chosen, rejected),
           nll_loss: nllTimesRows,
           log_odds_ratio: tf.sum(ratio),
           log_odds_chosen: tf.sum(logOdds),

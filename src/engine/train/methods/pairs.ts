@@ -202,3 +202,19 @@ export function keepMetrics(metrics: Record<string, tf.Scalar>): Record<string, 
   for (const m of Object.values(metrics)) tf.keep(m);
   return metrics;
 }
+
+/**
+ * The metrics every pair method logs, as sums over the micro-batch's pairs (the step makes them
+ * means): the rewards of chosen and rejected, how often chosen wins, the margin, and the
+ * log-probs the rewards come from.
+ */
+export function pairMetrics(chosenRewards: tf.Tensor1D, rejectedRewards: tf.Tensor1D, chosenLogps: tf.Tensor1D, rejectedLogps: tf.Tensor1D): Record<string, tf.Scalar> {
+  return {
+    'rewards/chosen': tf.sum(chosenRewards),
+    'rewards/rejected': tf.sum(rejectedRewards),
+    'rewards/accuracies': tf.sum(tf.cast(tf.greater(chosenRewards, rejectedRewards), 'float32')),
+    'rewards/margins': tf.sum(tf.sub(chosenRewards, rejectedRewards)),
+    'logps/chosen': tf.sum(chosenLogps),
+    'logps/rejected': tf.sum(rejectedLogps),
+  };
+}

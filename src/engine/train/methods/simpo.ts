@@ -7,7 +7,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { PairExample } from '../../data/preference.ts';
 import type { Method, MicroBatchLoss } from '../method.ts';
-import { averageLogProbs, collatePairs, halves, keepMetrics, logSigmoid, type PairBatch, policyLogProbs } from './pairs.ts';
+import { averageLogProbs, collatePairs, halves, keepMetrics, logSigmoid, pairMetrics, type PairBatch, policyLogProbs } from './pairs.ts';
 
 export interface SimpoOptions {
   /** TRL's `beta` (CPOConfig default 0.1; the SimPO paper uses 2.0–2.5). */
@@ -36,14 +36,7 @@ export function simpoMethod(o: SimpoOptions): Method<PairExample, PairBatch> {
       const rejectedRewards = tf.mul(beta, rejected);
       return {
         loss: tf.sum(tf.neg(logSigmoid(tf.mul(beta, logits)))),
-        metrics: keepMetrics({
-          'rewards/chosen': tf.sum(chosenRewards),
-          'rewards/rejected': tf.sum(rejectedRewards),
-          'rewards/accuracies': tf.sum(tf.cast(tf.greater(chosenRewards, rejectedRewards), 'float32')),
-          'rewards/margins': tf.sum(tf.sub(chosenRewards, rejectedRewards)),
-          'logps/rejected': tf.sum(rejected),
-          'logps/chosen': tf.sum(chosen),
-        }),
+        metrics: keepMetrics(pairMetrics(chosenRewards as tf.Tensor1D, rejectedRewards as tf.Tensor1D, chosen, rejected)),
       };
     },
   };
