@@ -17,6 +17,7 @@ import { dpoMethod, precomputeReferenceLogProbs, type DpoLossType } from '../../
 import { ktoMethod } from '../../src/engine/train/methods/kto.ts';
 import { orpoMethod } from '../../src/engine/train/methods/orpo.ts';
 import { simpoMethod } from '../../src/engine/train/methods/simpo.ts';
+import { METHOD_METRICS } from '../../src/engine/train/metrics.ts';
 import { collatePairs, collateSequences } from '../../src/engine/train/methods/pairs.ts';
 import { allTensors, loadGolden, maxAbsDiff } from './helpers/golden.ts';
 
@@ -265,5 +266,17 @@ describe('preference batches', () => {
     await expect(kto.prepareBatch!(kto.collate(ktoRows), { model, adapter: null, trainsModelWeights: true })).rejects.toThrow(/adapter/);
     adapter.dispose();
     model.dispose();
+  });
+});
+
+describe('the metrics each method declares', () => {
+  it('are the ones the studio charts (engine/train/metrics.ts)', () => {
+    const made = {
+      dpo: dpoMethod({ beta: 0.1, loss_type: 'sigmoid', padTokenId: 0 }),
+      kto: ktoMethod({ beta: 0.1, desirable_weight: 1, undesirable_weight: 1, padTokenId: 0 }),
+      orpo: orpoMethod({ beta: 0.1, padTokenId: 0 }),
+      simpo: simpoMethod({ beta: 0.1, simpo_gamma: 0.5, padTokenId: 0 }),
+    };
+    for (const [name, method] of Object.entries(made)) expect([...method.metrics].sort(), name).toEqual([...METHOD_METRICS[name as keyof typeof made]].sort());
   });
 });
