@@ -12,7 +12,7 @@ import { METHODS, parseRecipe, parseRecipeJson, applyOverrides, SHORT_RUN_STEPS,
 import { loadModel, loadTokenizer, prepareRun, type LoadedModel } from '../engine/run.ts';
 import { loadAdapter } from '../engine/io/peft.ts';
 import { modelFiles, savedDType } from '../engine/export.ts';
-import { checkMethodRecipe, createMethod, prepareMethodData } from '../engine/train/methods/index.ts';
+import { createMethod, prepareMethodData } from '../engine/train/methods/index.ts';
 import { FORMAT_NAMES } from '../engine/data/formats.ts';
 import { ktoDumpRow, pairDumpRow, type KtoExample, type PairExample } from '../engine/data/preference.ts';
 import { preferenceReport } from '../engine/data/preference_report.ts';
@@ -247,7 +247,6 @@ async function evaluate(argv: string[]): Promise<void> {
   const dataFile = await textFile(required(args, 'eval', 'data'), 'data');
   const batchSize = numberFlag(args, 'eval', 'batch_size', { integer: true, min: 1 }) ?? 8;
   const recipe = flagRecipe(args, dataFile.file, method, 'eval options');
-  checkMethodRecipe(recipe);
   const opening = await useBackend(args, 'eval');
   const { model, tokenizer, adapter } = await withModel(args, 'eval');
   const data = prepareMethodData(dataFile.text, dataFile.file, tokenizer, recipe);

@@ -17,7 +17,7 @@ import { TextTokenizer } from './data/tokenizer.ts';
 import { Rng } from './rng.ts';
 import { SHORT_RUN_STEPS, type Recipe } from './recipe.ts';
 import { Trainer, type TrainerCallbacks } from './train/trainer.ts';
-import { checkMethodRecipe, createMethod, prepareMethodData, type MethodData } from './train/methods/index.ts';
+import { createMethod, prepareMethodData, type MethodData } from './train/methods/index.ts';
 import { describeValue, findUnusableTensor } from './train/guard.ts';
 import { nonFiniteWeight } from './model/check.ts';
 import { resolveCheckpoint } from './train/checkpoints.ts';
@@ -111,7 +111,6 @@ export async function prepareRun(
   load: LoadOptions = {},
   options: RunOptions = {},
 ): Promise<PreparedRun> {
-  checkMethodRecipe(recipe);
   const loaded = await loadModel(sources.model, load);
   const disposables: { dispose(): void }[] = [loaded.model];
   try {

@@ -288,7 +288,7 @@ describe('the preference methods', () => {
   it('take their TRL defaults and a smaller learning rate, and read back from a parsed recipe', () => {
     const dpo = parseRecipe({ ...MINIMAL, method: 'dpo' }, FILE);
     expect(dpo).toMatchObject({ method: 'dpo', beta: 0.1, loss_type: 'sigmoid', learning_rate: 5e-5, max_prompt_length: null });
-    expect(parseRecipe({ ...MINIMAL, method: 'dpo', peft: { type: 'full' } }, FILE).learning_rate).toBe(1e-6);
+    expect(parseRecipe({ ...MINIMAL, method: 'orpo', peft: { type: 'full' } }, FILE).learning_rate).toBe(1e-6);
     // A parsed recipe has its own method's fields only, and parses again unchanged.
     expect(dpo).not.toHaveProperty('simpo_gamma');
     expect(dpo).not.toHaveProperty('completion_only_loss');
@@ -359,6 +359,27 @@ describe('the preference methods', () => {
     const kto = recipeToTrlConfig(parseRecipe({ ...MINIMAL, method: 'kto', desirable_weight: 1.33 }, FILE));
     expect(kto).toMatchObject({ trainer: 'KTOTrainer', config: { desirable_weight: 1.33, undesirable_weight: 1 } });
     expect(recipeToTrlConfig(parseRecipe({ ...MINIMAL, method: 'orpo' }, FILE))).toMatchObject({ trainer: 'ORPOTrainer', config: { beta: 0.1 } });
+  });
+});
+
+describe('methods the recipe cannot run as written', () => {
+  it('refuses DPO and KTO on full or frozen weights, and KTO on one row a batch, at the field', () => {
+    const refused = (json: Record<string, unknown>) => {
+      try {
+        parseRecipe({ ...MINIMAL, ...json }, FILE);
+      } catch (e) {
+        return { message: (e as Error).message, field: (e as { field?: string }).field };
+      }
+      return null;
+    };
+    expect(refused({ method: 'dpo', peft: { type: 'full' } })).toEqual({
+      message: 'recipe.json: DPO compares the model with its reference, the same weights with the LoRA adapter switched off; with peft.type "full" the reference would need a second copy of the model. Use peft.type "lora", or method "orpo" or "simpo", which need no reference.',
+      field: 'peft.type',
+    });
+    expect(refused({ method: 'kto', peft: { type: 'freeze' } })?.field).toBe('peft.type');
+    expect(refused({ method: 'kto', per_device_train_batch_size: 1 })?.field).toBe('per_device_train_batch_size');
+    expect(refused({ method: 'orpo', peft: { type: 'full' } })).toBeNull();
+    expect(refused({ method: 'simpo', peft: { type: 'freeze' } })).toBeNull();
   });
 });
 

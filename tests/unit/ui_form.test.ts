@@ -205,3 +205,12 @@ describe('the "Next" hint', () => {
     expect(nextStep({ ...base, modelLoaded: true, view: 'runs', runCount: 2 })).toMatchObject({ go: null });
   });
 });
+
+describe('a method the form cannot run', () => {
+  it('shows DPO on full weights at peft.type', () => {
+    const form = { ...defaultForm(), method: 'dpo', 'peft.type': 'full' };
+    const v = validateForm(form, { model: 'm', train_file: 'pairs.jsonl' });
+    expect(v.recipe).toBeNull();
+    expect(v.errors['peft.type']).toMatch(/^DPO compares the model with its reference/);
+  });
+});

@@ -153,9 +153,32 @@ function firstProblem(issues: readonly z.core.$ZodIssue[], json: unknown): { sen
 export function parseRecipe(json: unknown, file: string): Recipe {
   const input = withoutOtherDefaults(json);
   const result = RecipeSchema.safeParse(input);
-  if (result.success) return result.data;
+  if (result.success) {
+    const conflict = methodConflict(result.data);
+    if (conflict) throw new UserError(`${file}: ${conflict.sentence}`, { file, field: conflict.field });
+    return result.data;
+  }
   const { sentence, field } = firstProblem(result.error.issues, input);
   throw new UserError(`${file}: ${sentence}`, { file, field: field || undefined });
+}
+
+/**
+ * Why the recipe's method cannot run as written, or null. DPO and KTO compare the model with its
+ * reference, the same weights with the adapter off: training the weights themselves (peft.type
+ * freeze or full) would need a second copy of the model, which a browser tab cannot hold.
+ */
+function methodConflict(recipe: Recipe): { field: string; sentence: string } | null {
+  // KTO's KL term pairs each prompt with another row's completion in the micro-batch (TRL refuses 1 too).
+  if (recipe.method === 'kto' && recipe.per_device_train_batch_size < 2) {
+    return { field: 'per_device_train_batch_size', sentence: 'KTO estimates its KL term from each prompt with another row\'s completion in the same micro-batch, so "per_device_train_batch_size" must be at least 2.' };
+  }
+  if ((recipe.method === 'dpo' || recipe.method === 'kto') && recipe.peft.type !== 'lora') {
+    return {
+      field: 'peft.type',
+      sentence: `${recipe.method.toUpperCase()} compares the model with its reference, the same weights with the LoRA adapter switched off; with peft.type "${recipe.peft.type}" the reference would need a second copy of the model. Use peft.type "lora", or method "orpo" or "simpo", which need no reference.`,
+    };
+  }
+  return null;
 }
 
 /** The JSON of a recipe file, unvalidated (overrides go on before validation); a syntax error is reported with its line and column. */

@@ -82,23 +82,6 @@ export function rowErrors(errors: { line: number; message: string }[], file: str
   return new UserError(`${errors[0].message}${more}`, { file, line: errors[0].line });
 }
 
-/**
- * Refuses a method the recipe cannot run as written. DPO and KTO compare the model with its
- * reference, the same weights with the adapter off: training the weights themselves (peft.type
- * freeze or full) would need a second copy of the model, which a browser tab cannot hold.
- */
-export function checkMethodRecipe(recipe: Recipe): void {
-  // KTO's KL term pairs each prompt with another row's completion in the micro-batch (TRL refuses 1 too).
-  if (recipe.method === 'kto' && recipe.per_device_train_batch_size < 2) {
-    throw new UserError('recipe: KTO estimates its KL term from each prompt with another row\'s completion in the same micro-batch, so per_device_train_batch_size must be at least 2.', { field: 'per_device_train_batch_size' });
-  }
-  if ((recipe.method === 'dpo' || recipe.method === 'kto') && recipe.peft.type !== 'lora') {
-    throw new UserError(
-      `recipe: ${recipe.method.toUpperCase()} compares the model with its reference, the same weights with the LoRA adapter switched off; with peft.type "${recipe.peft.type}" the reference would need a second copy of the model. Use peft.type "lora", or method "orpo" or "simpo", which need no reference.`,
-      { field: 'peft.type' },
-    );
-  }
-}
 
 /**
  * The method the Trainer runs, for examples from `prepareMethodData`. With DPO's
@@ -106,7 +89,6 @@ export function checkMethodRecipe(recipe: Recipe): void {
  * here, once, before any step: the adapter is off, so a resumed run computes the same values.
  */
 export async function createMethod(recipe: Recipe, model: CausalLM, tokenizer: TextTokenizer, examples: unknown[][] = []): Promise<AnyMethod> {
-  checkMethodRecipe(recipe);
   const padTokenId = tokenizer.padTokenId;
   switch (recipe.method) {
     case 'sft':
