@@ -1,20 +1,12 @@
 // The `finetune` command as a person runs it: a real process, real files, the real stories260K model.
 import { describe, expect, it, beforeAll } from 'vitest';
-import { spawnSync } from 'node:child_process';
+import { finetune, STORIES } from './helpers/cli.ts';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseSafetensors, tensorToFloat32, writeSafetensors } from '../../src/engine/io/safetensors.ts';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const STORIES = fileURLToPath(new URL('../../../shared/models/stories260K', import.meta.url));
-const BIN = join(ROOT, 'bin/finetune.js');
 
-function finetune(args: string[], cwd: string) {
-  const r = spawnSync(process.execPath, [BIN, ...args], { cwd, encoding: 'utf8', env: { ...process.env, FORCE_COLOR: '0' } });
-  return { code: r.status, stdout: r.stdout.trim(), stderr: r.stderr.trim() };
-}
 
 const STORY_ROWS = [
   'Once upon a time, there was a little dog named Max. Max liked to run in the park with his ball.',

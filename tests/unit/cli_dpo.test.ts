@@ -3,16 +3,12 @@
 // false and lora_dropout 0 the run is deterministic, so it must land on the reference's adapter
 // (tests/fixtures/dpo_cli/expected_adapter.safetensors) and log the reference's losses and metrics.
 import { describe, expect, it, beforeAll } from 'vitest';
-import { spawnSync } from 'node:child_process';
+import { finetune, ROOT, STORIES } from './helpers/cli.ts';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseSafetensors, tensorToFloat32 } from '../../src/engine/io/safetensors.ts';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const STORIES = fileURLToPath(new URL('../../../shared/models/stories260K', import.meta.url));
-const BIN = join(ROOT, 'bin/finetune.js');
 const FIXTURES = join(ROOT, 'tests/fixtures/dpo_cli');
 const PAIRS = join(FIXTURES, 'pairs.jsonl');
 const INIT_ADAPTER = join(FIXTURES, 'init_adapter');
@@ -51,10 +47,6 @@ const TRAIN = {
 };
 const PEFT = { type: 'lora', r: 4, lora_alpha: 8, lora_dropout: 0, target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] };
 
-function finetune(args: string[], cwd: string) {
-  const r = spawnSync(process.execPath, [BIN, ...args], { cwd, encoding: 'utf8', env: { ...process.env, FORCE_COLOR: '0' } });
-  return { code: r.status, stdout: r.stdout.trim(), stderr: r.stderr.trim() };
-}
 
 function adapterTensors(file: string): Map<string, Float32Array> {
   const st = parseSafetensors(new Uint8Array(readFileSync(file)), file);

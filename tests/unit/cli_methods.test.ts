@@ -1,20 +1,12 @@
 // The preference methods from the command line: `finetune data --method`, `finetune eval --method
 // --json`, and the one-sentence refusals (a file of the wrong shape, a method the recipe cannot run).
 import { beforeAll, describe, expect, it } from 'vitest';
-import { spawnSync } from 'node:child_process';
+import { finetune, STORIES } from './helpers/cli.ts';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const STORIES = fileURLToPath(new URL('../../../shared/models/stories260K', import.meta.url));
-const BIN = join(ROOT, 'bin/finetune.js');
 
-function finetune(args: string[], cwd: string) {
-  const r = spawnSync(process.execPath, [BIN, ...args], { cwd, encoding: 'utf8', env: { ...process.env, FORCE_COLOR: '0' } });
-  return { code: r.status, stdout: r.stdout.trim(), stderr: r.stderr.trim() };
-}
 
 const NAMES = ['Lily', 'Tom', 'Ben', 'Sue'];
 const PAIRS = NAMES.map((n) => ({ prompt: `Once upon a time, ${n} went to the park.`, chosen: ` ${n} was very happy.`, rejected: ` ${n} was very sad.` }));
