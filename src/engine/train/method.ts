@@ -11,6 +11,7 @@
 import type * as tf from '@tensorflow/tfjs';
 import type { CausalLM } from '../model/llama.ts';
 import type { LoraAdapter } from '../model/lora.ts';
+import type { Rng } from '../rng.ts';
 
 /** What a method's loss runs on: the model, the adapter being trained, and the step's options. */
 export interface LossContext {
@@ -26,6 +27,17 @@ export interface LossContext {
    * model is evaluated, and is its own reference.
    */
   trainsModelWeights?: boolean;
+}
+
+/** What an online method's rollout generates with. */
+export interface RolloutContext extends LossContext {
+  /**
+   * The Trainer's generator: sampling draws from it, and its state is in every checkpoint, so a
+   * resumed run samples the same completions as the run that stopped.
+   */
+  rng: Rng;
+  /** The optimizer step the rollout is for, 1-based. */
+  step: number;
 }
 
 export interface MicroBatchLoss {
@@ -61,6 +73,19 @@ export interface Method<E, B> {
   prepareBatch?(batch: B, ctx: LossContext): Promise<void>;
   /** The micro-batch's loss sum and metric sums; called inside the gradient tape. */
   loss(batch: B, ctx: LossContext): MicroBatchLoss;
+  /**
+   * Online methods (GRPO): how many examples (prompts) one micro-batch of
+   * `per_device_train_batch_size` rows reads, e.g. that many divided by num_generations.
+   * Offline methods read one example a row.
+   */
+  examplesPerMicroBatch?(perDeviceTrainBatchSize: number): number;
+  /**
+   * Online methods: the step's micro-batches, produced by generating from the step's examples
+   * (one group of examples per micro-batch, all the step's groups at once, as TRL generates for
+   * the whole step before its passes). Runs outside the gradient, once per optimizer step; when
+   * absent, each group is collated.
+   */
+  rollout?(groups: E[][], ctx: RolloutContext): Promise<B[]>;
 }
 
 /** Any method, for code that only moves its examples and batches along. */

@@ -97,13 +97,16 @@ export class Trainer {
   private checkedStep = -1;
   /** The loss of the last step taken, for messages. */
   private lastLoss = NaN;
+  /** Examples one micro-batch reads: per_device_train_batch_size rows, or an online method's prompts for them. */
+  private readonly examplesPerMicro: number;
 
   constructor(o: TrainerOptions) {
     this.o = o;
     this.recipe = o.recipe;
     const r = o.recipe;
     if (o.train.length === 0) throw new UserError(`${r.train_file}: no example is left to train on.`, { file: r.train_file });
-    const microPerEpoch = Math.ceil(o.train.length / r.per_device_train_batch_size);
+    this.examplesPerMicro = o.method.examplesPerMicroBatch?.(r.per_device_train_batch_size) ?? r.per_device_train_batch_size;
+    const microPerEpoch = Math.ceil(o.train.length / this.examplesPerMicro);
     this.stepsPerEpoch = Math.ceil(microPerEpoch / r.gradient_accumulation_steps);
     this.totalSteps = r.max_steps > 0 ? r.max_steps : Math.max(1, Math.ceil(r.num_train_epochs * this.stepsPerEpoch));
     this.rng = new Rng(r.seed);
@@ -124,20 +127,20 @@ export class Trainer {
     return this.recipe.shuffle ? this.rng.permutation(n) : Array.from({ length: n }, (_, i) => i);
   }
 
-  /** The micro-batches of the next optimizer step; moves to the next epoch when one runs out. */
-  private nextMicroBatches(): unknown[] {
+  /** The examples of the next optimizer step's micro-batches; moves to the next epoch when one runs out. */
+  private nextMicroBatches(): unknown[][] {
     const r = this.recipe;
     const s = this.state;
-    const bs = r.per_device_train_batch_size;
+    const bs = this.examplesPerMicro;
     if (s.batch_index * bs >= s.order.length) {
       s.epoch_index += 1;
       s.batch_index = 0;
       s.order = this.epochOrder();
     }
-    const out: unknown[] = [];
+    const out: unknown[][] = [];
     for (let k = 0; k < r.gradient_accumulation_steps && s.batch_index * bs < s.order.length; k++) {
       const ids = s.order.slice(s.batch_index * bs, (s.batch_index + 1) * bs);
-      out.push(this.o.method.collate(ids.map((i) => this.o.train[i])));
+      out.push(ids.map((i) => this.o.train[i]));
       s.batch_index += 1;
     }
     return out;
@@ -145,7 +148,7 @@ export class Trainer {
 
   /** Fractional epoch, as transformers logs it. */
   private epoch(): number {
-    const microPerEpoch = Math.ceil(this.state.order.length / this.recipe.per_device_train_batch_size);
+    const microPerEpoch = Math.ceil(this.state.order.length / this.examplesPerMicro);
     return this.state.epoch_index + this.state.batch_index / microPerEpoch;
   }
 
@@ -160,7 +163,9 @@ export class Trainer {
     let windowStart = now();
     while (this.state.global_step < this.totalSteps) {
       if (this.o.callbacks?.shouldStop?.()) break;
-      const micro = this.nextMicroBatches();
+      const groups = this.nextMicroBatches();
+      // An online method generates the step's batches from its examples (with the Trainer's RNG).
+      const micro = method.rollout ? await method.rollout(groups, { ...ctx, rng: this.rng, step: this.state.global_step + 1 }) : groups.map((g) => method.collate(g));
       const lr = learningRateAt(r, this.state.global_step, this.totalSteps);
       const result = await trainStep(params, micro, method, ctx, this.optimizer, lr, r.max_grad_norm);
       if (!Number.isFinite(result.loss) || !Number.isFinite(result.grad_norm)) {
@@ -197,7 +202,7 @@ export class Trainer {
         windowStart = now();
       }
       // eval_steps null means transformers' eval_strategy "epoch": after the last step of each epoch.
-      const epochEnd = this.state.batch_index * r.per_device_train_batch_size >= this.state.order.length;
+      const epochEnd = this.state.batch_index * this.examplesPerMicro >= this.state.order.length;
       if (this.o.eval && (last || (r.eval_steps ? step % r.eval_steps === 0 : epochEnd))) {
         const ev = await this.evaluate();
         const metrics = Object.fromEntries(Object.entries(ev.metrics).map(([k, v]) => [`eval_${k}`, v]));
@@ -300,7 +305,7 @@ export class Trainer {
       throw new UserError(`${stateFile} has no "resume" block; only checkpoints written by this studio can be resumed.`, { file: stateFile });
     }
     const r = this.recipe;
-    const resume = parseResumeBlock(state.resume, stateFile, { totalSteps: this.totalSteps, numExamples: this.o.train.length, batchSize: r.per_device_train_batch_size }, r.train_file);
+    const resume = parseResumeBlock(state.resume, stateFile, { totalSteps: this.totalSteps, numExamples: this.o.train.length, batchSize: this.examplesPerMicro }, r.train_file);
     const logHistory = parseLogHistory<LogEntry>(state.log_history, stateFile);
     // The model part was loaded by the caller: refuse weights that no step could use.
     const bad = await findUnusableTensor(this.o.params);
