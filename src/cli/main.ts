@@ -22,8 +22,7 @@ import type { TextTokenizer } from '../engine/data/tokenizer.ts';
 import { evaluateMethod } from '../engine/train/step.ts';
 import { generate } from '../engine/model/generate.ts';
 import { promptIds, samplingOptions } from '../engine/model/prompt.ts';
-import { nonFiniteAdapterWeight } from '../engine/model/check.ts';
-import type { LoraAdapter } from '../engine/model/lora.ts';
+import { checkFiniteAdapter } from '../engine/model/check.ts';
 import type { LogEntry } from '../engine/train/trainer.ts';
 import { nodeFolder, writeFileAtomic, writeFolderAtomic } from './fs_files.ts';
 import { checkFlags, numberFlag, parseArgs, required, type ParsedArgs } from './args.ts';
@@ -100,18 +99,6 @@ function folder(dir: string, what: string) {
 async function textFile(path: string, what: string): Promise<{ text: string; file: string }> {
   if (!existsSync(path) || !statSync(path).isFile()) throw new UserError(`${path}: no such file (the ${what}).`, { file: path });
   return { text: decodeUtf8Text(await readFile(path), path), file: path };
-}
-
-/**
- * Refuses an adapter whose weights hold NaN or infinity (the model's own weights are checked as
- * they load): every loss would be NaN and every sample garbage.
- */
-async function checkFiniteAdapter(adapter: LoraAdapter | null, adapterDir: string | null): Promise<void> {
-  if (!adapter || !adapterDir) return;
-  const bad = await nonFiniteAdapterWeight(adapter);
-  if (bad !== null) {
-    throw new UserError(`${adapterDir}: the adapter's weights contain non-finite values (NaN or infinity), for example ${bad}; it cannot be used.`, { file: adapterDir });
-  }
 }
 
 function methodFlag(args: ParsedArgs, command: string): MethodName {
@@ -236,7 +223,7 @@ async function withModel(args: ParsedArgs, command: string): Promise<LoadedModel
   const loaded = await loadModel(folder(modelDir, 'model'), { onProgress: loadProgress(process.stderr) });
   const adapterDir = args.flags.get('adapter');
   const adapter = adapterDir ? await loadAdapter(loaded.model, folder(adapterDir, 'adapter')) : null;
-  await checkFiniteAdapter(adapter, adapterDir ?? null);
+  if (adapter && adapterDir) await checkFiniteAdapter(adapter, adapterDir);
   return { ...loaded, adapter };
 }
 

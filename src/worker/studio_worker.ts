@@ -20,6 +20,7 @@ import type { TextTokenizer } from '../engine/data/tokenizer.ts';
 import { chatReply } from './chat.ts';
 import { dataReport, previewRows } from '../engine/data/report.ts';
 import { activeDevice, lostSoon } from './device_guard.ts';
+import { checkFiniteAdapter } from '../engine/model/check.ts';
 import { countParameters, estimateMemory, type MemoryEstimate } from '../engine/estimate.ts';
 import { RUN_OPEN_ELSEWHERE, type ChatProgress, type DataReport, type FolderBytes, type PreviewPage, type FolderFiles, type ModelSummary, type RunEvent, type RunRecord, type StudioApi } from './protocol.ts';
 import type { LogEntry } from '../engine/train/trainer.ts';
@@ -330,6 +331,12 @@ export class StudioWorker implements StudioApi {
       this.requireModel();
       await this.ready();
       const adapter = await loadAdapter((await this.baseModel()).model, memoryFiles('adapter', files));
+      try {
+        await checkFiniteAdapter(adapter, 'adapter_model.safetensors');
+      } catch (e) {
+        adapter.dispose();
+        throw e;
+      }
       // The dropped adapter replaces the run as what chat and downloads use; the run stays resumable from its checkpoint.
       this.releaseSession();
       this.dropped?.adapter.dispose();

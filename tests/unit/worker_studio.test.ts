@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import * as Comlink from 'comlink';
 import { unzipSync } from 'fflate';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { parseSafetensors } from '../../src/engine/io/safetensors.ts';
+import { parseSafetensors, tensorToFloat32, writeSafetensors } from '../../src/engine/io/safetensors.ts';
 import type { RecipeInput } from '../../src/engine/recipe.ts';
 import { RUN_OPEN_ELSEWHERE, type ChatProgress, type FolderBytes, type RunEvent, type StudioApi } from '../../src/worker/protocol.ts';
 import { memoryLockManager } from '../../src/worker/run_lock.ts';
@@ -327,6 +327,19 @@ describe('StudioWorker on stories260K', () => {
     expect(unzipped(await reloaded.exportZip('adapter'))['adapter_model.safetensors']).toEqual(straightAdapter);
     expect(unzipped(await reloaded.exportZip('recipe', id))['metrics.jsonl']).toBeTruthy();
     await expect(reloaded.startTraining(RECIPE, TRAIN, () => undefined, id)).rejects.toThrow(/has finished all 4 steps/);
+  });
+
+  it('refuses a dropped-in adapter holding NaN, naming a tensor, and keeps nothing of it', async () => {
+    const files = unzipped(await studio.exportZip('adapter', straightId));
+    const st = parseSafetensors(files['adapter_model.safetensors'], 'adapter_model.safetensors');
+    const tensors = [...st.tensors.keys()].map((name, i) => {
+      const data = tensorToFloat32(st, name).slice();
+      if (i === 3) data[0] = Number.NaN;
+      return { name, dtype: 'F32' as const, shape: st.tensors.get(name)!.shape, data };
+    });
+    const poisoned = { ...files, 'adapter_model.safetensors': writeSafetensors(tensors, { format: 'pt' }) };
+    await expect(studio.loadAdapter(poisoned)).rejects.toThrow(/^adapter_model\.safetensors: the adapter's weights contain non-finite values \(NaN or infinity\), for example \S+\.lora_[AB]; it cannot be used\.$/);
+    await expect(studio.chat([{ role: 'user', content: 'Hi' }], { adapter: true, max_new_tokens: 2 }, () => undefined)).resolves.toBeDefined();
   });
 
   it('a dropped-in adapter is chatted with, and continues training with init_adapter', async () => {

@@ -3,6 +3,7 @@
  * garbage, and no setting of the recipe can fix it, so the shells refuse such a model up front.
  */
 import * as tf from '@tensorflow/tfjs';
+import { UserError } from '../errors.ts';
 import { unpackWeight } from '../backend/kernels/linear.ts';
 import type { CausalLM } from './llama.ts';
 
@@ -51,4 +52,15 @@ export async function nonFiniteAdapterWeight(adapter: { modules: Map<string, { A
     params.set(`${name}.lora_B`, pair.B);
   }
   return nonFiniteWeight({ params, packed: new Map() });
+}
+
+/**
+ * Refuses an adapter whose weights hold NaN or infinity (the model's own weights are checked as
+ * they load): every loss would be NaN and every sample garbage. `where` names it (a folder, a zip).
+ */
+export async function checkFiniteAdapter(adapter: { modules: Map<string, { A: tf.Tensor; B: tf.Tensor }> }, where: string): Promise<void> {
+  const bad = await nonFiniteAdapterWeight(adapter);
+  if (bad !== null) {
+    throw new UserError(`${where}: the adapter's weights contain non-finite values (NaN or infinity), for example ${bad}; it cannot be used.`, { file: where });
+  }
 }
