@@ -81,6 +81,14 @@ describe('format', () => {
     expect(score({ name: 'format', pattern: 'blue', flags: 'gi' }, ['blue', 'blue', 'Blue'])).toEqual([1, 1, 1]);
   });
 
+  it('a pattern from a recipe never backtracks: a catastrophic one answers at once, look-around is refused', () => {
+    // On a backtracking engine (a+)+$ against "aaa…ab" takes 2^n steps.
+    const long = 'a'.repeat(5000) + 'b';
+    expect(score({ name: 'format', pattern: '^(a+)+$' }, [long, 'aaaa'])).toEqual([0, 1]);
+    expect(userErrorFrom(() => builtinReward({ name: 'format', pattern: 'x(?=y)' })).message).toMatch(/^reward_funcs: the "format" reward's pattern is not a valid JavaScript regular expression \(.+\)\.$/);
+    expect(userErrorFrom(() => builtinReward({ name: 'format', pattern: 'x', flags: 'm' })).message).toBe('reward_funcs: the "format" reward takes the flags "i" and "s" only (got "m").');
+  });
+
   it('a bad pattern is one sentence before anything runs', () => {
     const error = userErrorFrom(() => builtinReward({ name: 'format', pattern: '(<think>' }));
     expect(error.message).toMatch(/^reward_funcs: the "format" reward's pattern is not a valid JavaScript regular expression \(.+\)\.$/);

@@ -46,12 +46,23 @@ const CLASS_ESCAPES: Record<string, CharTest> = {
 };
 const CONTROL_ESCAPES: Record<string, string> = { n: '\n', t: '\t', r: '\r', f: '\f', v: '\v' };
 
+/** JavaScript's `s` and `i` flags, for patterns that are searched in free text (a reward's format). */
+export interface PatternFlags {
+  /** `.` matches a line break too (RegExp `s`, Python's re.DOTALL). */
+  dotAll?: boolean;
+  /** Letters match either case (RegExp `i`). */
+  ignoreCase?: boolean;
+}
+
 class Parser {
   private i = 0;
   private depth = 0;
   private readonly chars: string[];
 
-  constructor(source: string) {
+  constructor(
+    source: string,
+    private readonly flags: PatternFlags = {},
+  ) {
     this.chars = [...source];
   }
 
@@ -144,7 +155,7 @@ class Parser {
       case '[':
         return { kind: 'char', test: this.characterClass(at) };
       case '.':
-        return { kind: 'char', test: (x) => x !== '\n' };
+        return { kind: 'char', test: this.flags.dotAll ? () => true : (x) => x !== '\n' };
       case '^':
         return { kind: 'assert', at: 'start' };
       case '$':
@@ -240,6 +251,8 @@ type State =
 class Builder {
   readonly states: State[] = [];
 
+  constructor(readonly ignoreCase = false) {}
+
   add(state: State): number {
     if (this.states.length >= MAX_PATTERN_STATES) {
       throw new ModulePatternError(`more than ${MAX_PATTERN_STATES} states once compiled (the pattern is too long or repeats too much)`);
@@ -252,7 +265,7 @@ class Builder {
   compile(node: Node, next: number): number {
     switch (node.kind) {
       case 'char':
-        return this.add({ kind: 'char', test: node.test, out: next });
+        return this.add({ kind: 'char', test: this.ignoreCase ? caseless(node.test) : node.test, out: next });
       case 'assert':
         return this.add({ kind: 'assert', at: node.at, out: next });
       case 'seq': {
@@ -287,17 +300,25 @@ class Builder {
   }
 }
 
+/** A character test that also takes the other case of a letter. */
+function caseless(test: CharTest): CharTest {
+  return (c) => test(c) || test(c.toLowerCase()) || test(c.toUpperCase());
+}
+
 /** A compiled pattern: `fullMatch(text)` is Python's `re.fullmatch(pattern, text) is not None`. */
 export interface ModulePattern {
   readonly source: string;
   fullMatch(text: string): boolean;
 }
 
-/** Compiles a PEFT `target_modules` pattern; throws ModulePatternError for one outside the subset or malformed. */
-export function compileModulePattern(source: string): ModulePattern {
+/**
+ * Compiles a PEFT `target_modules` pattern (or any pattern from a file, with `flags`); throws
+ * ModulePatternError for one outside the subset or malformed.
+ */
+export function compileModulePattern(source: string, flags: PatternFlags = {}): ModulePattern {
   if (source.length > MAX_PATTERN_LENGTH) throw new ModulePatternError(`a pattern longer than ${MAX_PATTERN_LENGTH} characters`);
-  const ast = new Parser(source).parse();
-  const builder = new Builder();
+  const ast = new Parser(source, flags).parse();
+  const builder = new Builder(flags.ignoreCase ?? false);
   const match = builder.add({ kind: 'match' });
   const start = builder.compile(ast, match);
   const states = builder.states;

@@ -8,6 +8,7 @@
  */
 import { z } from 'zod';
 import { UserError } from '../errors.ts';
+import { compileModulePattern, ModulePatternError, type ModulePattern } from '../model/module_pattern.ts';
 import type { ChatMessage } from '../data/tokenizer.ts';
 
 /** One reward per completion; `columns[i]` holds the other dataset fields of completion i's prompt row. */
@@ -31,6 +32,9 @@ export const THINK_FORMAT_PATTERN = String.raw`^<think>(?![\s\S]*<think>)[\s\S]*
  */
 export const THINK_ANSWER_FORMAT_PATTERN = String.raw`^<think>(?![\s\S]*<think>)[\s\S]*?</think>\s*<answer>[\s\S]*?</answer>\s*$`;
 
+/** The patterns this module writes itself; any other comes from a recipe and runs on the linear-time matcher. */
+const TRUSTED_PATTERNS: ReadonlySet<string> = new Set([THINK_FORMAT_PATTERN, THINK_ANSWER_FORMAT_PATTERN]);
+
 const ACCURACY_OPTIONS = z.strictObject({
   /** The column holding the expected answer; default: `answer`, else `solution`. */
   column: z.string().min(1).optional(),
@@ -38,9 +42,11 @@ const ACCURACY_OPTIONS = z.strictObject({
 
 const FORMAT_OPTIONS = z.strictObject({
   /**
-   * A JavaScript regular expression the completion must match (RegExp `test`, so it may match
-   * anywhere: anchor it with `^…$` to match the whole completion, which Python's `re.match` anchors
-   * at the start only). Default: `THINK_ANSWER_FORMAT_PATTERN`.
+   * A regular expression the completion must match, anywhere unless anchored with `^…$` (as
+   * RegExp `test`; Python's `re.match` anchors at the start only). It comes from a file, so it runs
+   * on the linear-time matcher of `model/module_pattern.ts` (literals, classes, groups, alternation,
+   * quantifiers; no look-around or back-references), never on a backtracking engine.
+   * Default: `THINK_ANSWER_FORMAT_PATTERN`.
    */
   pattern: z.string().optional(),
   /**
@@ -89,15 +95,25 @@ const format: BuiltinReward<typeof FORMAT_OPTIONS> = {
   description: 'Format: 1 when the completion matches a regular expression (by default <think>…</think> then <answer>…</answer>), else 0.',
   options: FORMAT_OPTIONS,
   create: (options) => {
-    let pattern: RegExp;
-    try {
-      pattern = new RegExp(options.pattern ?? THINK_ANSWER_FORMAT_PATTERN, (options.flags ?? '').replace(/[gy]/g, ''));
-    } catch (e) {
-      throw new UserError(`reward_funcs: the "format" reward's pattern is not a valid JavaScript regular expression (${(e as Error).message}).`, {
-        field: 'reward_funcs',
-      });
+    const source = options.pattern ?? THINK_ANSWER_FORMAT_PATTERN;
+    // The built-in patterns (with TRL's look-ahead) are ours and run on RegExp. A pattern from a
+    // recipe never reaches a backtracking engine: it runs on the linear-time matcher, searched
+    // anywhere in the completion unless anchored, as RegExp.test would.
+    if (TRUSTED_PATTERNS.has(source)) {
+      const trusted = new RegExp(source);
+      return (_prompts, completions) => completions.map((c) => Number(trusted.test(c)));
     }
-    return (_prompts, completions) => completions.map((c) => Number(pattern.test(c)));
+    const flags = options.flags ?? '';
+    const unknown = flags.replace(/[gyis]/g, '');
+    if (unknown) throw new UserError(`reward_funcs: the "format" reward takes the flags "i" and "s" only (got "${unknown}").`, { field: 'reward_funcs' });
+    let pattern: ModulePattern;
+    try {
+      pattern = compileModulePattern(`[\\s\\S]*?(?:${source})[\\s\\S]*`, { dotAll: flags.includes('s'), ignoreCase: flags.includes('i') });
+    } catch (e) {
+      if (!(e instanceof ModulePatternError)) throw e;
+      throw new UserError(`reward_funcs: the "format" reward's pattern is not a valid JavaScript regular expression (${e.reason}).`, { field: 'reward_funcs' });
+    }
+    return (_prompts, completions) => completions.map((c) => Number(pattern.fullMatch(c)));
   },
 };
 
