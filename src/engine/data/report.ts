@@ -328,11 +328,12 @@ function preferenceDataReport(file: string, text: string, tokenizer: TextTokeniz
  * tokens training reads. The token view shows the chosen (or KTO) sequence, its completion trained.
  */
 function preferencePreviewRows(file: string, text: string, tokenizer: TextTokenizer, recipe: PreferenceRecipe, start: number, count: number): PreviewPage {
-  const r = preferenceReport(text, file, tokenizer, recipe);
+  const from = Math.max(0, Math.floor(start));
+  // Only the page's rows are tokenised, as the SFT browser does.
+  const r = preferenceReport(text, file, tokenizer, recipe, { start: from, count: Math.max(0, Math.floor(count)) });
   const isSpecial = specialTokens(tokenizer);
   const decode = (ids: number[]) => tokenizer.decode(ids, { skip_special_tokens: false });
-  const from = Math.max(0, Math.floor(start));
-  const rows = r.lines.slice(from, from + Math.max(0, Math.floor(count))).map(({ line, example, problem }, i): PreviewRow => {
+  const rows = r.lines.map(({ line, example, problem }, i): PreviewRow => {
     const index = from + i;
     if (!example) return { index, line, messages: null, problem, tokens: null, num_tokens: null };
     const pair = 'chosen_ids' in example ? (example as PairExample) : null;
@@ -351,5 +352,5 @@ function preferencePreviewRows(file: string, text: string, tokenizer: TextTokeni
       num_tokens: ids.length,
     };
   });
-  return { total: r.lines.length, rows };
+  return { total: r.num_lines, rows };
 }
