@@ -8,7 +8,7 @@ import { appendFile, mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError, decodeUtf8Text } from '../engine/errors.ts';
 import { adapterName, initBackend, initFastestBackend, type BackendInfo, type BackendName } from '../engine/backend/index.ts';
-import { METHODS, parseRecipe, parseRecipeJson, applyOverrides, SHORT_RUN_STEPS, type MethodName, type PreferenceRecipe, type Recipe } from '../engine/recipe.ts';
+import { METHODS, parseRecipe, parseRecipeJson, applyOverrides, SHORT_RUN_STEPS, type GrpoRecipe, type MethodName, type PreferenceRecipe, type Recipe } from '../engine/recipe.ts';
 import { loadModel, loadTokenizer, prepareRun, type LoadedModel } from '../engine/run.ts';
 import { loadAdapter } from '../engine/io/peft.ts';
 import { modelFiles, savedDType } from '../engine/export.ts';
@@ -16,6 +16,7 @@ import { createMethod, prepareMethodData } from '../engine/train/methods/index.t
 import { FORMAT_NAMES } from '../engine/data/formats.ts';
 import { ktoDumpRow, pairDumpRow, type KtoExample, type PairExample } from '../engine/data/preference.ts';
 import { preferenceReport } from '../engine/data/preference_report.ts';
+import { promptDumpRow, type PromptExample } from '../engine/data/prompts.ts';
 import { sftDataReport } from '../engine/data/report.ts';
 import type { DatasetStats, LengthStats } from '../engine/data/sft.ts';
 import type { TextTokenizer } from '../engine/data/tokenizer.ts';
@@ -25,6 +26,8 @@ import { promptIds, samplingOptions } from '../engine/model/prompt.ts';
 import { checkFiniteAdapter } from '../engine/model/check.ts';
 import type { LogEntry } from '../engine/train/trainer.ts';
 import { nodeFolder, writeFileAtomic, writeFolderAtomic } from './fs_files.ts';
+import { nodeRewardHost } from './reward_process.ts';
+import type { CompletionRecord } from '../engine/train/methods/grpo.ts';
 import { checkFlags, numberFlag, parseArgs, required, type ParsedArgs } from './args.ts';
 import { loadProgress, Progress } from './progress.ts';
 import { describeFailure, type FailureContext } from './failure.ts';
@@ -110,10 +113,14 @@ function methodFlag(args: ParsedArgs, command: string): MethodName {
 /** The flags of eval and data that are recipe fields (the method's own, and the data settings). */
 const RECIPE_FLAGS = ['max_length', 'system_prompt', 'completion_only_loss', 'assistant_only_loss', 'use_chat_template', 'beta', 'loss_type', 'desirable_weight', 'undesirable_weight', 'simpo_gamma', 'max_prompt_length', 'max_completion_length'];
 
+/** What `finetune data --method grpo` needs to parse a GRPO recipe: a reward function; its prompts do not depend on it. */
+const DATA_ONLY_REWARD = [{ name: 'length', target: 1 }];
+
 /** A recipe for eval and data from their flags: the method, its fields, the data settings. */
 function flagRecipe(args: ParsedArgs, file: string, method: MethodName, source: string): Recipe {
   const overrides = Object.fromEntries([...args.flags].filter(([k]) => RECIPE_FLAGS.includes(k)));
-  return parseRecipe(applyOverrides({ model: '-', train_file: file, method }, overrides, 'command line'), source);
+  const base = method === 'grpo' ? { model: '-', train_file: file, method, reward_funcs: DATA_ONLY_REWARD, per_device_train_batch_size: 8, num_generations: 8 } : { model: '-', train_file: file, method };
+  return parseRecipe(applyOverrides(base, overrides, 'command line'), source);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -151,9 +158,28 @@ async function train(argv: string[]): Promise<void> {
     process.stderr.write('\nStopping after this step and saving a checkpoint (Ctrl-C again quits at once).\n');
   };
   const metricsPath = join(out, 'metrics.jsonl');
+  const completionsPath = join(out, 'completions.jsonl');
   let progress: Progress | null = null;
   let savedStep: number | null = null;
-  const run = await prepareRun(recipe, sources, {
+  // GRPO: JavaScript rewards run in a child process; each distinct warning is printed once.
+  const rewardHost = recipe.method === 'grpo' && recipe.reward_funcs.some((f) => typeof f === 'string') ? nodeRewardHost() : null;
+  const warned = new Set<string>();
+  const online = recipe.method !== 'grpo' ? undefined : {
+    host: rewardHost,
+    readScript: async (path: string) => (await textFile(path, 'reward function in reward_funcs')).text,
+    onCompletions: recipe.log_completions
+      ? (records: CompletionRecord[]) => appendFile(completionsPath, records.map((r) => JSON.stringify(r) + '\n').join(''))
+      : undefined,
+    onWarning: (message: string) => {
+      if (warned.has(message)) return;
+      warned.add(message);
+      if (progress) progress.note(`warning: ${message}`);
+      else process.stderr.write(`warning: ${message}\n`);
+    },
+  };
+  let run: Awaited<ReturnType<typeof prepareRun>>;
+  try {
+    run = await prepareRun(recipe, sources, {
     onLog: async (entry: LogEntry) => {
       await appendFile(metricsPath, JSON.stringify(entry) + '\n');
       progress?.update(entry);
@@ -164,14 +190,20 @@ async function train(argv: string[]): Promise<void> {
       await pruneCheckpoints(out, recipe.save_total_limit);
     },
     shouldStop: () => stopRequested,
-  }, { onProgress: loadProgress(process.stderr) }, { loggingStepsSet: 'logging_steps' in json });
+  }, { onProgress: loadProgress(process.stderr) }, { loggingStepsSet: 'logging_steps' in json, online });
+  } catch (e) {
+    await rewardHost?.dispose();
+    throw e;
+  }
   const t = run.trainer;
   // Everything is checked: only now does the output folder come into being.
   await mkdir(out, { recursive: true });
   await cleanLeftovers(out);
   // A resumed run logs from the checkpoint's step on; lines past it came from the run that stopped.
-  if (sources.resumeFrom) await truncateMetrics(metricsPath, t.state.global_step);
-  else await rm(metricsPath, { force: true });
+  for (const path of [metricsPath, completionsPath]) {
+    if (sources.resumeFrom) await truncateMetrics(path, t.state.global_step);
+    else await rm(path, { force: true });
+  }
   failure.kept = () => (savedStep === null ? null : `the checkpoint from step ${savedStep} is kept in ${join(out, `checkpoint-${savedStep}`)}`);
   process.stderr.write(opening + '\n');
   const warnings = run.train.warnings;
@@ -204,6 +236,7 @@ async function train(argv: string[]): Promise<void> {
   } finally {
     process.off('SIGINT', onSigint);
     run.dispose();
+    await rewardHost?.dispose();
   }
 }
 
@@ -231,6 +264,7 @@ async function evaluate(argv: string[]): Promise<void> {
   const args = parseArgs(argv, 'eval', ['json']);
   checkFlags(args, 'eval', ['model', 'adapter', 'data', 'method', 'batch_size', 'json', 'backend', ...RECIPE_FLAGS]);
   const method = methodFlag(args, 'eval');
+  if (method === 'grpo') throw new UserError('finetune eval: GRPO has no loss to evaluate on a file (its completions are sampled while training); `finetune generate` samples from the trained adapter.', { field: 'method' });
   const dataFile = await textFile(required(args, 'eval', 'data'), 'data');
   const batchSize = numberFlag(args, 'eval', 'batch_size', { integer: true, min: 1 }) ?? 8;
   const recipe = flagRecipe(args, dataFile.file, method, 'eval options');
@@ -261,6 +295,7 @@ async function data(argv: string[]): Promise<void> {
   const file = await textFile(path, 'dataset');
   const recipe = flagRecipe(args, path, method, 'data options');
   const tokenizer = await loadTokenizer(folder(required(args, 'data', 'model'), 'model'));
+  if (recipe.method === 'grpo') return promptData(args, path, file.text, tokenizer, recipe);
   if (recipe.method !== 'sft') return preferenceData(args, path, file.text, tokenizer, recipe);
 
   // The same report the studio's data view shows.
@@ -296,7 +331,7 @@ async function preferenceData(args: ParsedArgs, path: string, text: string, toke
     console.log(`examples ${p.stats.num_examples} (${p.stats.num_desirable} desirable, ${p.stats.num_undesirable} undesirable), dropped ${report.dropped.length}, truncated ${report.truncated}`);
     console.log(`prompt tokens: ${lengths(p.stats.prompt)}`);
     console.log(`completion tokens: ${lengths(p.stats.completion)}`);
-  } else if (p) {
+  } else if (p?.kind === 'pairs') {
     console.log(`pairs ${p.stats.num_examples}, dropped ${report.dropped.length}, truncated ${report.truncated}`);
     console.log(`prompt tokens: ${lengths(p.stats.prompt)}`);
     console.log(`chosen tokens: ${lengths(p.stats.chosen)}`);
@@ -310,6 +345,28 @@ async function preferenceData(args: ParsedArgs, path: string, text: string, toke
     const rows = recipe.method === 'kto' ? (report.examples as KtoExample[]).map(ktoDumpRow) : (report.examples as PairExample[]).map(pairDumpRow);
     await writeFileAtomic(dump, rows.map((r) => JSON.stringify(r) + '\n').join(''));
     console.log(`wrote ${rows.length} examples to ${dump}`);
+  }
+  if (report.errors.length) process.exitCode = 1;
+}
+
+/** `finetune data --method grpo`: the prompts, their lengths and the columns the reward functions get; --dump writes {prompt_ids, …columns}. */
+async function promptData(args: ParsedArgs, path: string, text: string, tokenizer: TextTokenizer, recipe: GrpoRecipe): Promise<void> {
+  const report = preferenceReport(text, path, tokenizer, recipe);
+  console.log(`${path}: ${report.format === null ? 'no valid row' : FORMAT_NAMES[report.format]} for GRPO, ${report.num_rows} rows`);
+  const p = report.preference;
+  if (p?.kind === 'prompts') {
+    console.log(`prompts ${p.stats.num_examples}, dropped ${report.dropped.length}, truncated ${report.truncated}`);
+    console.log(`prompt tokens: ${lengths(p.stats.prompt)}`);
+    console.log(`columns for the reward functions: ${p.stats.columns.length ? p.stats.columns.join(', ') : 'none'}`);
+  }
+  for (const d of report.dropped) console.log(`dropped: ${path}, line ${d.line}: ${d.reason}`);
+  for (const w of report.warnings) console.log(`warning: ${w}`);
+  for (const e of report.errors) console.log(`bad row: ${e.message}`);
+  const dump = args.flags.get('dump');
+  if (dump) {
+    const rows = (report.examples as PromptExample[]).map(promptDumpRow);
+    await writeFileAtomic(dump, rows.map((r) => JSON.stringify(r) + '\n').join(''));
+    console.log(`wrote ${rows.length} prompts to ${dump}`);
   }
   if (report.errors.length) process.exitCode = 1;
 }

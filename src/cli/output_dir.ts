@@ -107,8 +107,8 @@ export async function cleanLeftovers(out: string): Promise<number> {
 }
 
 /**
- * Keeps the lines of metrics.jsonl up to and including `step`, so a resumed run does not log its
- * steps twice; a line cut short by a crash is dropped. Nothing happens when the file is absent.
+ * Keeps the lines of metrics.jsonl (or GRPO's completions.jsonl) up to and including `step`, so a
+ * resumed run does not log its steps twice; a line cut short by a crash is dropped. Nothing happens when the file is absent.
  */
 export async function truncateMetrics(path: string, step: number): Promise<void> {
   let text: string;

@@ -38,8 +38,14 @@ export class Progress {
     }
     const parts = [`step ${e.step}`, `epoch ${e.epoch}`];
     if (e.loss !== undefined) parts.push(`loss ${fmt(e.loss)}`, `grad_norm ${fmt(e.grad_norm ?? NaN)}`, `lr ${(e.learning_rate ?? 0).toExponential(3)}`, `${Math.round(e.tokens_per_second ?? 0)} tok/s`);
+    if (e.reward !== undefined) parts.push(`reward ${fmt(Number(e.reward ?? NaN))}`);
     if (e.eval_loss !== undefined) parts.push(`eval_loss ${fmt(e.eval_loss)}`);
     this.out.write(parts.join('  ') + '\n');
+  }
+
+  /** A line above the bar (a warning during training); the bar is drawn again at the next update. */
+  note(line: string): void {
+    this.out.write(this.bar ? `\r\x1b[2K${line}\n` : `${line}\n`);
   }
 
   /**

@@ -17,7 +17,8 @@ import { TextTokenizer } from './data/tokenizer.ts';
 import { Rng } from './rng.ts';
 import { SHORT_RUN_STEPS, type Recipe } from './recipe.ts';
 import { Trainer, type TrainerCallbacks } from './train/trainer.ts';
-import { createMethod, prepareMethodData, type MethodData } from './train/methods/index.ts';
+import { createMethod, prepareMethodData, type MethodData, type OnlineOptions } from './train/methods/index.ts';
+import { loadRewardFunctions, type RewardLoadOptions } from './train/reward_funcs.ts';
 import { describeValue, findUnusableTensor } from './train/guard.ts';
 import { nonFiniteWeight } from './model/check.ts';
 import { resolveCheckpoint } from './train/checkpoints.ts';
@@ -46,8 +47,12 @@ export async function loadModel(source: FileSource, opts: LoadOptions = {}): Pro
 /** The optimizer steps of a run on this many examples, as the Trainer counts them. */
 export function optimizerSteps(recipe: Recipe, numTrainExamples: number): number {
   if (recipe.max_steps > 0) return recipe.max_steps;
-  const microPerEpoch = Math.ceil(numTrainExamples / recipe.per_device_train_batch_size);
-  return Math.max(1, Math.ceil(recipe.num_train_epochs * Math.ceil(microPerEpoch / recipe.gradient_accumulation_steps)));
+  // GRPO's batch counts completions, num_generations of each prompt, and trains num_iterations steps on each.
+  const grpo = recipe.method === 'grpo';
+  const perMicro = grpo ? recipe.per_device_train_batch_size / recipe.num_generations : recipe.per_device_train_batch_size;
+  const microPerEpoch = Math.ceil(numTrainExamples / perMicro);
+  const perEpoch = Math.ceil(microPerEpoch / recipe.gradient_accumulation_steps) * (grpo ? recipe.num_iterations : 1);
+  return Math.max(1, Math.ceil(recipe.num_train_epochs * perEpoch));
 }
 
 /** Seeded split of the training examples into train and eval (TRL's eval_split / datasets' train_test_split). */
@@ -80,6 +85,13 @@ export interface RunOptions {
    * optimizer steps, it logs every step. Omitted: the recipe's value stands.
    */
   loggingStepsSet?: boolean;
+  /** GRPO: where its JavaScript reward functions run and where its rollouts go. */
+  online?: OnlineRunOptions;
+}
+
+export interface OnlineRunOptions extends Omit<RewardLoadOptions, 'timeoutMs'> {
+  onCompletions?: OnlineOptions['onCompletions'];
+  onWarning?: OnlineOptions['onWarning'];
 }
 
 export interface PreparedRun {
@@ -162,7 +174,12 @@ export async function prepareRun(
 
     const saveModel = async (): Promise<Record<string, Uint8Array>> =>
       adapter ? adapterFiles(adapter, recipe.model) : modelFiles(folder, model, 'F32');
-    const method = await createMethod(recipe, model, tokenizer, [trainExamples, evalExamples]);
+    let online: OnlineOptions | undefined;
+    if (recipe.method === 'grpo') {
+      const o = options.online ?? {};
+      online = { rewards: await loadRewardFunctions(recipe.reward_funcs, o), onCompletions: o.onCompletions, onWarning: o.onWarning };
+    }
+    const method = await createMethod(recipe, model, tokenizer, [trainExamples, evalExamples], online);
     const trainer = new Trainer({ recipe, model, adapter, params, method, train: trainExamples, eval: evalExamples.length ? evalExamples : null, saveModel, callbacks });
     disposables.push(trainer);
     if (checkpointModel) await trainer.restore(checkpointModel);

@@ -10,6 +10,20 @@ import type { LoadProgress } from '../engine/io/model_folder.ts';
 import type { MemoryEstimate } from '../engine/estimate.ts';
 
 import type { DataReport, PreviewPage } from '../engine/data/report.ts';
+import type { CompletionRecord } from '../engine/train/methods/grpo.ts';
+
+export type { CompletionRecord } from '../engine/train/methods/grpo.ts';
+
+/** GRPO's reward functions tried on sample completions before a run (the recipe view's "Try it"). */
+export interface RewardTrial {
+  /** num_generations completions of each of the dataset's first prompts, grouped by prompt, scored and with advantages. */
+  records: CompletionRecord[];
+  /** The functions' names, in the recipe's order: the keys of each record's `rewards`. */
+  reward_names: string[];
+  num_generations: number;
+  /** What the functions did wrong (a throw, a timeout, a bad value), one sentence each. */
+  warnings: string[];
+}
 
 /** What the data view shows is the engine's data report (engine/data/report.ts), as `finetune data` prints it. */
 export type { DataReport, PreviewPage, PreviewRow } from '../engine/data/report.ts';
@@ -65,10 +79,15 @@ export const RUN_OPEN_ELSEWHERE = 'This run is open in another tab.';
  * What a run reports, in order: 'status' whenever its status changes (first 'running'; last
  * 'paused', 'stopped', 'finished' or 'failed'); 'warning' for data problems that do not stop it;
  * 'log' per logged step; 'checkpoint' once a checkpoint is safely stored; 'error' with the
- * sentence to show when it fails, just before the 'failed' status.
+ * sentence to show when it fails, just before the 'failed' status; GRPO's 'completions' once per
+ * rollout, before that step trains (and its reward functions' problems as 'warning').
  */
 export interface RunEvent {
-  type: 'log' | 'checkpoint' | 'status' | 'warning' | 'error';
+  type: 'log' | 'checkpoint' | 'status' | 'warning' | 'error' | 'completions';
+  /** For 'completions': the step's rollout, grouped by prompt. */
+  records?: CompletionRecord[];
+  /** For 'warning': 'reward' when a GRPO reward function caused it (a throw, a timeout, a bad value). */
+  source?: 'reward';
   /** For 'log': the metrics of a step (loss, eval_loss, learning_rate, grad_norm, tokens_per_second, …). */
   log?: LogEntry;
   step?: number;
@@ -123,7 +142,18 @@ export interface StudioApi {
    * RUN_OPEN_ELSEWHERE as the message: one tab at a time writes a run's checkpoints. `name` names
    * a new run (default: the training file's name).
    */
-  startTraining(recipe: RecipeInput, trainFile: { file: string; data: Blob | string }, onEvent: (e: RunEvent) => void, resumeRunId?: string, name?: string): Promise<string>;
+  startTraining(recipe: RecipeInput, trainFile: { file: string; data: Blob | string }, onEvent: (e: RunEvent) => void, resumeRunId?: string, name?: string, rewardScripts?: Record<string, string>): Promise<string>;
+  /**
+   * GRPO's JavaScript reward functions run in the page's sandboxed iframe (ui/lib/reward_sandbox.ts),
+   * reached through this port; `startTraining` and `tryRewards` refuse a JavaScript reward until it
+   * is attached. `rewardScripts` holds each file's text by the path `reward_funcs` names it with,
+   * and is stored with the run so it resumes with the same functions.
+   */
+  attachRewardSandbox(port: MessagePort): Promise<void>;
+  /** GRPO's reward functions on num_generations completions of the dataset's first 2 prompts, with the loaded model. */
+  tryRewards(recipe: RecipeInput, trainFile: { file: string; data: Blob | string }, rewardScripts: Record<string, string>): Promise<RewardTrial>;
+  /** A GRPO run's latest stored rollout (its completions.jsonl lines of the last step that generated). */
+  runCompletions(id: string): Promise<CompletionRecord[]>;
   /** Gives a stored run a new name (used in its downloads' file names). */
   renameRun(id: string, name: string): Promise<void>;
   /** The training file a stored run reads (kept with the run, so resuming needs nothing from the person). */

@@ -7,14 +7,16 @@ import * as tf from '@tensorflow/tfjs';
 import { releaseFreeGpuBuffers } from '../engine/backend/gpu_pool.ts';
 import { backendMemoryBytes } from '../engine/backend/memory.ts';
 import type { DeviceLimits } from '../engine/backend/index.ts';
-import { isAllocationError, isUserError } from '../engine/errors.ts';
+import { isAllocationError, isUserError, UserError } from '../engine/errors.ts';
 import { estimateMemory, shrinkAdvice } from '../engine/estimate.ts';
 import type { Recipe } from '../engine/recipe.ts';
-import { prepareRun, type LoadedModel, type PreparedRun, type RunSources } from '../engine/run.ts';
+import { prepareRun, type LoadedModel, type OnlineRunOptions, type PreparedRun, type RunSources } from '../engine/run.ts';
+import type { CompletionRecord } from '../engine/train/methods/grpo.ts';
+import type { RewardScriptHost } from '../engine/train/script_reward.ts';
 import type { LogEntry } from '../engine/train/trainer.ts';
 import { activeDevice, guardDevice, type DeviceGuard, type DeviceProblem } from './device_guard.ts';
 import type { FolderBytes, RunEvent, RunRecord, RunStatus } from './protocol.ts';
-import { appendMetrics, createRun, putRun, saveCheckpoint, truncateMetrics, type StudioDb } from './store.ts';
+import { appendMetrics, createRun, putCompletions, putRun, saveCheckpoint, truncateCompletions, truncateMetrics, type StudioDb } from './store.ts';
 
 export class TrainingSession {
   record!: RunRecord;
@@ -51,13 +53,29 @@ export class TrainingSession {
     limits: DeviceLimits | undefined,
     id: string = existing?.id ?? crypto.randomUUID(),
     name: string = sources.train.file,
+    rewards: { host: RewardScriptHost | null; scripts: Record<string, string> } = { host: null, scripts: {} },
   ): Promise<TrainingSession> {
     const s = new TrainingSession(db, emit, limits);
+    const warned = new Set<string>();
+    const online: OnlineRunOptions = {
+      host: rewards.host,
+      readScript: async (path) => {
+        if (!Object.hasOwn(rewards.scripts, path)) throw new UserError(`reward_funcs: "${path}" names a JavaScript reward whose code the studio does not have; write it in the recipe view's reward editor.`, { field: 'reward_funcs' });
+        return rewards.scripts[path];
+      },
+      onCompletions: (records) => s.onCompletions(records),
+      // Each distinct problem once: a function that always throws would say so every step.
+      onWarning: (message) => {
+        if (warned.has(message)) return;
+        warned.add(message);
+        s.emit({ type: 'warning', message, source: 'reward' });
+      },
+    };
     s.prepared = await prepareRun(recipe, sources, {
       onLog: (entry) => s.onLog(entry),
       onCheckpoint: (step, files) => s.onCheckpoint(step, files),
       shouldStop: () => s.stopAs !== null || s.guard.beforeStep(s.prepared.trainer.state.global_step + 1),
-    });
+    }, {}, { online });
     try {
       const { trainer } = s.prepared;
       const now = Date.now();
@@ -65,6 +83,7 @@ export class TrainingSession {
         const step = trainer.state.global_step;
         s.record = { ...existing, status: 'running', global_step: step, total_steps: trainer.totalSteps, updated: now };
         await truncateMetrics(db, existing.id, step);
+        await truncateCompletions(db, existing.id, step);
         await putRun(db, s.record);
       } else {
         s.record = {
@@ -82,7 +101,7 @@ export class TrainingSession {
           size_bytes: 0,
           checkpoint_step: null,
         };
-        await createRun(db, s.record, sources.train);
+        await createRun(db, s.record, recipe.method === 'grpo' ? { ...sources.train, reward_scripts: rewards.scripts } : sources.train);
       }
     } catch (e) {
       s.dispose();
@@ -158,6 +177,14 @@ export class TrainingSession {
     };
     await appendMetrics(this.db, this.record.id, [entry]);
     await putRun(this.db, this.record);
+  }
+
+  /** A GRPO rollout: stored with the run (its completions.jsonl) and shown live. */
+  private async onCompletions(records: CompletionRecord[]): Promise<void> {
+    if (records.length === 0) return;
+    const step = records[0].step;
+    if (this.prepared.recipe.method === 'grpo' && this.prepared.recipe.log_completions) await putCompletions(this.db, this.record.id, step, records);
+    this.emit({ type: 'completions', step, records });
   }
 
   private async onCheckpoint(step: number, files: FolderBytes): Promise<void> {

@@ -7,7 +7,7 @@
 import { wrap, type DBSchema, type IDBPDatabase, type IDBPTransaction, type StoreNames } from 'idb';
 import { UserError } from '../engine/errors.ts';
 import { logKind, type LogEntry } from '../engine/train/trainer.ts';
-import type { FolderBytes, RunRecord } from './protocol.ts';
+import type { CompletionRecord, FolderBytes, RunRecord } from './protocol.ts';
 
 export interface StoredCheckpoint {
   runId: string;
@@ -21,6 +21,8 @@ export interface StoredCheckpoint {
 export interface RunData {
   file: string;
   text: string;
+  /** GRPO: each JavaScript reward function's text by the path reward_funcs names it with. */
+  reward_scripts?: Record<string, string>;
 }
 
 /** Train and eval logs of one step get separate keys, so a resumed run re-logging a step overwrites it. */
@@ -31,20 +33,25 @@ interface StudioSchema extends DBSchema {
   checkpoints: { key: [string, number]; value: StoredCheckpoint };
   metrics: { key: MetricKey; value: LogEntry };
   data: { key: string; value: RunData };
+  /** GRPO's rollouts: the records of one step under [runId, step] (completions.jsonl's lines). */
+  completions: { key: [string, number]; value: CompletionRecord[] };
 }
 
 export type StudioDb = IDBPDatabase<StudioSchema>;
 
-const VERSION = 1;
+/** 2 added `completions` (GRPO); a version-1 database gains it on open, its runs untouched. */
+const VERSION = 2;
 
 export async function openStudioDb(name = 'finetune-studio', idbFactory: IDBFactory = indexedDB): Promise<StudioDb> {
   const request = idbFactory.open(name, VERSION);
   request.onupgradeneeded = () => {
     const db = request.result;
-    db.createObjectStore('runs', { keyPath: 'id' });
-    db.createObjectStore('checkpoints', { keyPath: ['runId', 'step'] });
-    db.createObjectStore('metrics');
-    db.createObjectStore('data');
+    const has = (store: string) => db.objectStoreNames.contains(store);
+    if (!has('runs')) db.createObjectStore('runs', { keyPath: 'id' });
+    if (!has('checkpoints')) db.createObjectStore('checkpoints', { keyPath: ['runId', 'step'] });
+    if (!has('metrics')) db.createObjectStore('metrics');
+    if (!has('data')) db.createObjectStore('data');
+    if (!has('completions')) db.createObjectStore('completions');
   };
   const db = (await wrap(request)) as unknown as StudioDb;
   // A newer version of the app in another tab must not wait forever for this one to let go.
@@ -184,13 +191,14 @@ export async function latestCheckpoint(db: StudioDb, runId: string): Promise<Sto
 
 /** Removes the run, its checkpoints, metrics and training file together. */
 export async function deleteRun(db: StudioDb, id: string): Promise<void> {
-  const tx = db.transaction(['runs', 'checkpoints', 'metrics', 'data'], 'readwrite');
+  const tx = db.transaction(['runs', 'checkpoints', 'metrics', 'completions', 'data'], 'readwrite');
   await commit(
     tx,
     (issue) => {
       issue(tx.objectStore('runs').delete(id));
       issue(tx.objectStore('checkpoints').delete(runKeys(id)));
       issue(tx.objectStore('metrics').delete(runKeys(id)));
+      issue(tx.objectStore('completions').delete(runKeys(id)));
       issue(tx.objectStore('data').delete(id));
     },
     (e) => storageFailure(e, 'the run was not deleted', null),
@@ -210,6 +218,26 @@ export async function getMetrics(db: StudioDb, runId: string): Promise<LogEntry[
 /** Drops logs after `step`: a run resumed from that checkpoint logs those steps again. */
 export async function truncateMetrics(db: StudioDb, runId: string, step: number): Promise<void> {
   await db.delete('metrics', runKeys(runId, step + 1));
+}
+
+/** One GRPO step's rollout; a resumed run rolling out the same step again overwrites it. */
+export async function putCompletions(db: StudioDb, runId: string, step: number, records: CompletionRecord[]): Promise<void> {
+  const tx = db.transaction('completions', 'readwrite');
+  await commit(tx, (issue) => issue(tx.store.put(records, [runId, step])), (e) => storageFailure(e, 'the step\'s completions were not saved', null));
+}
+
+/** Every stored rollout of a run, in step order (completions.jsonl); `lastOnly` reads the newest alone. */
+export async function getCompletions(db: StudioDb, runId: string, lastOnly = false): Promise<CompletionRecord[]> {
+  if (lastOnly) {
+    const cursor = await db.transaction('completions').store.openCursor(runKeys(runId), 'prev');
+    return cursor?.value ?? [];
+  }
+  return (await db.getAll('completions', runKeys(runId))).flat();
+}
+
+/** Drops rollouts after `step`, as truncateMetrics does for a resumed run. */
+export async function truncateCompletions(db: StudioDb, runId: string, step: number): Promise<void> {
+  await db.delete('completions', runKeys(runId, step + 1));
 }
 
 function metricKey(runId: string, e: LogEntry): MetricKey {

@@ -22,10 +22,15 @@ import { dataReport, previewRows } from '../engine/data/report.ts';
 import { activeDevice, lostSoon } from './device_guard.ts';
 import { checkFiniteAdapter } from '../engine/model/check.ts';
 import { countParameters, estimateMemory, type MemoryEstimate } from '../engine/estimate.ts';
-import { RUN_OPEN_ELSEWHERE, type ChatProgress, type DataReport, type FolderBytes, type PreviewPage, type FolderFiles, type ModelSummary, type RunEvent, type RunRecord, type StudioApi } from './protocol.ts';
+import { RUN_OPEN_ELSEWHERE, type ChatProgress, type CompletionRecord, type RewardTrial, type DataReport, type FolderBytes, type PreviewPage, type FolderFiles, type ModelSummary, type RunEvent, type RunRecord, type StudioApi } from './protocol.ts';
 import type { LogEntry } from '../engine/train/trainer.ts';
 import { runLocks, type LockManagerLike, type RunLock, type RunLocks } from './run_lock.ts';
 import { TrainingSession } from './session.ts';
+import { portRewardHost } from './reward_port_host.ts';
+import type { RewardScriptHost } from '../engine/train/script_reward.ts';
+import { loadRewardFunctions } from '../engine/train/reward_funcs.ts';
+import { createMethod, prepareMethodData } from '../engine/train/methods/index.ts';
+import { Rng } from '../engine/rng.ts';
 import * as store from './store.ts';
 
 export interface StudioOptions {
@@ -36,6 +41,8 @@ export interface StudioOptions {
   wasmPaths?: string;
   /** Web Locks that keep a run to one tab; defaults to navigator.locks, and to none where that is missing. */
   locks?: LockManagerLike;
+  /** Where GRPO's JavaScript rewards run; the page attaches its sandbox instead (attachRewardSandbox). Node tests pass nodeRewardHost(). */
+  rewardHost?: RewardScriptHost;
 }
 
 type BackendChoice = 'auto' | 'webgpu' | 'wasm' | 'cpu';
@@ -75,9 +82,12 @@ export class StudioWorker implements StudioApi {
   private held: RunLock | null = null;
   /** Replies being written, counted so stopChat ends exactly these. */
   private chatGeneration = 0;
+  /** Where GRPO's JavaScript reward functions run (the page's sandboxed iframe). */
+  private rewardHost: RewardScriptHost | null = null;
 
   constructor(private readonly options: StudioOptions = {}) {
     this.locks = runLocks(options.locks);
+    this.rewardHost = options.rewardHost ?? null;
   }
 
   async init(preferred: BackendChoice = 'auto'): Promise<BackendInfo> {
@@ -170,7 +180,47 @@ export class StudioWorker implements StudioApi {
     });
   }
 
-  async startTraining(recipe: RecipeInput, trainFile: { file: string; data: Blob | string }, onEvent: (e: RunEvent) => void, resumeRunId?: string, name?: string): Promise<string> {
+  async attachRewardSandbox(port: MessagePort): Promise<void> {
+    const previous = this.rewardHost;
+    this.rewardHost = portRewardHost(port);
+    if (previous && previous !== this.options.rewardHost) await previous.dispose();
+  }
+
+  async tryRewards(recipe: RecipeInput, trainFile: { file: string; data: Blob | string }, rewardScripts: Record<string, string>): Promise<RewardTrial> {
+    return this.reading('trying the reward functions', async () => {
+      const model = this.requireModel();
+      if (this.session?.status === 'running') throw new UserError('A run is training; try the reward functions once it is paused or has ended.');
+      await this.ready();
+      const parsed = parseRecipe({ ...recipe, model: model.name, train_file: trainFile.file }, 'recipe');
+      if (parsed.method !== 'grpo') throw new UserError('recipe: reward functions are GRPO\'s; set "method" to "grpo" to try them.', { field: 'method' });
+      const data = prepareMethodData(await this.textOf(trainFile.data, trainFile.file), trainFile.file, model.tokenizer, parsed);
+      const warnings: string[] = [];
+      const rewards = await loadRewardFunctions(parsed.reward_funcs, { host: this.rewardHostFor(parsed.reward_funcs), readScript: scriptReader(rewardScripts) });
+      let records: CompletionRecord[] = [];
+      // The run's own path: one rollout of the first prompts from the base model, no reference pass, no training.
+      const { model: weights } = await this.baseModel();
+      const method = await createMethod({ ...parsed, beta: 0, num_iterations: 1 }, weights, model.tokenizer, [], {
+        rewards,
+        onCompletions: (r) => void (records = r),
+        onWarning: (w) => void (warnings.includes(w) || warnings.push(w)),
+      });
+      await method.rollout!([(data.examples as unknown[]).slice(0, 2)], { model: weights, adapter: null, rng: new Rng(parsed.seed), step: 0 });
+      return { records, reward_names: rewards.map((r) => r.name), num_generations: parsed.num_generations, warnings };
+    });
+  }
+
+  async runCompletions(id: string): Promise<CompletionRecord[]> {
+    return store.getCompletions(await this.db(), id, true);
+  }
+
+  /** The sandbox, where a recipe names a JavaScript reward; refused in a sentence until the page has attached it. */
+  private rewardHostFor(specs: readonly unknown[]): RewardScriptHost | null {
+    if (!specs.some((f) => typeof f === 'string')) return null;
+    if (!this.rewardHost) throw new UserError('reward_funcs: the sandbox that runs JavaScript rewards is not ready; reload the page.', { field: 'reward_funcs' });
+    return this.rewardHost;
+  }
+
+  async startTraining(recipe: RecipeInput, trainFile: { file: string; data: Blob | string }, onEvent: (e: RunEvent) => void, resumeRunId?: string, name?: string, rewardScripts: Record<string, string> = {}): Promise<string> {
     const emit = detached(onEvent);
     const runName = name?.trim() || undefined;
     return this.exclusive('preparing a run', async () => {
@@ -183,7 +233,7 @@ export class StudioWorker implements StudioApi {
       if (parsed.resume_from_checkpoint !== undefined) {
         throw new UserError('recipe: resume_from_checkpoint is a path, which the browser cannot open; resume a run from the runs list instead.', { field: 'resume_from_checkpoint' });
       }
-      return this.begin({ recipe: parsed, train: { file: trainFile.file, text: await this.textOf(trainFile.data, trainFile.file) }, existing: null, resumeFrom: null, name: runName }, emit);
+      return this.begin({ recipe: parsed, train: { file: trainFile.file, text: await this.textOf(trainFile.data, trainFile.file) }, existing: null, resumeFrom: null, name: runName, rewardScripts }, emit);
     });
   }
 
@@ -206,7 +256,8 @@ export class StudioWorker implements StudioApi {
     if (!checkpoint || !train) throw new UserError(`Run "${record.name}" has no checkpoint to resume from; start it again.`);
     return {
       recipe: parseRecipe(record.recipe, `run "${record.name}"`),
-      train,
+      train: { file: train.file, text: train.text },
+      rewardScripts: train.reward_scripts ?? {},
       existing: record,
       resumeFrom: memoryFiles(`${record.name}/checkpoint-${checkpoint.step}`, checkpoint.files),
       name: record.name,
@@ -237,6 +288,7 @@ export class StudioWorker implements StudioApi {
         info.limits,
         id,
         start.name,
+        { host: start.recipe.method === 'grpo' ? this.rewardHostFor(start.recipe.reward_funcs) : null, scripts: start.rewardScripts },
       );
     } catch (e) {
       lock.release();
@@ -403,7 +455,8 @@ export class StudioWorker implements StudioApi {
     const session = this.session?.alive ? this.session : null;
     if (kind === 'recipe') {
       if (!session) throw new UserError('There is no run to download the recipe of; pick one in the runs list.');
-      return recipeFiles(session.record, await store.getMetrics(await this.db(), session.record.id));
+      const db = await this.db();
+      return recipeFiles(session.record, await store.getMetrics(db, session.record.id), await store.getCompletions(db, session.record.id));
     }
     if (session) {
       const { adapter, loaded, recipe } = session.prepared;
@@ -424,7 +477,7 @@ export class StudioWorker implements StudioApi {
     const db = await this.db();
     const record = await store.getRun(db, id);
     if (!record) throw new UserError(`There is no saved run ${id}; it may have been deleted.`);
-    if (kind === 'recipe') return recipeFiles(record, await store.getMetrics(db, id));
+    if (kind === 'recipe') return recipeFiles(record, await store.getMetrics(db, id), await store.getCompletions(db, id));
     const checkpoint = await store.latestCheckpoint(db, id);
     if (!checkpoint) throw new UserError(`Run "${record.name}" has no checkpoint yet; the first is saved at step ${parseRecipe(record.recipe, 'recipe').save_steps}.`);
     const files = checkpoint.files;
@@ -539,6 +592,16 @@ interface RunStart {
   resumeFrom: FileSource | null;
   /** A new run's name; undefined names it after its training file. */
   name: string | undefined;
+  /** GRPO's JavaScript rewards by path (stored with the run). */
+  rewardScripts: Record<string, string>;
+}
+
+/** A JavaScript reward's text by its path, from the scripts the page sent. */
+function scriptReader(scripts: Record<string, string>): (path: string) => Promise<string> {
+  return async (path) => {
+    if (!Object.hasOwn(scripts, path)) throw new UserError(`reward_funcs: "${path}" names a JavaScript reward whose code the studio does not have; write it in the recipe view's reward editor.`, { field: 'reward_funcs' });
+    return scripts[path];
+  };
 }
 
 /**
@@ -559,11 +622,14 @@ function pick(files: FolderFiles, names: string[]): FolderFiles {
   return Object.fromEntries(names.map((n) => [n, files[n]]));
 }
 
-function recipeFiles(record: RunRecord, metrics: unknown[]): FolderBytes {
+/** recipe.json and metrics.jsonl, and GRPO's completions.jsonl, as `finetune train` leaves them in output_dir. */
+function recipeFiles(record: RunRecord, metrics: unknown[], completions: CompletionRecord[] = []): FolderBytes {
   const enc = new TextEncoder();
+  const jsonl = (rows: unknown[]) => enc.encode(rows.map((m) => JSON.stringify(m) + '\n').join(''));
   return {
     'recipe.json': enc.encode(JSON.stringify(record.recipe, null, 2) + '\n'),
-    'metrics.jsonl': enc.encode(metrics.map((m) => JSON.stringify(m) + '\n').join('')),
+    'metrics.jsonl': jsonl(metrics),
+    ...(completions.length > 0 ? { 'completions.jsonl': jsonl(completions) } : {}),
   };
 }
 

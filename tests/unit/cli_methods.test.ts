@@ -87,7 +87,7 @@ describe('finetune eval --method', () => {
   });
 
   it('refuses an unknown method and a flag of another method', () => {
-    expect(finetune(['eval', '--method', 'ppo', '--model', STORIES, '--data', 'pairs.jsonl'], dir)).toMatchObject({ code: 2, stderr: 'finetune eval: --method must be one of sft, dpo, kto, orpo, simpo (got "ppo").' });
+    expect(finetune(['eval', '--method', 'ppo', '--model', STORIES, '--data', 'pairs.jsonl'], dir)).toMatchObject({ code: 2, stderr: 'finetune eval: --method must be one of sft, dpo, kto, orpo, simpo, grpo (got "ppo").' });
     const r = finetune(['eval', '--method', 'dpo', '--simpo_gamma', '1', '--model', STORIES, '--data', 'pairs.jsonl'], dir);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('"simpo_gamma" applies to method "simpo" only, not "dpo"');

@@ -8,6 +8,7 @@ import {
   closestField,
   parseRecipe,
   parseRecipeText,
+  recipeField,
   recipeToTrlConfig,
   type MethodName,
   type Recipe,
@@ -112,8 +113,8 @@ describe('parseRecipe errors: one sentence naming the file and the field', () =>
     ['peft not an object', { ...MINIMAL, peft: 'lora' }, 'peft', 'recipe.json: "peft" must be an object such as {"type": "lora", "r": 16} (got "lora").'],
     ['missing model', { train_file: 'train.jsonl' }, 'model', 'recipe.json: "model" is required; set it to a folder path or a Hugging Face Hub model id.'],
     ['empty train_file', { model: 'm', train_file: '' }, 'train_file', 'recipe.json: "train_file" must be a file path (got "").'],
-    ['unknown method', { ...MINIMAL, method: 'ppo' }, 'method', 'recipe.json: "method" must be one of "sft", "dpo", "kto", "orpo", "simpo" (got "ppo").'],
-    ['a DPO field in an SFT recipe', { ...MINIMAL, beta: 0.5 }, 'beta', 'recipe.json: "beta" applies to method "dpo", "kto", "orpo", "simpo" only, not "sft"; remove it or set "method".'],
+    ['unknown method', { ...MINIMAL, method: 'ppo' }, 'method', 'recipe.json: "method" must be one of "sft", "dpo", "kto", "orpo", "simpo", "grpo" (got "ppo").'],
+    ['a DPO field in an SFT recipe', { ...MINIMAL, beta: 0.5 }, 'beta', 'recipe.json: "beta" applies to method "dpo", "kto", "orpo", "simpo", "grpo" only, not "sft"; remove it or set "method".'],
     ['a KTO field in a DPO recipe', { ...MINIMAL, method: 'dpo', desirable_weight: 2 }, 'desirable_weight', 'recipe.json: "desirable_weight" applies to method "kto" only, not "dpo"; remove it or set "method".'],
     ['a DPO loss_type that is not DPO\'s', { ...MINIMAL, method: 'dpo', loss_type: 'simpo' }, 'loss_type', 'recipe.json: "loss_type" must be one of "sigmoid", "ipo", "hinge" (got "simpo").'],
     ['bad optim', { ...MINIMAL, optim: 'adafactor' }, 'optim', 'recipe.json: "optim" must be "adamw_torch" (or "adamw") or "sgd" (got "adafactor").'],
@@ -210,14 +211,14 @@ describe('applyOverrides', () => {
     // The method may come after the field it allows.
     expect(applyOverrides(MINIMAL, { beta: '0.2', method: 'orpo' })).toEqual({ ...MINIMAL, beta: 0.2, method: 'orpo' });
     const e = userErrorFrom(() => applyOverrides(MINIMAL, { '--beta': '0.2' }));
-    expect(e.message).toBe('command line: "beta" applies to method "dpo", "kto", "orpo", "simpo" only, not "sft"; remove it or set "method".');
+    expect(e.message).toBe('command line: "beta" applies to method "dpo", "kto", "orpo", "simpo", "grpo" only, not "sft"; remove it or set "method".');
     expect(e.field).toBe('beta');
     expect(userErrorFrom(() => applyOverrides({ ...MINIMAL, method: 'dpo' }, { simpo_gamma: '1' }, 'URL')).message).toBe(
       'URL: "simpo_gamma" applies to method "simpo" only, not "dpo"; remove it or set "method".',
     );
     // Changing the method away from a file's field is caught where the file is parsed.
     const switched = applyOverrides({ ...MINIMAL, method: 'dpo', beta: 0.2 }, { method: 'sft' });
-    expect(message(switched).message).toBe('recipe.json: "beta" applies to method "dpo", "kto", "orpo", "simpo" only, not "sft"; remove it or set "method".');
+    expect(message(switched).message).toBe('recipe.json: "beta" applies to method "dpo", "kto", "orpo", "simpo", "grpo" only, not "sft"; remove it or set "method".');
   });
 
   it('accepts flags written with their dashes and "all-linear"', () => {
@@ -243,8 +244,8 @@ describe('applyOverrides', () => {
     expect(userErrorFrom(() => applyOverrides(MINIMAL, { 'peft.r': '0' })).message).toBe('command line: --peft.r must be an integer of at least 1 (got "0").');
     expect(userErrorFrom(() => applyOverrides(MINIMAL, { shuffle: 'yes' })).message).toBe('command line: --shuffle must be true or false (got "yes").');
     expect(userErrorFrom(() => applyOverrides(MINIMAL, { save_steps: 'null' })).message).toBe('command line: --save_steps must be an integer of at least 1 (got "null").');
-    expect(userErrorFrom(() => applyOverrides(MINIMAL, { method: 'grpo' })).message).toBe(
-      'command line: --method must be one of "sft", "dpo", "kto", "orpo", "simpo" (got "grpo").',
+    expect(userErrorFrom(() => applyOverrides(MINIMAL, { method: 'ppo' })).message).toBe(
+      'command line: --method must be one of "sft", "dpo", "kto", "orpo", "simpo", "grpo" (got "ppo").',
     );
     expect(userErrorFrom(() => applyOverrides(MINIMAL, { 'peft.target_modules': 'q_proj,lm_head' })).message).toContain('--peft.target_modules must be "all-linear"');
   });
@@ -256,8 +257,13 @@ describe('RECIPE_FIELDS', () => {
     expect(paths).toContain('learning_rate');
     expect(paths).toContain('peft.r');
     expect(paths).not.toContain('peft');
-    expect(paths.length).toBe(50);
-    expect(RECIPE_FIELDS.beta).toMatchObject({ default: 0.1, methods: ['dpo', 'kto', 'orpo', 'simpo'] });
+    expect(paths.length).toBe(63);
+    expect(RECIPE_FIELDS.beta).toMatchObject({ default: 0.1, methods: ['dpo', 'kto', 'orpo', 'simpo', 'grpo'] });
+    // GRPO defines beta again: a KL weight of default 0.
+    expect(recipeField('beta', 'grpo')).toMatchObject({ default: 0, trl: 'GRPOConfig.beta', methods: ['dpo', 'kto', 'orpo', 'simpo', 'grpo'] });
+    expect(recipeField('beta', 'dpo')).toMatchObject({ default: 0.1 });
+    expect(recipeField('beta', 'sft')).toBeUndefined();
+    expect(recipeField('learning_rate', 'grpo')).toBe(RECIPE_FIELDS.learning_rate);
     expect(RECIPE_FIELDS.simpo_gamma).toMatchObject({ default: 0.5, methods: ['simpo'], trl: 'CPOConfig.simpo_gamma' });
     expect(RECIPE_FIELDS.completion_only_loss).toMatchObject({ default: true, methods: ['sft'] });
     expect(RECIPE_FIELDS.learning_rate.methods).toBeUndefined();
@@ -276,11 +282,51 @@ describe('RECIPE_FIELDS', () => {
   it('has defaults that agree with parsing', () => {
     for (const [path, f] of Object.entries(RECIPE_FIELDS)) {
       if (f.default === undefined) continue;
-      const r = parseRecipe({ ...MINIMAL, method: f.methods?.[0] ?? 'sft' }, FILE) as unknown as Record<string, unknown>;
+      const method = f.methods?.[0] ?? 'sft';
+      const r = parseRecipe({ ...MINIMAL, method, ...(method === 'grpo' ? GRPO_MINIMAL : {}) }, FILE) as unknown as Record<string, unknown>;
       const [head, leaf] = path.split('.');
       const value = leaf ? (r[head] as Record<string, unknown>)[leaf] : r[head];
       expect(value, path).toEqual(f.default);
     }
+  });
+});
+
+const GRPO_MINIMAL = { method: 'grpo', reward_funcs: [{ name: 'length', target: 100 }] };
+
+describe('GRPO', () => {
+  it('takes GRPOConfig\'s names and defaults, its own beta and max_completion_length, and reads back', () => {
+    const r = parseRecipe({ ...MINIMAL, ...GRPO_MINIMAL }, FILE);
+    expect(r).toMatchObject({
+      method: 'grpo', num_generations: 8, temperature: 1, top_p: 1, top_k: 0, max_completion_length: 256, max_prompt_length: null,
+      beta: 0, epsilon: 0.2, epsilon_high: null, loss_type: 'dapo', scale_rewards: 'group', importance_sampling_level: 'token',
+      num_iterations: 1, mask_truncated_completions: false, log_completions: true, reward_weights: null, learning_rate: 5e-5,
+      per_device_train_batch_size: 8,
+    });
+    expect(parseRecipe(JSON.parse(JSON.stringify(r)), FILE)).toEqual(r);
+    expect(recipeToTrlConfig(r)).toMatchObject({ trainer: 'GRPOTrainer', config_class: 'GRPOConfig', config: { num_generations: 8, beta: 0, loss_type: 'dapo' } });
+  });
+
+  it.each([
+    [{ reward_funcs: [] }, '"reward_funcs" must be a list of reward functions'],
+    [{ reward_funcs: undefined }, '"reward_funcs" is required'],
+    [{ per_device_train_batch_size: 6, num_generations: 4 }, 'must be a multiple of 4 (got 6)'],
+    [{ reward_weights: [1, 2] }, '"reward_weights" has 2 weights for 1 reward function'],
+    [{ beta: 0.04, peft: { type: 'full' } }, 'GRPO with "beta" 0.04 compares the model with its reference'],
+    [{ beta: -1 }, '"beta" must be a number of at least 0'],
+    [{ loss_type: 'sigmoid' }, '"loss_type" must be one of "dapo", "grpo", "dr_grpo", "bnpo"'],
+    [{ eval_split: 0.1 }, 'GRPO has no evaluation loss here yet'],
+    [{ reward_funcs: [{ name: 'length' }] }, 'reward_funcs: the "length" reward\'s option "target"'],
+    [{ reward_funcs: [{ name: 'levenshtein' }] }, 'reward_funcs: "levenshtein" is not a built-in reward'],
+  ])('refuses %j with one sentence', (change, words) => {
+    expect(() => parseRecipe({ ...MINIMAL, ...GRPO_MINIMAL, ...change }, FILE)).toThrow(words);
+  });
+
+  it('reads GRPO\'s fields from a command line, as GRPO defines them', () => {
+    const json = applyOverrides({ ...MINIMAL, method: 'grpo' }, { '--reward_funcs': 'rewards/a.js,rewards/b.js', '--reward_weights': '1,0.5', '--beta': '0', '--num_generations': '4', '--per_device_train_batch_size': '8' });
+    expect(parseRecipe(json, FILE)).toMatchObject({ reward_funcs: ['rewards/a.js', 'rewards/b.js'], reward_weights: [1, 0.5], beta: 0, num_generations: 4 });
+    const builtins = applyOverrides({ ...MINIMAL }, { '--method': 'grpo', '--reward_funcs': '[{"name": "json"}]' });
+    expect(parseRecipe(builtins, FILE)).toMatchObject({ method: 'grpo', reward_funcs: [{ name: 'json' }] });
+    expect(() => applyOverrides({ ...MINIMAL, method: 'dpo' }, { '--beta': '0' })).toThrow('--beta must be a number greater than 0');
   });
 });
 
@@ -323,9 +369,9 @@ describe('the preference methods', () => {
     expect(own('simpo').sort()).toEqual(['beta', 'max_completion_length', 'max_prompt_length', 'simpo_gamma']);
     const shared = Object.keys(parseRecipe(MINIMAL, FILE)).filter((k) => !own('sft').includes(k));
     for (const m of METHODS) {
-      const r = parseRecipe({ ...MINIMAL, method: m }, FILE) as unknown as Record<string, unknown>;
+      const r = parseRecipe({ ...MINIMAL, method: m, ...(m === 'grpo' ? GRPO_MINIMAL : {}) }, FILE) as unknown as Record<string, unknown>;
       expect(Object.keys(r).sort(), m).toEqual([...shared, ...own(m)].sort());
-      for (const f of own(m)) expect(r[f], `${m} ${f}`).toEqual(RECIPE_FIELDS[f].default);
+      for (const f of own(m)) if (f !== 'reward_funcs') expect(r[f], `${m} ${f}`).toEqual(recipeField(f, m)!.default);
       expect(r.learning_rate, m).toBe(m === 'sft' ? 2e-4 : 5e-5);
     }
     expect(parseRecipe({ ...MINIMAL, method: 'kto' }, FILE)).toMatchObject({ beta: 0.1, desirable_weight: 1, undesirable_weight: 1 });

@@ -92,6 +92,12 @@ describe('format', () => {
   it('a bad pattern is one sentence before anything runs', () => {
     const error = userErrorFrom(() => builtinReward({ name: 'format', pattern: '(<think>' }));
     expect(error.message).toMatch(/^reward_funcs: the "format" reward's pattern is not a valid JavaScript regular expression \(.+\)\.$/);
+    // Positions are the recipe's; and a pattern that is only valid inside the search's own group is refused, as RegExp refuses it.
+    expect(userErrorFrom(() => builtinReward({ name: 'format', pattern: 'ab(c' })).message).toBe(
+      'reward_funcs: the "format" reward\'s pattern is not a valid JavaScript regular expression (an unclosed "(" at character 3).',
+    );
+    expect(() => new RegExp(')(')).toThrow(SyntaxError);
+    expect(userErrorFrom(() => builtinReward({ name: 'format', pattern: ')(' })).message).toMatch(/^reward_funcs: the "format" reward's pattern is not a valid JavaScript regular expression \(.+\)\.$/);
   });
 });
 
@@ -155,6 +161,71 @@ describe('json', () => {
     ];
     expect(score({ name: 'json' }, completions)).toEqual([1, 1, 1, 1, 0, 0, 0, 0, 1]);
   });
+
+  const PERSON = {
+    type: 'object',
+    properties: { name: { type: 'string', minLength: 1 }, age: { type: 'integer', minimum: 0 } },
+    required: ['name', 'age'],
+    additionalProperties: false,
+  };
+
+  it('with a schema: 1 only where the JSON also matches it', () => {
+    const completions = [
+      '{"name": "Ada", "age": 36}',
+      'Here:\n```json\n{"name": "Ada", "age": 36}\n```',
+      '{"name": "Ada"}',
+      '{"name": "Ada", "age": -1}',
+      '{"name": "Ada", "age": 36, "email": "a@b.c"}',
+      '[{"name": "Ada", "age": 36}]',
+      '{"name": "Ada", "age": 36',
+      'hello',
+    ];
+    expect(score({ name: 'json', schema: PERSON }, completions)).toEqual([1, 1, 0, 0, 0, 0, 0, 0]);
+  });
+
+  it('boolean schemas, the drafts named by $schema, and formats as annotations', () => {
+    expect(score({ name: 'json', schema: true }, ['1', 'x'])).toEqual([1, 0]);
+    expect(score({ name: 'json', schema: false }, ['1', 'x'])).toEqual([0, 0]);
+    const tuple2020 = { $schema: 'https://json-schema.org/draft/2020-12/schema', prefixItems: [{ type: 'number' }], items: false };
+    expect(score({ name: 'json', schema: tuple2020 }, ['[1]', '[1, 2]', '["a"]'])).toEqual([1, 0, 0]);
+    const tuple07 = { $schema: 'http://json-schema.org/draft-07/schema#', items: [{ type: 'number' }], additionalItems: false };
+    expect(score({ name: 'json', schema: tuple07 }, ['[1]', '[1, 2]'])).toEqual([1, 0]);
+    const dependent2019 = { $schema: 'https://json-schema.org/draft/2019-09/schema', dependentRequired: { a: ['b'] } };
+    expect(score({ name: 'json', schema: dependent2019 }, ['{"a": 1, "b": 2}', '{"a": 1}'])).toEqual([1, 0]);
+    expect(score({ name: 'json', schema: { type: 'string', format: 'email' } }, ['"not an email"'])).toEqual([1]);
+    const defs = { $defs: { id: { type: 'integer' } }, type: 'array', items: { $ref: '#/$defs/id' } };
+    expect(score({ name: 'json', schema: defs }, ['[1, 2]', '[1, "2"]'])).toEqual([1, 0]);
+  });
+
+  it("a schema's pattern runs on the linear-time matcher, searched as RegExp.test searches", () => {
+    const schema = { type: 'object', properties: { code: { type: 'string', pattern: '^(a+)+$' }, tag: { type: 'string', pattern: 'b[0-9]' } } };
+    // "(a+)+$" against many a's and a "!" is the classic catastrophic case for a backtracking engine.
+    const hostile = JSON.stringify({ code: `${'a'.repeat(5000)}!` });
+    expect(score({ name: 'json', schema }, ['{"code": "aaa"}', hostile, '{"tag": "xb7y"}', '{"tag": "b"}'])).toEqual([1, 0, 1, 0]);
+    expect(score({ name: 'json', schema: { patternProperties: { '^x_\\d+$': { type: 'number' } } } }, ['{"x_1": 1}', '{"x_1": "a"}', '{"y": "a"}'])).toEqual([1, 0, 1]);
+    expect(userErrorFrom(() => builtinReward({ name: 'json', schema: { type: 'string', pattern: 'x(?=a)a' } })).message).toBe(
+      'reward_funcs: the "json" reward\'s schema is not a valid JSON Schema (a "pattern" the linear-time matcher cannot run: the group "(?=" at character 2 (only plain and "(?:" groups are supported)).',
+    );
+  });
+
+  it('a schema that is not one is a UserError naming reward_funcs, before anything runs', () => {
+    const refused = (schema: unknown) => {
+      const e = userErrorFrom(() => builtinReward({ name: 'json', schema }));
+      expect(e.field).toBe('reward_funcs');
+      expect(e.message).toMatch(/^reward_funcs: the "json" reward's (schema is not a valid JSON Schema \(.+\)|option "schema": .+)\.$/);
+      expect(e.message).not.toMatch(/\n/);
+      return e.message;
+    };
+    expect(refused({ type: 'strin' })).toContain('type');
+    expect(refused({ type: 'object', propertis: {} })).toContain('propertis');
+    expect(refused({ minLength: -1 })).toContain('minLength');
+    expect(refused({ $ref: 'https://example.com/schema.json' })).toContain('https://example.com/schema.json');
+    expect(refused({ $schema: 'http://json-schema.org/draft-04/schema#' })).toBe(
+      'reward_funcs: the "json" reward\'s schema is not a valid JSON Schema (its "$schema" is "http://json-schema.org/draft-04/schema#"; the drafts read are 2020-12, 2019-09 and draft-07).',
+    );
+    refused('{"type": "object"}');
+    refused([{ type: 'object' }]);
+  });
 });
 
 describe('length', () => {
@@ -181,7 +252,7 @@ describe('the registry', () => {
     expect(userErrorFrom(() => builtinReward({ name: 'cosine' })).message).toBe(
       'reward_funcs: "cosine" is not a built-in reward; the built-ins are "accuracy", "format", "json", "length", and a JavaScript reward is named by its file\'s path.',
     );
-    expect(userErrorFrom(() => builtinReward({ name: 'json', schema: {} })).message).toMatch(/^reward_funcs: the "json" reward's options: .*schema.*\.$/);
+    expect(userErrorFrom(() => builtinReward({ name: 'json', schemas: {} })).message).toMatch(/^reward_funcs: the "json" reward's options: .*schemas.*\.$/);
   });
 
   it('names: a built-in by its name, a file by its default export, else by its file name', () => {

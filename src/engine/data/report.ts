@@ -9,10 +9,11 @@
 import { createJsonlParser, detectFormat, parseDatasetText, toSftRows, type DatasetFormat, type DatasetRow, type ParsedDataset, type RowError, type SftRow } from './dataset.ts';
 import { datasetStats, IGNORE_INDEX, tokenizeSft, type SftData, type SftExample } from './sft.ts';
 import type { TextTokenizer } from './tokenizer.ts';
-import type { PreferenceRecipe, Recipe, SftRecipe } from '../recipe.ts';
+import type { GrpoRecipe, PreferenceRecipe, Recipe, SftRecipe } from '../recipe.ts';
 import { sftOptions } from '../train/methods/index.ts';
 import { preferenceReport } from './preference_report.ts';
 import type { KtoExample, PairExample } from './preference.ts';
+import type { PromptExample } from './prompts.ts';
 import type { RowFormat } from './formats.ts';
 import type { PreferenceStats } from './preference_report.ts';
 import type { DatasetStats } from './sft.ts';
@@ -303,7 +304,7 @@ export function previewRows(file: string, text: string, tokenizer: TextTokenizer
 }
 
 /** The report of a preference file (DPO, KTO, ORPO, SimPO): counts and lengths for the method, bad rows, no SFT statistics. */
-function preferenceDataReport(file: string, text: string, tokenizer: TextTokenizer, recipe: PreferenceRecipe): DataReport {
+function preferenceDataReport(file: string, text: string, tokenizer: TextTokenizer, recipe: PreferenceRecipe | GrpoRecipe): DataReport {
   const r = preferenceReport(text, file, tokenizer, recipe);
   const kept = r.examples.length;
   return {
@@ -314,7 +315,7 @@ function preferenceDataReport(file: string, text: string, tokenizer: TextTokeniz
     preference: r.preference,
     errors: r.errors,
     dropped: r.dropped,
-    warnings: kept === 0 && r.errors.length === 0 ? [...r.warnings, `${file}: no row has a token left to train on, so training cannot start.`] : r.warnings,
+    warnings: kept === 0 && r.errors.length === 0 ? [...r.warnings, `${file}: no row has ${recipe.method === 'grpo' ? 'a prompt to generate from' : 'a token left to train on'}, so training cannot start.`] : r.warnings,
     preview: [],
     truncated_share: kept > 0 ? r.truncated / kept : 0,
     mask_view: null,
@@ -327,7 +328,7 @@ function preferenceDataReport(file: string, text: string, tokenizer: TextTokeniz
  * as its prompt and its completion labelled desirable or undesirable; each decoded from the
  * tokens training reads. The token view shows the chosen (or KTO) sequence, its completion trained.
  */
-function preferencePreviewRows(file: string, text: string, tokenizer: TextTokenizer, recipe: PreferenceRecipe, start: number, count: number): PreviewPage {
+function preferencePreviewRows(file: string, text: string, tokenizer: TextTokenizer, recipe: PreferenceRecipe | GrpoRecipe, start: number, count: number): PreviewPage {
   const from = Math.max(0, Math.floor(start));
   // Only the page's rows are tokenised, as the SFT browser does.
   const r = preferenceReport(text, file, tokenizer, recipe, { start: from, count: Math.max(0, Math.floor(count)) });
@@ -336,6 +337,7 @@ function preferencePreviewRows(file: string, text: string, tokenizer: TextTokeni
   const rows = r.lines.map(({ line, example, problem }, i): PreviewRow => {
     const index = from + i;
     if (!example) return { index, line, messages: null, problem, tokens: null, num_tokens: null };
+    if ('columns' in example) return promptPreviewRow(index, line, example, problem, tokenizer, isSpecial);
     const pair = 'chosen_ids' in example ? (example as PairExample) : null;
     const completion = pair ? pair.chosen_ids : (example as KtoExample).completion_ids;
     const ids = [...example.prompt_ids, ...completion];
@@ -353,4 +355,22 @@ function preferencePreviewRows(file: string, text: string, tokenizer: TextTokeni
     };
   });
   return { total: r.num_lines, rows };
+}
+
+/**
+ * A GRPO prompt for the rows browser: the prompt as the model reads it, then each column the
+ * reward functions receive, as its name and its JSON. Nothing of it is trained on: the
+ * completions are sampled during training.
+ */
+function promptPreviewRow(index: number, line: number, example: PromptExample, problem: string | null, tokenizer: TextTokenizer, isSpecial: (id: number) => boolean): PreviewRow {
+  const pieces = tokenPieces(example.prompt_ids, tokenizer);
+  const columns = Object.entries(example.columns).map(([role, value]) => ({ role, content: typeof value === 'string' ? value : JSON.stringify(value) }));
+  return {
+    index,
+    line,
+    messages: [{ role: 'prompt', content: tokenizer.decode(example.prompt_ids, { skip_special_tokens: false }) }, ...columns],
+    problem,
+    tokens: example.prompt_ids.map((id, k) => ({ text: pieces[k], trained: false, special: isSpecial(id) })),
+    num_tokens: example.prompt_ids.length,
+  };
 }

@@ -8,7 +8,7 @@ import { z } from 'zod';
 import type { MethodName } from './shared.ts';
 
 /** How a field's value is written on a command line, so an override string can be converted. */
-export type FieldKind = 'string' | 'number' | 'integer' | 'boolean' | 'enum' | 'modules';
+export type FieldKind = 'string' | 'number' | 'integer' | 'boolean' | 'enum' | 'modules' | 'list';
 
 export interface RecipeField {
   /** One line for people: what the field does. */
@@ -52,7 +52,7 @@ export function integer(min: number): FieldType<z.ZodNumber> {
   return { schema: z.number().int().min(min), kind: 'integer', expect: `an integer of at least ${min}` };
 }
 
-export function number(bounds: { gt?: number; ge?: number; lt?: number }): FieldType<z.ZodNumber> {
+export function number(bounds: { gt?: number; ge?: number; lt?: number; le?: number }): FieldType<z.ZodNumber> {
   let schema = z.number();
   const words: string[] = [];
   if (bounds.gt !== undefined) {
@@ -66,6 +66,10 @@ export function number(bounds: { gt?: number; ge?: number; lt?: number }): Field
   if (bounds.lt !== undefined) {
     schema = schema.lt(bounds.lt);
     words.push(`below ${bounds.lt}`);
+  }
+  if (bounds.le !== undefined) {
+    schema = schema.lte(bounds.le);
+    words.push(`of at most ${bounds.le}`);
   }
   return { schema, kind: 'number', expect: `a number ${words.join(' and ')}` };
 }

@@ -3,10 +3,11 @@
  * URL, validation, and the one sentence that explains what is wrong (naming the file and field).
  */
 import type { z } from 'zod';
-import { UserError, checkTextEncoding } from '../errors.ts';
+import { UserError, checkTextEncoding, isUserError } from '../errors.ts';
+import { builtinReward } from '../train/rewards.ts';
 import type { RecipeField } from './fields.ts';
 import { METHODS, type MethodName } from './shared.ts';
-import { RECIPE_FIELDS, RecipeSchema, fieldSchema, type Recipe } from './schema.ts';
+import { RECIPE_FIELDS, RecipeSchema, fieldSchema, recipeField, type GrpoRecipe, type Recipe } from './schema.ts';
 
 const FIELD_PATHS = Object.keys(RECIPE_FIELDS);
 
@@ -85,10 +86,11 @@ function unknownFieldSentence(path: string, flagPrefix: string): string {
 }
 
 function issueSentence(issue: z.core.$ZodIssue, json: unknown): { sentence: string; field: string } {
+  const method = isPlainObject(json) ? methodOf(json) : null;
   // Errors inside a value (one entry of target_modules) are reported against the field holding it.
   for (let n = issue.path.length; n > 0; n--) {
     const field = issue.path.slice(0, n).map(String).join('.');
-    const info = RECIPE_FIELDS[field];
+    const info = (method && recipeField(field, method)) || RECIPE_FIELDS[field];
     const got = valueAt(json, issue.path.slice(0, n));
     if (info) {
       const sentence = got === undefined
@@ -172,11 +174,51 @@ function methodConflict(recipe: Recipe): { field: string; sentence: string } | n
   if (recipe.method === 'kto' && recipe.per_device_train_batch_size < 2) {
     return { field: 'per_device_train_batch_size', sentence: 'KTO estimates its KL term from each prompt with another row\'s completion in the same micro-batch, so "per_device_train_batch_size" must be at least 2.' };
   }
+  if (recipe.method === 'grpo') return grpoConflict(recipe);
   if ((recipe.method === 'dpo' || recipe.method === 'kto') && recipe.peft.type !== 'lora') {
     return {
       field: 'peft.type',
       sentence: `${recipe.method.toUpperCase()} compares the model with its reference, the same weights with the LoRA adapter switched off; with peft.type "${recipe.peft.type}" the reference would need a second copy of the model. Use peft.type "lora", or method "orpo" or "simpo", which need no reference.`,
     };
+  }
+  return null;
+}
+
+/** Why a GRPO recipe cannot run as written, or null. */
+function grpoConflict(recipe: GrpoRecipe): { field: string; sentence: string } | null {
+  const G = recipe.num_generations;
+  if (recipe.per_device_train_batch_size % G !== 0) {
+    return {
+      field: 'per_device_train_batch_size',
+      sentence: `GRPO's "per_device_train_batch_size" counts completions, num_generations (${G}) of each prompt, so it must be a multiple of ${G} (got ${recipe.per_device_train_batch_size}).`,
+    };
+  }
+  if (recipe.reward_weights !== null && recipe.reward_weights.length !== recipe.reward_funcs.length) {
+    return {
+      field: 'reward_weights',
+      sentence: `"reward_weights" has ${recipe.reward_weights.length} weight${recipe.reward_weights.length === 1 ? '' : 's'} for ${recipe.reward_funcs.length} reward function${recipe.reward_funcs.length === 1 ? '' : 's'}; give one per function, or null.`,
+    };
+  }
+  if (recipe.beta > 0 && recipe.peft.type !== 'lora') {
+    return {
+      field: 'peft.type',
+      sentence: `GRPO with "beta" ${recipe.beta} compares the model with its reference, the same weights with the LoRA adapter switched off; with peft.type "${recipe.peft.type}" the reference would need a second copy of the model. Use peft.type "lora", or beta 0.`,
+    };
+  }
+  if (recipe.eval_file !== undefined || recipe.eval_split > 0) {
+    return {
+      field: recipe.eval_file !== undefined ? 'eval_file' : 'eval_split',
+      sentence: 'GRPO has no evaluation loss here yet; remove eval_file and set eval_split to 0 (the mean reward of each step is logged, and completions.jsonl holds every completion with its rewards).',
+    };
+  }
+  for (const spec of recipe.reward_funcs) {
+    if (typeof spec === 'string') continue;
+    try {
+      builtinReward(spec);
+    } catch (e) {
+      if (isUserError(e)) return { field: 'reward_funcs', sentence: e.message };
+      throw e;
+    }
   }
   return null;
 }
@@ -238,6 +280,17 @@ function convertOverride(info: RecipeField, raw: string): unknown {
       return raw === 'true' ? true : raw === 'false' ? false : raw;
     case 'modules':
       return raw === 'all-linear' ? raw : raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
+    case 'list': {
+      // JSON (a list with built-in rewards, or numbers), else comma-separated entries.
+      try {
+        const parsed: unknown = JSON.parse(raw);
+        if (Array.isArray(parsed) || parsed === null) return parsed;
+      } catch {
+        // not JSON
+      }
+      const items = raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
+      return items.map((s) => (/^[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$/i.test(s) ? Number(s) : s));
+    }
     default:
       return raw;
   }
@@ -261,9 +314,12 @@ export function applyOverrides(
 ): Record<string, unknown> {
   const out: Record<string, unknown> = { ...json };
   const paths: string[] = [];
+  // A field several methods define differently (beta) is read as the recipe's method defines it.
+  const methodOverride = overrides['--method'] ?? overrides.method;
+  const named = methodOf(methodOverride !== undefined ? { method: methodOverride } : json) ?? undefined;
   for (const [flag, raw] of Object.entries(overrides)) {
     const path = flag.replace(/^--/, '');
-    const info = RECIPE_FIELDS[path];
+    const info = (named && recipeField(path, named)) || RECIPE_FIELDS[path];
     if (!info) {
       const sentence = path === 'peft'
         ? '--peft is a group of fields; set one of them, such as --peft.r.'
@@ -272,7 +328,7 @@ export function applyOverrides(
     }
     const unset = raw === 'null' && !info.required && !info.nullable && info.default === undefined;
     const value = convertOverride(info, raw);
-    if (!unset && !fieldSchema(path)!.safeParse(value).success) {
+    if (!unset && !fieldSchema(path, named)!.safeParse(value).success) {
       if ((info.kind === 'number' || info.kind === 'integer') && /^\s*[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?\s*$/i.test(raw) && !Number.isFinite(Number(raw))) {
         throw new UserError(`${source}: --${path} ${raw.trim()} is out of range (the limit is about 1.8e308); it must be ${info.expect}.`, { file: source, field: path });
       }

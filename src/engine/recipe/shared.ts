@@ -9,7 +9,7 @@ import { LINEAR_MODULES } from '../model/config.ts';
 import { choice, field, flag, integer, nullable, number, optional, required, text, type FieldType } from './fields.ts';
 
 /** The training methods, by the recipe's `method`. */
-export const METHODS = ['sft', 'dpo', 'kto', 'orpo', 'simpo'] as const;
+export const METHODS = ['sft', 'dpo', 'kto', 'orpo', 'simpo', 'grpo'] as const;
 export type MethodName = (typeof METHODS)[number];
 /** The offline preference methods: rows of preferred and dispreferred completions. */
 export const PREFERENCE_METHODS: readonly MethodName[] = ['dpo', 'kto', 'orpo', 'simpo'];
@@ -82,8 +82,8 @@ export const SHARED_FIELDS = {
   // Each method's object (schema.ts) puts its own tag here; this definition documents the field
   // and checks a --method override.
   method: field(choice(METHODS), 'sft',
-    'The training method: "sft" imitates the rows; "dpo", "orpo" and "simpo" learn from pairs of a chosen and a rejected completion; "kto" from single completions labelled desirable or not.',
-    'SFTTrainer, DPOTrainer, KTOTrainer, ORPOTrainer, CPOTrainer (loss_type "simpo")'),
+    'The training method: "sft" imitates the rows; "dpo", "orpo" and "simpo" learn from pairs of a chosen and a rejected completion; "kto" from single completions labelled desirable or not; "grpo" samples completions of each prompt and learns from reward functions.',
+    'SFTTrainer, DPOTrainer, KTOTrainer, ORPOTrainer, CPOTrainer (loss_type "simpo"), GRPOTrainer'),
   train_file: required(text('a file path'),
     'JSONL file of training rows (messages, prompt/completion or text).',
     'SFTTrainer(train_dataset=load_dataset("json", data_files=…))'),

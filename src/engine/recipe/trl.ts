@@ -12,6 +12,7 @@ export const TRL_CLASSES: Record<MethodName, { trainer: string; config: string }
   kto: { trainer: 'KTOTrainer', config: 'KTOConfig' },
   orpo: { trainer: 'ORPOTrainer', config: 'ORPOConfig' },
   simpo: { trainer: 'CPOTrainer', config: 'CPOConfig' },
+  grpo: { trainer: 'GRPOTrainer', config: 'GRPOConfig' },
 };
 
 export interface TrlConfig {
@@ -88,6 +89,27 @@ function methodConfig(recipe: Recipe): Record<string, unknown> {
       return preferenceConfig(recipe);
     case 'simpo':
       return { ...preferenceConfig(recipe), loss_type: 'simpo', simpo_gamma: recipe.simpo_gamma, cpo_alpha: 0 };
+    case 'grpo':
+      // reward_funcs are GRPOTrainer's argument, not config: the script that builds the trainer passes them.
+      return {
+        num_generations: recipe.num_generations,
+        temperature: recipe.temperature,
+        top_p: recipe.top_p,
+        // TRL 1.x's top_k is 0 to disable, as here.
+        top_k: recipe.top_k,
+        ...(recipe.max_prompt_length !== null ? { max_prompt_length: recipe.max_prompt_length } : {}),
+        max_completion_length: recipe.max_completion_length,
+        beta: recipe.beta,
+        epsilon: recipe.epsilon,
+        ...(recipe.epsilon_high !== null ? { epsilon_high: recipe.epsilon_high } : {}),
+        loss_type: recipe.loss_type,
+        scale_rewards: recipe.scale_rewards,
+        importance_sampling_level: recipe.importance_sampling_level,
+        num_iterations: recipe.num_iterations,
+        mask_truncated_completions: recipe.mask_truncated_completions,
+        log_completions: recipe.log_completions,
+        ...(recipe.reward_weights !== null ? { reward_weights: recipe.reward_weights } : {}),
+      };
   }
 }
 

@@ -86,6 +86,18 @@ export interface Method<E, B> {
    * absent, each group is collated.
    */
   rollout?(groups: E[][], ctx: RolloutContext): Promise<B[]>;
+  /**
+   * Online methods: optimizer steps taken on each rollout (GRPO's `num_iterations`, μ): the
+   * Trainer rolls out every this many steps and trains on the same micro-batches in between,
+   * reading that many times fewer examples a step. Default 1.
+   */
+  readonly stepsPerRollout?: number;
+  /**
+   * A rollout as JSON, for a checkpoint written between two of its steps, and back: a resumed
+   * run trains on the same micro-batches. Needed with `stepsPerRollout` above 1.
+   */
+  encodeRollout?(batches: B[]): unknown;
+  decodeRollout?(json: unknown): B[];
 }
 
 /** Any method, for code that only moves its examples and batches along. */

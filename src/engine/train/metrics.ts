@@ -13,7 +13,19 @@ export const METHOD_METRICS: Readonly<Record<MethodName, readonly string[]>> = {
   kto: ['rewards/chosen', 'rewards/rejected', 'rewards/margins', 'logps/chosen', 'logps/rejected', 'kl'],
   orpo: [...PAIR_METRICS, 'nll_loss', 'log_odds_ratio', 'log_odds_chosen'],
   simpo: PAIR_METRICS,
+  // Each reward function adds rewards/<name>/mean and /std after `reward_std` (grpoMetrics).
+  grpo: [
+    'reward', 'reward_std', 'frac_reward_zero_std',
+    'completions/mean_length', 'completions/min_length', 'completions/max_length', 'completions/clipped_ratio',
+    'kl', 'entropy', 'clip_ratio/low_mean', 'clip_ratio/high_mean', 'clip_ratio/region_mean',
+  ],
 };
+
+/** GRPO's metrics with its reward functions' own, in the order TRL logs them. */
+export function grpoMetrics(rewardNames: readonly string[]): string[] {
+  const [reward, rewardStd, ...rest] = METHOD_METRICS.grpo;
+  return [reward, rewardStd, ...rewardNames.flatMap((n) => [`rewards/${n}/mean`, `rewards/${n}/std`]), ...rest];
+}
 
 export interface MetricChart {
   title: string;

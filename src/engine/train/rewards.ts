@@ -7,6 +7,9 @@
  * `checkRewardValues`, so a bad value is null and a warning, never a crashed run.
  */
 import { z } from 'zod';
+import Ajv from 'ajv';
+import Ajv2019 from 'ajv/dist/2019.js';
+import Ajv2020 from 'ajv/dist/2020.js';
 import { UserError } from '../errors.ts';
 import { compileModulePattern, ModulePatternError, type ModulePattern } from '../model/module_pattern.ts';
 import type { ChatMessage } from '../data/tokenizer.ts';
@@ -56,7 +59,14 @@ const FORMAT_OPTIONS = z.strictObject({
   flags: z.string().optional(),
 });
 
-const JSON_OPTIONS = z.strictObject({});
+const JSON_OPTIONS = z.strictObject({
+  /**
+   * A JSON Schema (2020-12 unless its `$schema` names 2019-09 or draft-07) the parsed completion must
+   * also match; a boolean schema too. Its `format`s are annotations only, and its `pattern`s run on
+   * the linear-time matcher, as the format reward's do: the schema comes from a recipe.
+   */
+  schema: z.union([z.record(z.string(), z.unknown()), z.boolean()]).optional(),
+});
 
 const LENGTH_OPTIONS = z.strictObject({
   /** The completion length, in characters (Unicode code points), that earns the top reward, 0. */
@@ -108,6 +118,8 @@ const format: BuiltinReward<typeof FORMAT_OPTIONS> = {
     if (unknown) throw new UserError(`reward_funcs: the "format" reward takes the flags "i" and "s" only (got "${unknown}").`, { field: 'reward_funcs' });
     let pattern: ModulePattern;
     try {
+      // The pattern alone first, so a refusal's character positions are the recipe's.
+      compileModulePattern(source, { dotAll: flags.includes('s'), ignoreCase: flags.includes('i') });
       pattern = compileModulePattern(`[\\s\\S]*?(?:${source})[\\s\\S]*`, { dotAll: flags.includes('s'), ignoreCase: flags.includes('i') });
     } catch (e) {
       if (!(e instanceof ModulePatternError)) throw e;
@@ -119,12 +131,17 @@ const format: BuiltinReward<typeof FORMAT_OPTIONS> = {
 
 /**
  * 1 where the completion, trimmed, is JSON, or else where its first fenced block (```json … ``` or
- * ``` … ```) is; 0 otherwise. Any JSON value counts, a bare number or string too.
+ * ``` … ```) is; 0 otherwise. Any JSON value counts, a bare number or string too. With a `schema`,
+ * the JSON must also match it (either reading of the completion may); a schema that is not one is
+ * refused before anything runs.
  */
 const json: BuiltinReward<typeof JSON_OPTIONS> = {
-  description: 'JSON: 1 when the completion (or its fenced ```json block) parses as JSON, else 0.',
+  description: 'JSON: 1 when the completion (or its fenced ```json block) parses as JSON, and matches the schema where one is given, else 0.',
   options: JSON_OPTIONS,
-  create: () => (_prompts, completions) => completions.map((c) => Number(parsesAsJson(c))),
+  create: (options) => {
+    const matches = options.schema === undefined ? () => true : compileJsonSchema(options.schema);
+    return (_prompts, completions) => completions.map((c) => Number(jsonValues(c).some(matches)));
+  },
 };
 
 /**
@@ -333,15 +350,65 @@ function asNumber(text: string): number | null {
   return (fraction[1] === '-' ? -1 : 1) * (num / den);
 }
 
-function parsesAsJson(completion: string): boolean {
+/** The JSON a completion holds: the whole completion parsed, and its first fenced block parsed, where each parses. */
+function jsonValues(completion: string): unknown[] {
   const fenced = /```[ \t]*(?:json)?[ \t]*\n([\s\S]*?)```/i.exec(completion)?.[1];
-  return [completion, fenced].some((text) => {
-    if (text === undefined || text.trim() === '') return false;
+  const values: unknown[] = [];
+  for (const text of [completion, fenced]) {
+    if (text === undefined || text.trim() === '') continue;
     try {
-      JSON.parse(text);
-      return true;
+      values.push(JSON.parse(text));
     } catch {
-      return false;
+      // Not JSON; the other reading may be.
     }
-  });
+  }
+  return values;
+}
+
+/** The JSON Schema drafts the json reward reads, by the `$schema` that names them. */
+const SCHEMA_DRAFTS: { test: RegExp; make: (options: ConstructorParameters<typeof Ajv>[0]) => Ajv }[] = [
+  { test: /json-schema\.org\/draft\/2020-12\/schema#?$/, make: (o) => new Ajv2020(o) },
+  { test: /json-schema\.org\/draft\/2019-09\/schema#?$/, make: (o) => new Ajv2019(o) },
+  { test: /json-schema\.org\/draft-07\/schema#?$/, make: (o) => new Ajv(o) },
+];
+
+/**
+ * A regular-expression engine for Ajv that never backtracks: a schema's `pattern` comes from a
+ * recipe and is searched in model output, so it runs on the linear-time matcher (as RegExp.test
+ * would, anywhere in the text unless anchored), like the format reward's pattern.
+ */
+const linearRegExp = Object.assign(
+  (pattern: string) => {
+    // The pattern alone first, so a refusal's character positions are the schema's.
+    compileModulePattern(pattern);
+    const compiled = compileModulePattern(`[\\s\\S]*?(?:${pattern})[\\s\\S]*`);
+    // Ajv keeps one compiled pattern per `toString()`, so it must name the pattern.
+    return { test: (text: string) => compiled.fullMatch(text), toString: () => `/${pattern}/` };
+  },
+  { code: 'linearRegExp' },
+);
+
+/**
+ * The json reward's schema as a test of a parsed value. Ajv compiles the schema to a function once;
+ * formats are annotations (no `format` is checked), remote `$ref`s are not fetched, and an unknown
+ * keyword is an error, so a misspelt one cannot quietly match everything.
+ */
+function compileJsonSchema(schema: Record<string, unknown> | boolean): (value: unknown) => boolean {
+  const refuse = (why: string) =>
+    new UserError(`reward_funcs: the "json" reward's schema is not a valid JSON Schema (${why.replace(/\.$/, '')}).`, { field: 'reward_funcs' });
+  const named = typeof schema === 'object' ? schema.$schema : undefined;
+  const draft = named === undefined ? SCHEMA_DRAFTS[0] : SCHEMA_DRAFTS.find((d) => typeof named === 'string' && d.test.test(named));
+  if (draft === undefined) {
+    throw refuse(`its "$schema" is ${JSON.stringify(named)}; the drafts read are 2020-12, 2019-09 and draft-07`);
+  }
+  const ajv = draft.make({ strict: true, strictTypes: false, strictTuples: false, validateFormats: false, allErrors: false, logger: false, code: { regExp: linearRegExp } });
+  let validate: (value: unknown) => boolean;
+  try {
+    validate = ajv.compile(schema);
+  } catch (e) {
+    if (e instanceof ModulePatternError) throw refuse(`a "pattern" the linear-time matcher cannot run: ${e.reason}`);
+    if (e instanceof RangeError) throw refuse('it is nested too deeply');
+    throw refuse(e instanceof Error ? e.message : String(e));
+  }
+  return (value) => validate(value) === true;
 }

@@ -99,6 +99,10 @@ export class Trainer {
   private lastLoss = NaN;
   /** Examples one micro-batch reads: per_device_train_batch_size rows, or an online method's prompts for them. */
   private readonly examplesPerMicro: number;
+  /** Optimizer steps per rollout (GRPO's num_iterations); 1 for every offline method. */
+  private readonly stepsPerRollout: number;
+  /** The micro-batches of the last rollout while later steps still train on them. */
+  private rolloutBatches: unknown[] | null = null;
 
   constructor(o: TrainerOptions) {
     this.o = o;
@@ -106,8 +110,9 @@ export class Trainer {
     const r = o.recipe;
     if (o.train.length === 0) throw new UserError(`${r.train_file}: no example is left to train on.`, { file: r.train_file });
     this.examplesPerMicro = o.method.examplesPerMicroBatch?.(r.per_device_train_batch_size) ?? r.per_device_train_batch_size;
+    this.stepsPerRollout = o.method.rollout ? (o.method.stepsPerRollout ?? 1) : 1;
     const microPerEpoch = Math.ceil(o.train.length / this.examplesPerMicro);
-    this.stepsPerEpoch = Math.ceil(microPerEpoch / r.gradient_accumulation_steps);
+    this.stepsPerEpoch = Math.ceil(microPerEpoch / r.gradient_accumulation_steps) * this.stepsPerRollout;
     this.totalSteps = r.max_steps > 0 ? r.max_steps : Math.max(1, Math.ceil(r.num_train_epochs * this.stepsPerEpoch));
     this.rng = new Rng(r.seed);
     this.optimizer = createOptimizer(r, o.params);
@@ -152,6 +157,20 @@ export class Trainer {
     return this.state.epoch_index + this.state.batch_index / microPerEpoch;
   }
 
+  /**
+   * The step's micro-batches: collated from the next examples, or generated from them by an
+   * online method's rollout, which serves `stepsPerRollout` steps in a row.
+   */
+  private async stepBatches(ctx: LossContext): Promise<unknown[]> {
+    const method = this.o.method;
+    if (!method.rollout) return this.nextMicroBatches().map((g) => method.collate(g));
+    if (this.rolloutBatches && this.state.global_step % this.stepsPerRollout !== 0) return this.rolloutBatches;
+    // An online method generates the step's batches from its examples (with the Trainer's RNG).
+    const batches = await method.rollout(this.nextMicroBatches(), { ...ctx, rng: this.rng, step: this.state.global_step + 1 });
+    this.rolloutBatches = this.stepsPerRollout > 1 ? batches : null;
+    return batches;
+  }
+
   async train(): Promise<LoopState> {
     const r = this.recipe;
     const { model, adapter, params, method } = this.o;
@@ -163,9 +182,7 @@ export class Trainer {
     let windowStart = now();
     while (this.state.global_step < this.totalSteps) {
       if (this.o.callbacks?.shouldStop?.()) break;
-      const groups = this.nextMicroBatches();
-      // An online method generates the step's batches from its examples (with the Trainer's RNG).
-      const micro = method.rollout ? await method.rollout(groups, { ...ctx, rng: this.rng, step: this.state.global_step + 1 }) : groups.map((g) => method.collate(g));
+      const micro = await this.stepBatches(ctx);
       const lr = learningRateAt(r, this.state.global_step, this.totalSteps);
       const result = await trainStep(params, micro, method, ctx, this.optimizer, lr, r.max_grad_norm);
       if (!Number.isFinite(result.loss) || !Number.isFinite(result.grad_norm)) {
@@ -202,7 +219,7 @@ export class Trainer {
         windowStart = now();
       }
       // eval_steps null means transformers' eval_strategy "epoch": after the last step of each epoch.
-      const epochEnd = this.state.batch_index * this.examplesPerMicro >= this.state.order.length;
+      const epochEnd = this.state.batch_index * this.examplesPerMicro >= this.state.order.length && step % this.stepsPerRollout === 0;
       if (this.o.eval && (last || (r.eval_steps ? step % r.eval_steps === 0 : epochEnd))) {
         const ev = await this.evaluate();
         const metrics = Object.fromEntries(Object.entries(ev.metrics).map(([k, v]) => [`eval_${k}`, v]));
@@ -275,9 +292,15 @@ export class Trainer {
     const enc = new TextEncoder();
     const opt = await this.optimizer.state();
     const tensors: TensorToWrite[] = [...opt.tensors].map(([name, t]) => ({ name, dtype: 'F32', shape: t.shape, data: t.data }));
+    // Between two steps of one rollout, the rollout itself: a resumed run trains on the same batches.
+    const rollout: Record<string, Uint8Array> = {};
+    if (this.rolloutBatches && this.state.global_step % this.stepsPerRollout !== 0 && this.o.method.encodeRollout) {
+      rollout['rollout.json'] = enc.encode(JSON.stringify(this.o.method.encodeRollout(this.rolloutBatches)));
+    }
     return {
       ...(await this.o.saveModel()),
       'optimizer.safetensors': writeSafetensors(tensors, { step: String(opt.step) }),
+      ...rollout,
       'trainer_state.json': enc.encode(JSON.stringify(this.trainerStateJson(), null, 2)),
     };
   }
@@ -318,6 +341,18 @@ export class Trainer {
     const opt: OptimizerState = { step, tensors: new Map() };
     for (const [name, info] of st.tensors) opt.tensors.set(name, { shape: info.shape, data: tensorToFloat32(st, name) });
     this.optimizer.loadState(opt, optFile);
+    this.rolloutBatches = null;
+    if (this.stepsPerRollout > 1 && resume.global_step % this.stepsPerRollout !== 0) {
+      const file = pathIn(checkpoint, 'rollout.json');
+      if (!checkpoint.has('rollout.json') || !this.o.method.decodeRollout) {
+        throw new UserError(`${file} is missing: step ${resume.global_step} is inside a rollout of ${this.stepsPerRollout} steps (num_iterations), whose completions the checkpoint must hold.`, { file });
+      }
+      try {
+        this.rolloutBatches = this.o.method.decodeRollout(JSON.parse(await readText(checkpoint, 'rollout.json')));
+      } catch {
+        throw new UserError(`${file} is not valid JSON; the checkpoint is damaged.`, { file });
+      }
+    }
     this.state = { ...resume, order: [...resume.order], rng: [...resume.rng] };
     this.rng = new Rng(resume.rng);
     this.checkedStep = resume.global_step;

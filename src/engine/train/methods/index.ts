@@ -10,13 +10,16 @@ import { tokenizeKto, tokenizePairs, type KtoExample, type PairExample, type Pre
 import { tokenizeSft, type SftOptions } from '../../data/sft.ts';
 import type { TextTokenizer } from '../../data/tokenizer.ts';
 import type { CausalLM } from '../../model/llama.ts';
-import type { PreferenceRecipe, Recipe, SftRecipe } from '../../recipe.ts';
+import { tokenizePrompts, type PromptExample, type PromptOptions } from '../../data/prompts.ts';
+import type { GrpoRecipe, PreferenceRecipe, Recipe, SftRecipe } from '../../recipe.ts';
 import type { AnyMethod } from '../method.ts';
 import { dpoMethod, precomputeReferenceLogProbs, type PairReference } from './dpo.ts';
 import { ktoMethod } from './kto.ts';
 import { orpoMethod } from './orpo.ts';
 import { simpoMethod } from './simpo.ts';
 import { sftMethod } from './sft.ts';
+import { grpoMethod, type CompletionRecord } from './grpo.ts';
+import type { LoadedReward } from '../reward_funcs.ts';
 
 /** A data file as a method trains on it. */
 export interface MethodData {
@@ -50,6 +53,11 @@ export function preferenceOptions(recipe: PreferenceRecipe): PreferenceOptions {
   };
 }
 
+/** The recipe's prompt settings, as GRPO's prompt tokeniser takes them. */
+export function promptOptions(recipe: GrpoRecipe): PromptOptions {
+  return { max_prompt_length: recipe.max_prompt_length, system_prompt: recipe.system_prompt };
+}
+
 /**
  * Reads, checks and tokenises a data file for the recipe's method; a bad row stops here with its
  * line (and how many more there are), a file with nothing to train on with one sentence.
@@ -66,12 +74,18 @@ export function prepareMethodData(text: string, file: string, tokenizer: TextTok
     case 'kto':
       data = tokenizeKto(parsed.rows, format as KtoFormat, tokenizer, preferenceOptions(recipe), file);
       break;
+    case 'grpo':
+      data = { format, ...tokenizePrompts(parsed.rows, tokenizer, promptOptions(recipe), file) };
+      break;
     default:
       data = tokenizePairs(parsed.rows, format as PairFormat, tokenizer, preferenceOptions(recipe), file);
   }
   if (data.errors.length > 0) throw rowErrors(data.errors, file);
   if (data.examples.length === 0) {
     const first = data.dropped[0];
+    if (recipe.method === 'grpo') {
+      throw new UserError(`${file}: no row has a prompt to generate from (${data.dropped.length} dropped${first ? `, e.g. line ${first.line}: ${first.reason}` : ''}).`, { file });
+    }
     throw new UserError(`${file}: no row has a token left to train on (${data.dropped.length} dropped${first ? `, e.g. line ${first.line}: ${first.reason}` : ''}).`, { file });
   }
   return data;
@@ -83,12 +97,20 @@ export function rowErrors(errors: { line: number; message: string }[], file: str
 }
 
 
+/** What an online method (GRPO) needs besides the recipe: its reward functions and where its rollouts go. */
+export interface OnlineOptions {
+  rewards: LoadedReward[];
+  onCompletions?: (records: CompletionRecord[]) => void | Promise<void>;
+  onWarning?: (message: string) => void;
+}
+
 /**
  * The method the Trainer runs, for examples from `prepareMethodData`. With DPO's
  * precompute_ref_log_probs, the reference log-probs of `examples` (train and eval) are computed
  * here, once, before any step: the adapter is off, so a resumed run computes the same values.
+ * GRPO needs `online`, its loaded reward functions (`loadRewardFunctions`).
  */
-export async function createMethod(recipe: Recipe, model: CausalLM, tokenizer: TextTokenizer, examples: unknown[][] = []): Promise<AnyMethod> {
+export async function createMethod(recipe: Recipe, model: CausalLM, tokenizer: TextTokenizer, examples: unknown[][] = [], online?: OnlineOptions): Promise<AnyMethod> {
   const padTokenId = tokenizer.padTokenId;
   switch (recipe.method) {
     case 'sft':
@@ -109,7 +131,31 @@ export async function createMethod(recipe: Recipe, model: CausalLM, tokenizer: T
       return orpoMethod({ beta: recipe.beta, padTokenId });
     case 'simpo':
       return simpoMethod({ beta: recipe.beta, simpo_gamma: recipe.simpo_gamma, padTokenId });
+    case 'grpo':
+      if (!online) throw new Error('createMethod: GRPO needs its reward functions');
+      return grpoMethod({
+        num_generations: recipe.num_generations,
+        temperature: recipe.temperature,
+        top_p: recipe.top_p,
+        top_k: recipe.top_k,
+        max_completion_length: recipe.max_completion_length,
+        beta: recipe.beta,
+        epsilon: recipe.epsilon,
+        epsilon_high: recipe.epsilon_high,
+        loss_type: recipe.loss_type,
+        scale_rewards: recipe.scale_rewards,
+        importance_sampling_level: recipe.importance_sampling_level,
+        num_iterations: recipe.num_iterations,
+        mask_truncated_completions: recipe.mask_truncated_completions,
+        reward_weights: recipe.reward_weights,
+        rewards: online.rewards,
+        padTokenId,
+        eosTokenIds: tokenizer.eosTokenIds,
+        decode: (ids) => tokenizer.decode(ids, { skip_special_tokens: true }),
+        onCompletions: online.onCompletions,
+        onWarning: online.onWarning,
+      });
   }
 }
 
-export type { KtoExample, PairExample };
+export type { CompletionRecord, KtoExample, PairExample, PromptExample };
