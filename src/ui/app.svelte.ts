@@ -7,7 +7,8 @@ import { getContext, setContext } from 'svelte';
 import type { Remote } from 'comlink';
 import type { BackendInfo } from '../engine/backend/index.ts';
 import type { StudioApi } from '../worker/protocol.ts';
-import { connectWorker, type WorkerConnection } from './connect.ts';
+import { connectWorker, transfer, type WorkerConnection } from './connect.ts';
+import { openRewardSandbox } from './lib/reward_sandbox.ts';
 import { errorText } from './lib/errors.ts';
 import { ChatStore } from './chat/chat.svelte.ts';
 import { DataStore } from './data/data.svelte.ts';
@@ -53,6 +54,9 @@ export class AppState {
       this.backendError = errorText(e);
       return;
     }
+    // GRPO's JavaScript rewards run in a sandboxed iframe of this page; the Worker talks to it over this port.
+    const sandbox = openRewardSandbox();
+    await this.api.attachRewardSandbox(transfer(sandbox.port, [sandbox.port]));
     await Promise.all([this.runs.refresh(), this.model.refreshCached()]);
     await this.model.restore();
     await this.data.restore();

@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { RECIPE_FIELDS, parseRecipe } from '../../src/engine/recipe.ts';
 import { UserError } from '../../src/engine/errors.ts';
 import {
+  REWARDS_KEY,
+  STUDIO_FIELDS,
   PAGE_FIELDS,
   STUDIO_DEFAULTS,
   defaultForm,
@@ -18,6 +20,7 @@ import {
   toRaw,
   validateForm,
 } from '../../src/ui/recipe/form.ts';
+import { readDrafts, writeDrafts, type RewardDraft } from '../../src/ui/recipe/rewards.ts';
 import { nextStep, type NextFacts } from '../../src/ui/lib/next.ts';
 
 const PAGE = { model: 'HuggingFaceTB/SmolLM2-135M-Instruct', train_file: 'chat.jsonl' };
@@ -25,13 +28,46 @@ const PAGE = { model: 'HuggingFaceTB/SmolLM2-135M-Instruct', train_file: 'chat.j
 describe('recipe form groups', () => {
   it('shows every recipe field the page does not fill itself, exactly once', () => {
     const shown = formGroups().flatMap((g) => g.fields);
-    const expected = Object.keys(RECIPE_FIELDS).filter((f) => !PAGE_FIELDS.has(f));
+    const expected = Object.keys(STUDIO_FIELDS).filter((f) => !PAGE_FIELDS.has(f));
     expect([...shown].sort()).toEqual([...expected].sort());
     expect(new Set(shown).size).toBe(shown.length);
   });
 
+  it('offers GRPO, with its own beta, loss_type and lengths under their own keys and the rewards as one', () => {
+    expect(STUDIO_FIELDS.method.choices).toContain('grpo');
+    expect(STUDIO_FIELDS.beta).toMatchObject({ default: 0.1, methods: ['dpo', 'kto', 'orpo', 'simpo'] });
+    expect(STUDIO_FIELDS['grpo:beta']).toMatchObject({ default: 0, methods: ['grpo'], trl: 'GRPOConfig.beta' });
+    expect(STUDIO_FIELDS.loss_type.methods).toEqual(['dpo']);
+    expect(STUDIO_FIELDS['grpo:loss_type']).toMatchObject({ default: 'dapo', choices: ['dapo', 'grpo', 'dr_grpo', 'bnpo'] });
+    expect(STUDIO_FIELDS['grpo:max_completion_length'].default).toBe(256);
+    expect(STUDIO_FIELDS.max_completion_length.default).toBeNull();
+    expect(STUDIO_FIELDS['grpo:max_prompt_length'].methods).toEqual(['grpo']);
+    expect(STUDIO_FIELDS[REWARDS_KEY].methods).toEqual(['grpo']);
+    // Each reward's weight is edited beside it.
+    expect(STUDIO_FIELDS).not.toHaveProperty('reward_weights');
+    const grpo = { ...defaultForm(), method: 'grpo' };
+    expect(fieldApplies('grpo:beta', grpo)).toBe(true);
+    expect(fieldApplies('beta', grpo)).toBe(false);
+    expect(fieldApplies('num_generations', grpo)).toBe(true);
+    expect(fieldApplies('num_generations', defaultForm())).toBe(false);
+  });
+
+  it('puts GRPO\'s rewards and group size in the essentials, its sampling and objective under Advanced', () => {
+    const groups = formGroups();
+    const essentials = groups.find((g) => g.id === 'essentials')!;
+    for (const key of [REWARDS_KEY, 'num_generations', 'grpo:max_completion_length']) expect(essentials.fields).toContain(key);
+    const sampling = groups.find((g) => g.id === 'grpo-sampling')!;
+    const objective = groups.find((g) => g.id === 'grpo-objective')!;
+    expect(sampling).toMatchObject({ advanced: true });
+    expect(sampling.fields).toEqual(expect.arrayContaining(['temperature', 'top_p', 'top_k', 'grpo:max_prompt_length']));
+    expect(objective.fields).toEqual(expect.arrayContaining(['grpo:beta', 'grpo:loss_type', 'epsilon', 'epsilon_high', 'scale_rewards', 'num_iterations']));
+    expect(groupApplies(objective, { ...defaultForm(), method: 'grpo' })).toBe(true);
+    expect(groupApplies(objective, { ...defaultForm(), method: 'dpo' })).toBe(false);
+    expect(groupApplies(groups.find((g) => g.id === 'preference')!, { ...defaultForm(), method: 'grpo' })).toBe(false);
+  });
+
   it('puts a field it does not know under "More"', () => {
-    const fields = { ...RECIPE_FIELDS, future_field: { ...RECIPE_FIELDS.seed } };
+    const fields = { ...STUDIO_FIELDS, future_field: { ...RECIPE_FIELDS.seed } };
     const more = formGroups(fields).find((g) => g.id === 'more');
     expect(more?.fields).toEqual(['future_field']);
   });
@@ -212,5 +248,98 @@ describe('a method the form cannot run', () => {
     const v = validateForm(form, { model: 'm', train_file: 'pairs.jsonl' });
     expect(v.recipe).toBeNull();
     expect(v.errors['peft.type']).toMatch(/^DPO compares the model with its reference/);
+  });
+});
+
+const LENGTH_REWARD: RewardDraft = { kind: 'builtin', name: 'length', options: { target: '200' }, weight: '1' };
+const SCRIPT_REWARD: RewardDraft = {
+  kind: 'script',
+  path: 'rewards/mentions_cat.js',
+  code: "export default function mentions_cat(prompts, completions) { return completions.map((c) => (c.includes('cat') ? 1 : 0)); }\n",
+  weight: '0.5',
+};
+
+function grpoForm(drafts: RewardDraft[] = [LENGTH_REWARD, SCRIPT_REWARD]) {
+  return { ...defaultForm(), method: 'grpo', [REWARDS_KEY]: writeDrafts(drafts) };
+}
+
+describe('a GRPO recipe in the form', () => {
+  it('round-trips through formToJson and formFromRecipe with its own beta 0 while DPO keeps 0.1', () => {
+    const form = grpoForm();
+    const json = formToJson(form, PAGE);
+    expect(json).toMatchObject({ method: 'grpo', beta: 0, loss_type: 'dapo', max_completion_length: 256, num_generations: 8 });
+    expect(json.reward_funcs).toEqual([{ name: 'length', target: 200 }, 'rewards/mentions_cat.js']);
+    expect(json.reward_weights).toEqual([1, 0.5]);
+    expect(json.max_prompt_length).toBeNull();
+    const recipe = validateForm(form, PAGE).recipe!;
+    expect(recipe).toMatchObject({ method: 'grpo', beta: 0, loss_type: 'dapo', max_prompt_length: null, max_completion_length: 256 });
+
+    const back = formFromRecipe(recipe, undefined, { [SCRIPT_REWARD.path]: SCRIPT_REWARD.code });
+    expect(validateForm(back, PAGE).recipe).toEqual(recipe);
+    expect(readDrafts(back[REWARDS_KEY])).toEqual([LENGTH_REWARD, SCRIPT_REWARD]);
+    expect(back['grpo:beta']).toBe('0');
+    expect(back.beta).toBe('0.1');
+
+    // Switching the method shows each method's own value.
+    const dpo = formToJson({ ...form, method: 'dpo' }, PAGE);
+    expect(dpo).toMatchObject({ method: 'dpo', beta: 0.1, loss_type: 'sigmoid', max_completion_length: null });
+    expect(dpo).not.toHaveProperty('reward_funcs');
+    expect(dpo).not.toHaveProperty('num_generations');
+  });
+
+  it('keeps an edited GRPO beta apart from DPO\'s', () => {
+    const form = { ...grpoForm(), 'grpo:beta': '0.04' };
+    expect(validateForm(form, PAGE).recipe).toMatchObject({ beta: 0.04 });
+    expect(validateForm({ ...form, method: 'dpo' }, PAGE).recipe).toMatchObject({ beta: 0.1 });
+  });
+
+  it('reads only the fields of the recipe\'s method', () => {
+    const grpo = formFromRecipe({ ...PAGE, method: 'grpo', beta: 0.04, loss_type: 'bnpo', max_completion_length: 64, reward_funcs: [{ name: 'json' }] });
+    expect(grpo).toMatchObject({ method: 'grpo', 'grpo:beta': '0.04', 'grpo:loss_type': 'bnpo', 'grpo:max_completion_length': '64', beta: '0.1', loss_type: 'sigmoid', max_completion_length: '' });
+    const dpo = formFromRecipe({ ...PAGE, method: 'dpo', beta: 0.3, num_generations: 4 });
+    expect(dpo).toMatchObject({ beta: '0.3', 'grpo:beta': '0', num_generations: '8' });
+    expect(readDrafts(dpo[REWARDS_KEY])).toEqual([]);
+  });
+
+  it('needs at least one reward, with the engine\'s message at reward_funcs, and still checks the other fields', () => {
+    const form = { ...grpoForm([]), 'peft.r': '0', 'grpo:beta': '-1' };
+    const v = validateForm(form, PAGE);
+    expect(v.recipe).toBeNull();
+    expect(v.errors[REWARDS_KEY]).toMatch(/^"reward_funcs" must be a list of reward functions/);
+    expect(v.errors['peft.r']).toBe('"peft.r" must be an integer of at least 1 (got 0).');
+    expect(v.errors['grpo:beta']).toBe('"beta" must be a number of at least 0 (got -1).');
+    expect(v.general).toBeNull();
+    // The data report still reads the file as GRPO's while the form is being fixed.
+    expect(v.checked?.method).toBe('grpo');
+  });
+
+  it('shows a reward the editor finds wrong, and one the engine refuses, at reward_funcs', () => {
+    const noTarget = validateForm(grpoForm([{ ...LENGTH_REWARD, options: {} }]), PAGE);
+    expect(noTarget.errors).toEqual({ [REWARDS_KEY]: 'Reward 1: The "length" reward needs its target.' });
+    const badFlags = validateForm(grpoForm([{ kind: 'builtin', name: 'format', options: { pattern: 'a+', flags: 'x' }, weight: '1' }]), PAGE);
+    expect(badFlags.errors[REWARDS_KEY]).toBe('reward_funcs: the "format" reward takes the flags "i" and "s" only (got "x").');
+    const batch = validateForm({ ...grpoForm(), per_device_train_batch_size: '6' }, PAGE);
+    expect(batch.errors.per_device_train_batch_size).toMatch(/must be a multiple of 8 \(got 6\)/);
+  });
+
+  it('imports a GRPO recipe, taking JavaScript rewards\' code from the form by path', () => {
+    const text = JSON.stringify({ method: 'grpo', reward_funcs: [{ name: 'json' }, SCRIPT_REWARD.path], reward_weights: [2, 1], beta: 0.04 });
+    const { form } = importRecipe(text, 'grpo.json', PAGE, { [SCRIPT_REWARD.path]: SCRIPT_REWARD.code });
+    expect(form.method).toBe('grpo');
+    expect(readDrafts(form[REWARDS_KEY])).toEqual([
+      { kind: 'builtin', name: 'json', options: {}, weight: '2' },
+      { ...SCRIPT_REWARD, weight: '1' },
+    ]);
+    expect(validateForm(form, PAGE).recipe).toMatchObject({ method: 'grpo', beta: 0.04, reward_weights: [2, 1] });
+    // Without the file's code the editor asks for it.
+    const bare = importRecipe(text, 'grpo.json', PAGE).form;
+    expect(validateForm(bare, PAGE).errors[REWARDS_KEY]).toBe('Reward 2: rewards/mentions_cat.js has no code yet: a recipe names the file but does not hold it, so paste its code here.');
+  });
+
+  it('restores saved reward drafts and leaves out ones it cannot read', () => {
+    const saved = JSON.parse(JSON.stringify(grpoForm()));
+    expect(restoreForm(saved)).toEqual(grpoForm());
+    expect(restoreForm({ ...saved, [REWARDS_KEY]: '[{"kind": "nonsense"}]' })[REWARDS_KEY]).toBe('[]');
+    expect(restoreForm({ ...saved, [REWARDS_KEY]: ['a'] })[REWARDS_KEY]).toBe('[]');
   });
 });

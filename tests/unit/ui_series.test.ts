@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { addLog, chosenRewardFalling, emptySeries, hasPoints, latest } from '../../src/ui/train/series.ts';
-import { METHOD_METRICS, methodCharts } from '../../src/engine/train/metrics.ts';
+import { addLog, chosenRewardFalling, completionGroups, emptySeries, hasPoints, latest, promptText, rewardNamesOf, rewardsTie, spreadOf } from '../../src/ui/train/series.ts';
+import { METHOD_METRICS, grpoMetrics, methodCharts } from '../../src/engine/train/metrics.ts';
+import type { CompletionRecord } from '../../src/engine/train/methods/grpo.ts';
 
 describe('training series', () => {
   it('appends a point per logged step with gaps for missing metrics', () => {
@@ -89,5 +90,54 @@ describe('the charts a method declares', () => {
     expect(dpo.map((c) => c.metrics)).toEqual([['rewards/chosen', 'rewards/rejected'], ['rewards/accuracies'], ['rewards/margins'], ['logps/chosen', 'logps/rejected']]);
     expect(methodCharts('kto').flatMap((c) => c.metrics)).toContain('kl');
     for (const m of ['dpo', 'kto', 'orpo', 'simpo'] as const) expect(methodCharts(m).flatMap((c) => c.metrics).sort()).toEqual([...METHOD_METRICS[m]].sort());
+    expect(dpo.map((c) => c.id)).toEqual(['rewards-chosen', 'rewards-accuracies', 'rewards-margins', 'logps-chosen']);
+  });
+
+  it('draws GRPO\'s reward with its spread, each function\'s mean together, and every other metric but the stds', () => {
+    const charts = methodCharts('grpo', ['accuracy', 'format']);
+    expect(charts[0]).toMatchObject({ id: 'reward', metrics: ['reward'], spread: 'reward_std' });
+    expect(charts.find((c) => c.id === 'rewards-functions')?.metrics).toEqual(['rewards/accuracy/mean', 'rewards/format/mean']);
+    expect(charts.find((c) => c.id === 'completions-length')?.metrics).toEqual(['completions/mean_length', 'completions/min_length', 'completions/max_length']);
+    expect(charts.find((c) => c.id === 'clip-ratio')?.metrics).toEqual(['clip_ratio/region_mean', 'clip_ratio/low_mean', 'clip_ratio/high_mean']);
+    expect(charts.find((c) => c.id === 'kl')).toMatchObject({ optional: true });
+    const drawn = [...charts.flatMap((c) => c.metrics), ...charts.flatMap((c) => (c.spread ? [c.spread] : []))].sort();
+    expect(drawn).toEqual(grpoMetrics(['accuracy', 'format']).filter((m) => !/^rewards\/.+\/std$/.test(m)).sort());
+    // Before the run names its functions there is no chart for them.
+    expect(methodCharts('grpo').some((c) => c.id === 'rewards-functions')).toBe(false);
+  });
+});
+
+describe('GRPO in the train view', () => {
+  it('draws a mean with its spread, and finds the reward functions the logs name', () => {
+    let s = addLog(emptySeries(), { step: 1, epoch: 0, reward: 0.5, reward_std: 0.25, 'rewards/accuracy/mean': 0.5, 'rewards/accuracy/std': 0.1, 'rewards/chosen': 1 });
+    s = addLog(s, { step: 2, epoch: 0, reward: 0.75 });
+    expect(spreadOf(s, 'reward', 'reward_std')).toEqual({ low: [0.25, null], high: [0.75, null] });
+    expect(rewardNamesOf(s)).toEqual(['accuracy']);
+  });
+
+  const record = (reward: number | null, advantage: number, prompt: CompletionRecord['prompt'] = 'p', step = 3): CompletionRecord => ({
+    step, prompt, completion: 'c', prompt_ids: [1], completion_ids: [2], rewards: { f: reward }, reward, advantage, truncated: false,
+  });
+
+  it('groups the latest step\'s completions by prompt and marks groups whose rewards all tie', () => {
+    const records = [
+      record(1, 0, 'old', 2),
+      record(1, 0.7, 'first'), record(0, -0.7, 'first'),
+      record(1, 0, 'second'), record(1, 0, 'second'),
+      record(null, 0, [{ role: 'system', content: 's' }, { role: 'user', content: 'asked' }, { role: 'assistant', content: 'a' }]), record(0.5, 0),
+    ];
+    const groups = completionGroups(records, 2);
+    expect(groups.map((g) => [g.prompt, g.records.length, g.tied])).toEqual([['first', 2, false], ['second', 2, true], ['asked', 2, true]]);
+    expect(completionGroups([], 8)).toEqual([]);
+  });
+
+  it('ties as TRL counts a zero std: within 1e-8, unscored completions left out', () => {
+    expect(rewardsTie([1, 1, 1])).toBe(true);
+    expect(rewardsTie([1, 1 + 1e-12])).toBe(true);
+    expect(rewardsTie([1, 0.9])).toBe(false);
+    expect(rewardsTie([1, null, 1])).toBe(true);
+    expect(rewardsTie([null, null])).toBe(true);
+    expect(promptText('plain')).toBe('plain');
+    expect(promptText([{ role: 'assistant', content: 'only' }])).toBe('only');
   });
 });

@@ -2,9 +2,59 @@
  * The recipe form's state, kept apart from the Svelte component so it can be tested in Node.
  * Fields, their docs, defaults and TRL names come from `RECIPE_FIELDS`; validation is the
  * engine's `parseRecipe`, whose message is shown at the field it names.
+ *
+ * The form keeps one raw value per form key. A key is the recipe path (`learning_rate`,
+ * `peft.r`), except where a method defines a field its own way (GRPO's `beta` is a KL weight of
+ * default 0, DPO's a preference strength of default 0.1): that method's variant has the key
+ * `<method>:<path>` (`grpo:beta`), so switching the method shows each method's own value and
+ * default. GRPO's reward functions and their weights are one key, `reward_funcs`, holding the
+ * reward editor's drafts (rewards.ts).
  */
 import { isUserError } from '../../engine/errors.ts';
-import { METHODS, RECIPE_FIELDS, defaultLearningRate, parseRecipe, parseRecipeJson, type MethodName, type Recipe, type RecipeField, type RecipeInput } from '../../engine/recipe.ts';
+import { METHODS, RECIPE_FIELDS, defaultLearningRate, parseRecipe, parseRecipeJson, recipeField, type MethodName, type Recipe, type RecipeField, type RecipeInput } from '../../engine/recipe.ts';
+import { draftProblems, draftsToRecipe, parseDrafts, readDrafts, recipeToDrafts, writeDrafts } from './rewards.ts';
+
+/** The form key of GRPO's reward functions, whose value is the reward editor's drafts as JSON. */
+export const REWARDS_KEY = 'reward_funcs';
+
+/** A form key's recipe path: `grpo:beta` → `beta`. */
+export function recipePath(key: string): string {
+  return key.slice(key.indexOf(':') + 1);
+}
+
+function sameDefinition(a: RecipeField, b: RecipeField): boolean {
+  const { methods: _a, ...x } = a;
+  const { methods: _b, ...y } = b;
+  return JSON.stringify(x) === JSON.stringify(y);
+}
+
+/**
+ * RECIPE_FIELDS by form key: a field every method that has it defines alike keeps its path; a
+ * method that defines it otherwise gets its own key, `<method>:<path>`, with its own default and
+ * doc. `reward_weights` has no key of its own: each reward's weight is edited beside it.
+ */
+export const STUDIO_FIELDS: Readonly<Record<string, RecipeField>> = Object.freeze(
+  (() => {
+    const out: Record<string, RecipeField> = {};
+    for (const [path, first] of Object.entries(RECIPE_FIELDS)) {
+      if (path === 'reward_weights') continue;
+      if (!first.methods) {
+        out[path] = first;
+        continue;
+      }
+      const alike = first.methods.filter((m) => sameDefinition(recipeField(path, m)!, first));
+      if (alike.length > 0) out[path] = { ...first, methods: alike };
+      for (const m of first.methods) if (!alike.includes(m)) out[`${m}:${path}`] = { ...recipeField(path, m)!, methods: [m] };
+    }
+    return out;
+  })(),
+);
+
+/** The form key that holds a recipe field for a method: `beta` of GRPO is `grpo:beta`; a weight is edited with its reward. */
+export function formKey(path: string, method: string): string {
+  if (path === 'reward_weights') return REWARDS_KEY;
+  return `${method}:${path}` in STUDIO_FIELDS ? `${method}:${path}` : path;
+}
 
 /** What an input holds: text for numbers and strings, a flag for booleans, a list for target_modules. */
 export type RawValue = string | boolean | string[];
@@ -27,11 +77,17 @@ export interface FieldGroup {
   advanced: boolean;
 }
 
-/** What a first run sets: the method, the adapter's size, how fast and how long, the batch and the length. */
+/**
+ * What a first run sets: the method (with GRPO's rewards and group size), the adapter's size, how
+ * fast and how long, the batch and the length.
+ */
 const ESSENTIALS: FieldGroup = {
   id: 'essentials',
   title: 'Essentials',
-  fields: ['method', 'beta', 'loss_type', 'peft.type', 'peft.r', 'peft.lora_alpha', 'peft.layers_to_train', 'learning_rate', 'num_train_epochs', 'max_steps', 'per_device_train_batch_size', 'max_length'],
+  fields: [
+    'method', REWARDS_KEY, 'num_generations', 'grpo:max_completion_length', 'beta', 'loss_type',
+    'peft.type', 'peft.r', 'peft.lora_alpha', 'peft.layers_to_train', 'learning_rate', 'num_train_epochs', 'max_steps', 'per_device_train_batch_size', 'max_length',
+  ],
   advanced: false,
 };
 
@@ -41,6 +97,12 @@ const ADVANCED: Omit<FieldGroup, 'advanced'>[] = [
     id: 'preference',
     title: 'Preference method',
     fields: ['desirable_weight', 'undesirable_weight', 'simpo_gamma', 'precompute_ref_log_probs', 'max_prompt_length', 'max_completion_length'],
+  },
+  { id: 'grpo-sampling', title: 'GRPO sampling', fields: ['temperature', 'top_p', 'top_k', 'grpo:max_prompt_length', 'log_completions'] },
+  {
+    id: 'grpo-objective',
+    title: 'GRPO objective',
+    fields: ['grpo:beta', 'grpo:loss_type', 'epsilon', 'epsilon_high', 'scale_rewards', 'importance_sampling_level', 'num_iterations', 'mask_truncated_completions'],
   },
   { id: 'steps', title: 'Steps and schedule', fields: ['gradient_accumulation_steps', 'gradient_checkpointing', 'lr_scheduler_type', 'warmup_steps', 'warmup_ratio'] },
   {
@@ -55,7 +117,7 @@ const ADVANCED: Omit<FieldGroup, 'advanced'>[] = [
 const GROUPS: FieldGroup[] = [ESSENTIALS, ...ADVANCED.map((g) => ({ ...g, advanced: true }))];
 
 /** The form's sections, essentials first; a field the engine adds later shows up under "More" (advanced) without a change here. */
-export function formGroups(fields: Readonly<Record<string, RecipeField>> = RECIPE_FIELDS): FieldGroup[] {
+export function formGroups(fields: Readonly<Record<string, RecipeField>> = STUDIO_FIELDS): FieldGroup[] {
   const placed = new Set(GROUPS.flatMap((g) => g.fields));
   const groups = GROUPS.map((g) => ({ ...g, fields: g.fields.filter((f) => f in fields) }));
   const rest = Object.keys(fields).filter((f) => !placed.has(f) && !PAGE_FIELDS.has(f));
@@ -64,17 +126,22 @@ export function formGroups(fields: Readonly<Record<string, RecipeField>> = RECIP
 }
 
 /** Whether a section applies to the chosen method and peft.type: whether any of its fields does. */
-export function groupApplies(group: FieldGroup, raw: RawForm, fields: Readonly<Record<string, RecipeField>> = RECIPE_FIELDS): boolean {
+export function groupApplies(group: FieldGroup, raw: RawForm, fields: Readonly<Record<string, RecipeField>> = STUDIO_FIELDS): boolean {
   return group.fields.some((f) => fieldApplies(f, raw, fields));
 }
 
+/** Whether a form key's field belongs to the form's method. */
+function ofMethod(info: RecipeField, method: RawValue | undefined): boolean {
+  return !info.methods || info.methods.includes(method as MethodName);
+}
+
 /**
- * Whether a field applies to the chosen method (DPO's beta to the preference methods) and
- * peft.type (LoRA's r and alpha to lora, the layer count to freeze).
+ * Whether a field applies to the chosen method (DPO's beta to the preference methods, `grpo:beta`
+ * to GRPO) and peft.type (LoRA's r and alpha to lora, the layer count to freeze).
  */
-export function fieldApplies(path: string, raw: RawForm, fields: Readonly<Record<string, RecipeField>> = RECIPE_FIELDS): boolean {
-  const methods = fields[path]?.methods;
-  if (methods && !methods.includes(raw.method as MethodName)) return false;
+export function fieldApplies(path: string, raw: RawForm, fields: Readonly<Record<string, RecipeField>> = STUDIO_FIELDS): boolean {
+  const info = fields[path];
+  if (info && !ofMethod(info, raw.method)) return false;
   if (path.startsWith('peft.') && path !== 'peft.type') {
     return path === 'peft.layers_to_train' ? raw['peft.type'] === 'freeze' : raw['peft.type'] === 'lora';
   }
@@ -107,11 +174,11 @@ export function fromRaw(info: RecipeField, raw: RawValue): unknown {
 }
 
 /** Every form field at its starting value. */
-export function defaultForm(fields: Readonly<Record<string, RecipeField>> = RECIPE_FIELDS): RawForm {
+export function defaultForm(fields: Readonly<Record<string, RecipeField>> = STUDIO_FIELDS): RawForm {
   const raw: RawForm = {};
-  for (const [path, info] of Object.entries(fields)) {
-    if (PAGE_FIELDS.has(path)) continue;
-    raw[path] = toRaw(info, path in STUDIO_DEFAULTS ? STUDIO_DEFAULTS[path] : info.default);
+  for (const [key, info] of Object.entries(fields)) {
+    if (PAGE_FIELDS.has(key)) continue;
+    raw[key] = key === REWARDS_KEY ? writeDrafts([]) : toRaw(info, key in STUDIO_DEFAULTS ? STUDIO_DEFAULTS[key] : info.default);
   }
   return raw;
 }
@@ -157,21 +224,27 @@ export interface PageValues {
 }
 
 /** The recipe JSON the form describes (nested `peft`), before validation. */
-export function formToJson(raw: RawForm, page: PageValues, fields: Readonly<Record<string, RecipeField>> = RECIPE_FIELDS): Record<string, unknown> {
+export function formToJson(raw: RawForm, page: PageValues, fields: Readonly<Record<string, RecipeField>> = STUDIO_FIELDS): Record<string, unknown> {
   const json: Record<string, unknown> = { model: page.model, train_file: page.train_file };
-  for (const [path, value] of Object.entries(raw)) {
-    const info = fields[path];
+  for (const [key, value] of Object.entries(raw)) {
+    const info = fields[key];
     // A field of another method (DPO's beta in an SFT recipe) stays in the form, not in the recipe.
-    if (!info || (info.methods && !info.methods.includes(raw.method as MethodName))) continue;
+    if (!info || !ofMethod(info, raw.method)) continue;
+    if (key === REWARDS_KEY) {
+      Object.assign(json, draftsToRecipe(readDrafts(value)));
+      continue;
+    }
     const v = fromRaw(info, value);
-    if (v !== undefined) setPath(json, path, v);
+    if (v !== undefined) setPath(json, recipePath(key), v);
   }
   return json;
 }
 
 export interface Validation {
   recipe: Recipe | null;
-  /** The message for each field the engine rejected, without the file prefix. */
+  /** The recipe with every bad field at its default (and a stand-in for bad rewards), or null where even that fails. */
+  checked: Recipe | null;
+  /** The message for each field the engine rejected, by form key, without the file prefix. */
   errors: Record<string, string>;
   /** A problem not tied to one field. */
   general: string | null;
@@ -184,35 +257,67 @@ function withoutSource(message: string): string {
 }
 
 /**
+ * A reward list that parses, put in place of one that does not (or of a reward the editor finds
+ * wrong), so the rest of the form is still checked. It never trains: the form has no recipe while
+ * any field is bad.
+ */
+const STAND_IN_REWARDS = [{ name: 'json' }];
+
+/**
  * Validates the form with the engine's parser. `parseRecipe` stops at the first bad field, so
  * that field is taken out and the rest checked again until the recipe passes, giving a message
- * at every bad field at once.
+ * at every bad field at once, each under its form key. `checked` is that last recipe, every bad
+ * field at its default: what the data report reads while the form is being fixed.
  */
 export function validateForm(raw: RawForm, page: PageValues): Validation {
   const json = formToJson(raw, page);
+  const method = String(raw.method);
   const errors: Record<string, string> = {};
-  for (let round = 0; round <= Object.keys(raw).length; round++) {
+  if (method === 'grpo') {
+    const problems = draftProblems(readDrafts(raw[REWARDS_KEY]));
+    const first = problems.findIndex((p) => p !== null);
+    if (first !== -1) {
+      errors[REWARDS_KEY] = `Reward ${first + 1}: ${problems[first]}`;
+      json.reward_funcs = STAND_IN_REWARDS;
+      delete json.reward_weights;
+    }
+  }
+  for (let round = 0; round <= Object.keys(raw).length + 1; round++) {
     try {
       const recipe = parseRecipe(json, SOURCE);
-      return { recipe: Object.keys(errors).length === 0 ? recipe : null, errors, general: null };
+      const valid = Object.keys(errors).length === 0;
+      return { recipe: valid ? recipe : null, checked: recipe, errors, general: null };
     } catch (e) {
       if (!isUserError(e)) throw e;
       const field = e.field;
-      if (!field || field in errors || !deletePath(json, field)) return { recipe: null, errors, general: withoutSource(e.message) };
-      errors[field] = withoutSource(e.message);
+      const key = field ? formKey(field, method) : '';
+      if (!field || key in errors) return { recipe: null, checked: null, errors, general: withoutSource(e.message) };
+      if (field === 'reward_funcs') json.reward_funcs = STAND_IN_REWARDS;
+      else if (!deletePath(json, field)) return { recipe: null, checked: null, errors, general: withoutSource(e.message) };
+      errors[key] = withoutSource(e.message);
     }
   }
-  return { recipe: null, errors, general: 'The recipe could not be checked.' };
+  return { recipe: null, checked: null, errors, general: 'The recipe could not be checked.' };
 }
 
-/** The form for a recipe (imported, or a run's): fields it leaves out take their defaults. */
-export function formFromRecipe(recipe: RecipeInput | Record<string, unknown>, fields: Readonly<Record<string, RecipeField>> = RECIPE_FIELDS): RawForm {
+/**
+ * The form for a recipe (imported, or a run's): fields it leaves out take their defaults, and only
+ * fields of its method are read. `scripts` holds the code of JavaScript rewards by path, which a
+ * recipe names but does not hold.
+ */
+export function formFromRecipe(recipe: RecipeInput | Record<string, unknown>, fields: Readonly<Record<string, RecipeField>> = STUDIO_FIELDS, scripts: Readonly<Record<string, string>> = {}): RawForm {
   const raw = defaultForm(fields);
-  for (const [path, info] of Object.entries(fields)) {
-    if (PAGE_FIELDS.has(path)) continue;
-    const value = getPath(recipe as Record<string, unknown>, path);
-    if (value !== undefined) raw[path] = toRaw(info, value);
-    else if (path in STUDIO_DEFAULTS) raw[path] = toRaw(info, info.default);
+  const json = recipe as Record<string, unknown>;
+  const method = json.method ?? 'sft';
+  for (const [key, info] of Object.entries(fields)) {
+    if (PAGE_FIELDS.has(key) || !ofMethod(info, method as RawValue)) continue;
+    if (key === REWARDS_KEY) {
+      raw[key] = writeDrafts(recipeToDrafts(json.reward_funcs, json.reward_weights, scripts));
+      continue;
+    }
+    const value = getPath(json, recipePath(key));
+    if (value !== undefined) raw[key] = toRaw(info, value);
+    else if (key in STUDIO_DEFAULTS) raw[key] = toRaw(info, info.default);
   }
   return raw;
 }
@@ -220,11 +325,12 @@ export function formFromRecipe(recipe: RecipeInput | Record<string, unknown>, fi
 /**
  * Reads an imported recipe file. A syntax error or a bad field throws the engine's UserError,
  * naming the file; `model` and `train_file` may be missing since the page supplies them.
+ * `scripts` is the code of JavaScript rewards the form already has, by path.
  */
-export function importRecipe(text: string, file: string, page: PageValues): { form: RawForm; model: string | null } {
+export function importRecipe(text: string, file: string, page: PageValues, scripts: Readonly<Record<string, string>> = {}): { form: RawForm; model: string | null } {
   const json = parseRecipeJson(text, file);
   const recipe = parseRecipe({ ...json, model: json.model ?? page.model, train_file: json.train_file ?? page.train_file }, file);
-  return { form: formFromRecipe(json), model: typeof json.model === 'string' ? recipe.model : null };
+  return { form: formFromRecipe(json, STUDIO_FIELDS, scripts), model: typeof json.model === 'string' ? recipe.model : null };
 }
 
 /** The recipe as a JSON file: every field of its method with its value, so it reads the same in the CLI or in TRL. */
@@ -259,14 +365,18 @@ export function formWithAdapterConfig(raw: RawForm, config: Record<string, unkno
  * A form saved on an earlier visit, over today's defaults: fields the recipe no longer has, and
  * values of the wrong kind (a page of another version wrote them), are left out.
  */
-export function restoreForm(saved: unknown, fields: Readonly<Record<string, RecipeField>> = RECIPE_FIELDS): RawForm {
+export function restoreForm(saved: unknown, fields: Readonly<Record<string, RecipeField>> = STUDIO_FIELDS): RawForm {
   const raw = defaultForm(fields);
   if (!saved || typeof saved !== 'object' || Array.isArray(saved)) return raw;
-  for (const [path, value] of Object.entries(saved as Record<string, unknown>)) {
-    if (!(path in raw)) continue;
-    const kind = fields[path].kind;
-    const ok = kind === 'boolean' ? typeof value === 'boolean' : kind === 'modules' ? Array.isArray(value) && value.every((m) => typeof m === 'string') : typeof value === 'string';
-    if (ok) raw[path] = value as RawValue;
+  for (const [key, value] of Object.entries(saved as Record<string, unknown>)) {
+    if (!(key in raw)) continue;
+    const kind = fields[key].kind;
+    const ok =
+      key === REWARDS_KEY ? parseDrafts(value) !== null
+      : kind === 'boolean' ? typeof value === 'boolean'
+      : kind === 'modules' ? Array.isArray(value) && value.every((m) => typeof m === 'string')
+      : typeof value === 'string';
+    if (ok) raw[key] = value as RawValue;
   }
   return raw;
 }

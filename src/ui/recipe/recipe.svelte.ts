@@ -1,13 +1,16 @@
 /**
  * The Recipe view's state: the form (remembered per origin, so a reload keeps it), its
- * validation by the engine's parser, and the pre-flight memory estimate from the Worker.
+ * validation by the engine's parser, the pre-flight memory estimate from the Worker, and GRPO's
+ * reward functions tried on sample completions before a run.
  */
 import type { AppState } from '../app.svelte.ts';
 import { errorText } from '../lib/errors.ts';
 import { SETTINGS, readJsonSetting, writeJsonSetting } from '../lib/settings.ts';
 import { parseRecipe, type Recipe, type RecipeInput } from '../../engine/recipe.ts';
 import type { MemoryEstimate } from '../../engine/estimate.ts';
-import { formFromRecipe, formWithAdapterConfig, restoreForm, validateForm, type RawForm } from './form.ts';
+import type { RewardTrial } from '../../worker/protocol.ts';
+import { REWARDS_KEY, formFromRecipe, formWithAdapterConfig, restoreForm, validateForm, type RawForm } from './form.ts';
+import { draftScripts, readDrafts } from './rewards.ts';
 
 export class RecipeStore {
   form = $state<RawForm>(restoreForm(readJsonSetting(SETTINGS.recipe)));
@@ -19,6 +22,11 @@ export class RecipeStore {
   /** True from a recipe change until its estimate is back, so an old figure is not read as the new one. */
   estimatePending = $state(false);
   private estimateSeq = 0;
+  /** The reward functions' scores of sample completions ("Try it"), and the rewards as they were then. */
+  trial = $state.raw<RewardTrial | null>(null);
+  trialRewards = $state<string | null>(null);
+  trialError = $state<string | null>(null);
+  trialBusy = $state(false);
 
   constructor(private readonly app: AppState) {}
 
@@ -31,9 +39,17 @@ export class RecipeStore {
     writeJsonSetting(SETTINGS.recipe, $state.snapshot(this.form));
   }
 
-  /** A resumed run's recipe, shown as the form (it trains with its own stored recipe either way). */
+  /**
+   * A resumed run's recipe, shown as the form (it trains with its own stored recipe and reward
+   * files either way); JavaScript rewards keep the code the form has for their paths.
+   */
   showRecipe(recipe: RecipeInput): void {
-    this.form = formFromRecipe(recipe);
+    this.form = formFromRecipe(recipe, undefined, this.rewardScripts());
+  }
+
+  /** Every JavaScript reward's code by the path `reward_funcs` names it with, for the Worker. */
+  rewardScripts(): Record<string, string> {
+    return draftScripts(readDrafts(this.form[REWARDS_KEY]));
   }
 
   /** The LoRA shape of a dropped-in adapter, so continuing to train it uses the same shape. */
@@ -41,9 +57,46 @@ export class RecipeStore {
     this.form = formWithAdapterConfig(this.form, config);
   }
 
-  /** The recipe the Worker gets: the form's when it is valid, the defaults otherwise. */
+  /**
+   * The recipe the Worker reads the data with: the form's, its bad fields at their defaults while
+   * it is being fixed (so a GRPO form without rewards yet still reads the data as prompts), and the
+   * defaults where even that fails.
+   */
   forWorker(): Recipe {
-    return this.validation.recipe ?? parseRecipe(this.pageValues, 'recipe');
+    return this.validation.recipe ?? this.validation.checked ?? parseRecipe(this.pageValues, 'recipe');
+  }
+
+  /** Why the reward functions cannot be tried now, or null when they can. */
+  get cannotTry(): string | null {
+    const { app } = this;
+    if (!app.backend) return 'The training worker is still starting.';
+    if (!app.model.model) return 'Load a model first (Model): it writes the sample completions.';
+    if (!app.data.dataset) return 'Choose a dataset first (Data): its first prompts are the samples.';
+    if (!this.validation.recipe) return 'Fix the recipe first: the sampling settings and every reward must be valid.';
+    if (app.train.status === 'running' || app.train.status === 'starting') return 'A run is training; try the rewards once it is paused or has ended.';
+    return null;
+  }
+
+  /**
+   * Samples num_generations completions of the dataset's first prompts with the loaded model and
+   * scores them with the reward functions, as a training step would, without training.
+   */
+  async tryRewards(): Promise<void> {
+    const recipe = this.validation.recipe;
+    const dataset = this.app.data.dataset;
+    if (this.cannotTry || !recipe || !dataset || this.trialBusy) return;
+    this.trialBusy = true;
+    this.trialError = null;
+    const rewards = this.form[REWARDS_KEY] as string;
+    try {
+      this.trial = await this.app.api.tryRewards(JSON.parse(JSON.stringify(recipe)), { file: dataset.file, data: dataset.data }, this.rewardScripts());
+      this.trialRewards = rewards;
+    } catch (e) {
+      this.trial = null;
+      this.trialError = errorText(e);
+    } finally {
+      this.trialBusy = false;
+    }
   }
 
   async runEstimate(): Promise<void> {

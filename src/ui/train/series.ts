@@ -1,8 +1,10 @@
 /**
  * The live curves of a run, as uPlot wants them: one x array and aligned y arrays with gaps, one
- * per metric any log line has (the method's own metrics too: rewards/chosen, eval_rewards/margins…).
+ * per metric any log line has (the method's own metrics too: rewards/chosen, eval_rewards/margins…);
+ * and GRPO's latest rollout as the completions table groups it.
  */
 import type { LogEntry } from '../../engine/train/trainer.ts';
+import type { CompletionRecord } from '../../engine/train/methods/grpo.ts';
 
 /** The metrics every run logs; a method adds its own (`METHOD_METRICS`). */
 export const METRICS = ['loss', 'eval_loss', 'learning_rate', 'grad_norm', 'tokens_per_second'] as const;
@@ -83,4 +85,68 @@ export function seriesFromMetrics(entries: LogEntry[], upTo: number): Series {
   let s = emptySeries();
   for (const entry of entries) if (entry.step <= upTo) s = addLog(s, entry);
   return s;
+}
+
+/**
+ * A mean's spread as two lines, mean − std and mean + std (GRPO's reward with reward_std), with a
+ * gap wherever either is missing.
+ */
+export function spreadOf(s: Series, mean: Metric, std: Metric): { low: (number | null)[]; high: (number | null)[] } {
+  const m = valuesOf(s, mean);
+  const sd = valuesOf(s, std);
+  return {
+    low: m.map((v, i) => (v === null || sd[i] === null ? null : v - (sd[i] as number))),
+    high: m.map((v, i) => (v === null || sd[i] === null ? null : v + (sd[i] as number))),
+  };
+}
+
+/** GRPO's reward functions as a run's logs name them (`rewards/<name>/mean`), in the order first logged. */
+export function rewardNamesOf(s: Series): string[] {
+  return Object.keys(s.values).flatMap((k) => {
+    const m = /^rewards\/(.+)\/mean$/.exec(k);
+    return m ? [m[1]] : [];
+  });
+}
+
+/** One prompt's completions in a GRPO step: its prompt as shown, its records, and whether their rewards all tie. */
+export interface CompletionGroup {
+  prompt: string;
+  records: CompletionRecord[];
+  /**
+   * Every scored completion got the same reward (TRL's zero std, within 1e-8), so every advantage
+   * is 0 and the group adds nothing to the step's gradient.
+   */
+  tied: boolean;
+}
+
+/** A prompt as one line of text: a conversation shows as its last user message (what was asked). */
+export function promptText(prompt: CompletionRecord['prompt']): string {
+  if (typeof prompt === 'string') return prompt;
+  const user = prompt.filter((m) => m.role === 'user').at(-1) ?? prompt.at(-1);
+  return user?.content ?? '';
+}
+
+/** Whether rewards tie as TRL's `frac_reward_zero_std` counts them: the unbiased std of the scored ones is 0 (within 1e-8). */
+export function rewardsTie(rewards: readonly (number | null)[]): boolean {
+  const scored = rewards.filter((r): r is number => r !== null && Number.isFinite(r));
+  if (scored.length < 2) return true;
+  const mean = scored.reduce((a, b) => a + b, 0) / scored.length;
+  const variance = scored.reduce((a, r) => a + (r - mean) ** 2, 0) / (scored.length - 1);
+  return Math.sqrt(variance) <= 1e-8;
+}
+
+/**
+ * The latest step's completions by prompt: a step's records come num_generations at a time, each
+ * run of them one prompt's group (the order the advantages were computed in).
+ */
+export function completionGroups(records: readonly CompletionRecord[], numGenerations: number): CompletionGroup[] {
+  const step = records.at(-1)?.step;
+  const latest = records.filter((r) => r.step === step);
+  const size = Number.isInteger(numGenerations) && numGenerations >= 1 ? numGenerations : Math.max(1, latest.length);
+  const groups: CompletionGroup[] = [];
+  for (let i = 0; i < latest.length; i += size) {
+    const group = latest.slice(i, i + size);
+    groups.push({ prompt: promptText(group[0].prompt), records: group, tied: rewardsTie(group.map((r) => r.reward)) });
+  }
+  return groups;
 }

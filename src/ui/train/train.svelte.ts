@@ -9,7 +9,7 @@ import { proxy } from '../connect.ts';
 import { isCached } from '../model/hub.ts';
 import { estimateEta } from '../../engine/train/eta.ts';
 import type { MethodName, Recipe } from '../../engine/recipe.ts';
-import { RUN_OPEN_ELSEWHERE, type RunEvent, type RunRecord, type RunStatus } from '../../worker/protocol.ts';
+import { RUN_OPEN_ELSEWHERE, type CompletionRecord, type RunEvent, type RunRecord, type RunStatus } from '../../worker/protocol.ts';
 import { addLog, emptySeries, seriesFromMetrics, type Series } from './series.ts';
 
 export interface LogLine {
@@ -45,6 +45,13 @@ export class TrainStore {
   method = $state<MethodName>('sft');
   /** The name the next run gets; empty means the default (model, method, date). */
   runName = $state('');
+  /** GRPO: the latest step's rollout, grouped by prompt (num_generations records each). */
+  completions = $state.raw<CompletionRecord[]>([]);
+  /** GRPO: the reward functions' names, in the recipe's order (the keys of each record's rewards). */
+  rewardNames = $state.raw<string[]>([]);
+  numGenerations = $state(1);
+  /** GRPO: each distinct problem a reward function had during the run (a throw, a timeout, a bad value). */
+  rewardWarnings = $state.raw<string[]>([]);
   // State, not a plain field: `eta` reads it first, and a derived value that short-circuits on a
   // plain null never subscribes to anything, so it would never recompute.
   private pace = $state<{ step: number; time: number } | null>(null);
@@ -90,6 +97,20 @@ export class TrainStore {
     this.pace = null;
     this.lastLogTime = 0;
     this.pending = null;
+    this.completions = [];
+    this.rewardWarnings = [];
+  }
+
+  /** What the rollout table needs to know of a GRPO recipe; the functions' names come with the first rollout. */
+  private showRewards(recipe: Recipe | RunRecord['recipe']): void {
+    if (recipe.method !== 'grpo') return;
+    this.numGenerations = (recipe as { num_generations?: number }).num_generations ?? 8;
+  }
+
+  private showCompletions(records: CompletionRecord[]): void {
+    this.completions = records;
+    // A JavaScript reward is named by its default export's function name, which only the Worker reads.
+    if (records.length > 0) this.rewardNames = Object.keys(records[0].rewards);
   }
 
   async train(): Promise<void> {
@@ -131,6 +152,14 @@ export class TrainStore {
     app.recipe.showRecipe(run.recipe);
     void app.data.showRunData(run.id);
     await this.restoreCurves(run);
+    this.showRewards(run.recipe);
+    if (run.recipe.method === 'grpo') {
+      try {
+        this.showCompletions(await app.api.runCompletions(run.id));
+      } catch {
+        // The table fills again at the next step.
+      }
+    }
     await this.launch(run.recipe as Recipe, { file: String(run.recipe.train_file), data: '' }, run.id, run.name);
   }
 
@@ -152,6 +181,7 @@ export class TrainStore {
     if (!resumeRunId) this.reset();
     this.status = 'starting';
     this.method = recipe.method;
+    this.showRewards(recipe);
     if (!resumeRunId && recipe.max_steps > 0) this.totalSteps = recipe.max_steps;
     app.view = 'train';
     app.runs.dismissedResume = true;
@@ -164,7 +194,8 @@ export class TrainStore {
     void app.persistStorage();
     const onEvent = proxy((e: RunEvent) => this.onRunEvent(e));
     try {
-      const id = await app.api.startTraining(JSON.parse(JSON.stringify(recipe)), { file: data.file, data: data.data }, onEvent, resumeRunId, name);
+      const scripts = recipe.method === 'grpo' && !resumeRunId ? app.recipe.rewardScripts() : {};
+      const id = await app.api.startTraining(JSON.parse(JSON.stringify(recipe)), { file: data.file, data: data.data }, onEvent, resumeRunId, name, scripts);
       this.runId = id;
       if (this.status === 'starting') this.status = 'running';
     } catch (e) {
@@ -215,6 +246,10 @@ export class TrainStore {
         break;
       case 'warning':
         if (e.message) this.pushLog('warning', e.message);
+        if (e.message && e.source === 'reward' && !this.rewardWarnings.includes(e.message)) this.rewardWarnings = [...this.rewardWarnings, e.message];
+        break;
+      case 'completions':
+        if (e.records) this.showCompletions(e.records);
         break;
       case 'error':
         if (e.message) {
