@@ -84,10 +84,20 @@ function trainableParameters(model: CausalLM, recipe: Recipe): number {
   return expectedWeights(c).reduce((n, [name, shape]) => (names.has(name) ? n + shape.reduce((a, b) => a * b, 1) : n), 0);
 }
 
+/**
+ * Tokens of the longest sequence a step trains on. GRPO's is a prompt and its completion: the
+ * estimate cannot see the data, so a prompt counts as max_prompt_length, or 256 tokens when that is
+ * unset (TRL 0.x's default was 512; the prompts people train reasoning on are mostly shorter).
+ */
+function sequenceLength(recipe: Recipe, maxPositions: number): number {
+  if (recipe.method === 'grpo') return Math.min(maxPositions, (recipe.max_prompt_length ?? 256) + recipe.max_completion_length);
+  return recipe.max_length ?? maxPositions;
+}
+
 export function estimateMemory(model: CausalLM, recipe: Recipe, limits: DeviceLimits | undefined): MemoryEstimate {
   const c = model.config;
   const sequences = trainedSequences(recipe);
-  const T = recipe.max_length ?? c.max_position_embeddings;
+  const T = sequenceLength(recipe, c.max_position_embeddings);
   const tokens = sequences * T;
   const moments = recipe.optim === 'sgd' ? 0 : 2;
   // LoRA's A and B are tensors of their own; freeze and full turn base weights into variables in
@@ -140,17 +150,25 @@ export function shrinkAdvice(estimate: MemoryEstimate, recipe: Recipe, model: Ca
   }
   if (perStep >= estimate.weights) {
     if (!recipe.gradient_checkpointing) return 'set gradient_checkpointing to true, which keeps one hidden state per layer instead of all its activations';
-    return shrinkActivations(recipe, recipe.max_length ?? model.config.max_position_embeddings);
+    return shrinkActivations(recipe, sequenceLength(recipe, model.config.max_position_embeddings));
   }
   return 'choose a smaller model, since its weights alone take most of the memory';
 }
 
 /**
  * Halving the micro-batch keeps the effective batch (and so the training) the same; a shorter
- * max_length does not. KTO needs two rows a micro-batch for its KL term.
+ * max_length does not. KTO needs two rows a micro-batch for its KL term; GRPO whole groups of
+ * num_generations, and its length is the completions'.
  */
 function shrinkActivations(recipe: Recipe, T: number): string {
   const B = recipe.per_device_train_batch_size;
+  if (recipe.method === 'grpo') {
+    const G = recipe.num_generations;
+    const groups = B / G;
+    if (groups >= 2) return `halve per_device_train_batch_size to ${Math.floor(groups / 2) * G} and double gradient_accumulation_steps to ${recipe.gradient_accumulation_steps * 2}, which keeps the effective batch`;
+    const C = recipe.max_completion_length;
+    return C > 1 ? `lower max_completion_length to ${Math.floor(C / 2)} or num_generations (with per_device_train_batch_size)` : 'choose a smaller model';
+  }
   if (Math.floor(B / 2) >= (recipe.method === 'kto' ? 2 : 1)) {
     return `halve per_device_train_batch_size to ${Math.floor(B / 2)} and double gradient_accumulation_steps to ${recipe.gradient_accumulation_steps * 2}, which keeps the effective batch`;
   }

@@ -118,6 +118,16 @@ describe('estimateMemory', () => {
     expect(predicted).toBeLessThan(3 * measured);
   });
 
+  it('counts GRPO\'s sequences as a prompt and its completion, and keeps its groups whole when shrinking', () => {
+    const grpo = (r: Partial<RecipeInput>) => recipe({ method: 'grpo', reward_funcs: [{ name: 'json' }], num_generations: 4, max_prompt_length: 32, max_completion_length: 32, ...r } as Partial<RecipeInput>);
+    // 4 completions of 32 + 32 tokens cost what 4 SFT rows of 64 do.
+    expect(estimateMemory(model, grpo({ per_device_train_batch_size: 4 }), undefined)).toEqual(estimateMemory(model, recipe({ per_device_train_batch_size: 4, max_length: 64 }), undefined));
+    const eight = grpo({ per_device_train_batch_size: 8, max_completion_length: 480 });
+    expect(estimateMemory(model, eight, limits(2 ** 20)).suggestion).toBe('One logits buffer needs 8 MiB and this GPU allows 1 MiB; halve per_device_train_batch_size to 4 and double gradient_accumulation_steps to 2, which keeps the effective batch.');
+    const one = grpo({ per_device_train_batch_size: 4, max_completion_length: 480 });
+    expect(estimateMemory(model, one, limits(2 ** 20)).suggestion).toContain('lower max_completion_length to 240');
+  });
+
   it('counts full fine-tuning as gradients and moments on top of the weights', () => {
     const small = recipe({ peft: { type: 'full' }, max_length: 2, per_device_train_batch_size: 1 });
     const full = estimateMemory(model, small, undefined);
