@@ -18,6 +18,14 @@ import { activeDevice, guardDevice, type DeviceGuard, type DeviceProblem } from 
 import type { FolderBytes, RunEvent, RunRecord, RunStatus } from './protocol.ts';
 import { appendMetrics, createRun, putCompletions, putRun, saveCheckpoint, truncateCompletions, truncateMetrics, type StudioDb } from './store.ts';
 
+/** A JavaScript reward's text by the path reward_funcs names it with, from the scripts the page sent (or the run stored). */
+export function scriptReader(scripts: Record<string, string>): (path: string) => Promise<string> {
+  return async (path) => {
+    if (!Object.hasOwn(scripts, path)) throw new UserError(`reward_funcs: "${path}" names a JavaScript reward whose code the studio does not have; write it in the recipe view's reward editor.`, { field: 'reward_funcs' });
+    return scripts[path];
+  };
+}
+
 export class TrainingSession {
   record!: RunRecord;
   prepared!: PreparedRun;
@@ -59,10 +67,7 @@ export class TrainingSession {
     const warned = new Set<string>();
     const online: OnlineRunOptions = {
       host: rewards.host,
-      readScript: async (path) => {
-        if (!Object.hasOwn(rewards.scripts, path)) throw new UserError(`reward_funcs: "${path}" names a JavaScript reward whose code the studio does not have; write it in the recipe view's reward editor.`, { field: 'reward_funcs' });
-        return rewards.scripts[path];
-      },
+      readScript: scriptReader(rewards.scripts),
       onCompletions: (records) => s.onCompletions(records),
       // Each distinct problem once: a function that always throws would say so every step.
       onWarning: (message) => {

@@ -25,7 +25,7 @@ import { countParameters, estimateMemory, type MemoryEstimate } from '../engine/
 import { RUN_OPEN_ELSEWHERE, type ChatProgress, type CompletionRecord, type RewardTrial, type DataReport, type FolderBytes, type PreviewPage, type FolderFiles, type ModelSummary, type RunEvent, type RunRecord, type StudioApi } from './protocol.ts';
 import type { LogEntry } from '../engine/train/trainer.ts';
 import { runLocks, type LockManagerLike, type RunLock, type RunLocks } from './run_lock.ts';
-import { TrainingSession } from './session.ts';
+import { scriptReader, TrainingSession } from './session.ts';
 import { portRewardHost } from './reward_port_host.ts';
 import type { RewardScriptHost } from '../engine/train/script_reward.ts';
 import { loadRewardFunctions } from '../engine/train/reward_funcs.ts';
@@ -596,13 +596,6 @@ interface RunStart {
   rewardScripts: Record<string, string>;
 }
 
-/** A JavaScript reward's text by its path, from the scripts the page sent. */
-function scriptReader(scripts: Record<string, string>): (path: string) => Promise<string> {
-  return async (path) => {
-    if (!Object.hasOwn(scripts, path)) throw new UserError(`reward_funcs: "${path}" names a JavaScript reward whose code the studio does not have; write it in the recipe view's reward editor.`, { field: 'reward_funcs' });
-    return scripts[path];
-  };
-}
 
 /**
  * A callback from the page that can never stop the Worker: through comlink it answers with a
