@@ -1,14 +1,16 @@
 /**
  * `npm run bench`: LoRA SFT step speed, FLOP/s against the best matmul on the same adapter,
  * dispatches per step (with our kernels and with tfjs's own ops), physical peak memory, bytes
- * per frozen parameter and generation speed, for SmolLM2-135M, Qwen2.5-0.5B and Llama-3.2-1B
+ * per frozen parameter and generation tokens/s at batch 1 and 8, for SmolLM2-135M, Qwen2.5-0.5B and Llama-3.2-1B
  * shaped models with random weights (stand-ins on a software adapter), in Node (WebGPU through
  * Dawn, WASM, CPU) and in headless Chromium. Prints a table and writes bench.json; asserts nothing.
  *
  *   npm run bench -- [--runtimes node,chromium] [--backends webgpu,wasm,cpu]
  *                    [--models SmolLM2-135M,Qwen2.5-0.5B/stand-in,...] [--storage f32,16-bit]
- *                    [--checkpointing on,off] [--seq 128,512] [--steps N] [--gen-tokens N]
- *                    [--before node,chromium|none] [--no-torch] [--out bench.json]
+ *                    [--checkpointing on,off] [--seq 128,512] [--steps N] [--cases train,generate]
+ *                    [--gen-tokens N] [--gen-batches 1,8] [--gen-adapter lora,none]
+ *                    [--before node,chromium|none] [--no-torch]
+ *                    [--out bench.json]
  *
  * Unset, --backends is webgpu,wasm in Node and webgpu in Chromium, and models, lengths and steps
  * follow the adapter (see resolvePlan in core.ts): full shapes on a real GPU, stand-ins on
@@ -22,7 +24,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { installNodeWebGPU } from '../../src/engine/backend/node_webgpu.ts';
 import type { BackendName } from '../../src/engine/backend/index.ts';
-import { runBackend, type BackendRun, type CaseResult, type Plan } from './core.ts';
+import { GEN_PROMPT, LORA_RANK, runBackend, type BackendRun, type CaseResult, type GenerationResult, type Plan } from './core.ts';
 import { FLOPS_FORMULA, STAND_IN, type Storage } from './models.ts';
 import { runInChromium } from './chromium.ts';
 
@@ -35,7 +37,10 @@ const { values } = parseArgs({
     checkpointing: { type: 'string', default: 'on,off' },
     seq: { type: 'string' },
     steps: { type: 'string' },
+    cases: { type: 'string', default: 'train,generate' },
     'gen-tokens': { type: 'string' },
+    'gen-batches': { type: 'string', default: '1,8' },
+    'gen-adapter': { type: 'string', default: 'lora' },
     before: { type: 'string', default: 'node' },
     'no-torch': { type: 'boolean', default: false },
     out: { type: 'string', default: fileURLToPath(new URL('../../bench.json', import.meta.url)) },
@@ -52,6 +57,15 @@ const basePlan = (runtime: Plan['runtime'], backend: BackendName): Plan => ({
   seqs: values.seq ? list(values.seq).map(Number) : 'auto',
   steps: values.steps ? Number(values.steps) : 'auto',
   genTokens: values['gen-tokens'] ? Number(values['gen-tokens']) : 'auto',
+  genBatches: list(values['gen-batches']).map(Number),
+  genAdapters: list(values['gen-adapter']).map((a) => {
+    if (a !== 'lora' && a !== 'none') throw new Error(`unknown --gen-adapter ${a}; expected lora or none`);
+    return a;
+  }),
+  cases: list(values.cases).map((c) => {
+    if (c !== 'train' && c !== 'generate') throw new Error(`unknown case kind ${c}; expected train or generate`);
+    return c;
+  }),
   before: list(values.before).includes(runtime),
 });
 
@@ -64,7 +78,7 @@ for (const runtime of list(values.runtimes)) {
   if (runtime === 'node') {
     for (const backend of backends) {
       if (backend === 'webgpu' && !(await installNodeWebGPU())) {
-        runs.push({ runtime, backend, adapter: '', available: false, note: 'no WebGPU adapter in Node (Dawn found none)', best_matmul: {}, cases: [] });
+        runs.push({ runtime, backend, adapter: '', available: false, note: 'no WebGPU adapter in Node (Dawn found none)', best_matmul: {}, cases: [], generation: [] });
         log('node/webgpu: no adapter; skipped');
         continue;
       }
@@ -79,6 +93,7 @@ for (const runtime of list(values.runtimes)) {
 
 const torch = values['no-torch'] ? { note: 'skipped (--no-torch)' } : runTorchReference(runs.flatMap((r) => r.cases));
 const cases = runs.flatMap((r) => r.cases);
+const generation = runs.flatMap((r) => r.generation);
 const report = {
   generated: new Date().toISOString(),
   host: { cpus: cpus().length, cpu: cpus()[0]?.model ?? '', node: process.version },
@@ -86,13 +101,15 @@ const report = {
   stand_in: `"<model>/stand-in": the model's layer shapes with ${STAND_IN.layers} layer(s) and a ${STAND_IN.vocab}-word vocabulary`,
   runs: runs.map(({ cases: _c, ...r }) => r),
   cases,
+  generation,
   dispatches_before_after: beforeAfter(cases),
   torch,
   targets: targets(cases, torch),
 };
 writeFileSync(values.out, JSON.stringify(report, null, 2) + '\n');
 
-printTable(cases);
+if (cases.length) printTable(cases);
+if (generation.length) printGeneration(generation);
 console.log(`\nFLOP/s = model FLOPs per step / step time, with\n${FLOPS_FORMULA}`);
 console.log('\nDispatches per step, plain tfjs ops (every Ft* kernel unregistered) → ours, f32 weights:');
 if (report.dispatches_before_after.length) console.table(report.dispatches_before_after);
@@ -128,10 +145,29 @@ function printTable(cases: CaseResult[]): void {
       'reserved MiB': mb(c.reserved_bytes),
       'floats/tok·layer·hid': +c.transient_floats_per_token_layer_hidden.toFixed(1),
       'B/frozen param': +c.frozen_bytes_per_parameter.toFixed(2),
-      'gen tok/s': c.gen_tokens_per_s == null ? '-' : +c.gen_tokens_per_s.toFixed(2),
     })),
   );
   console.log('(kernels_ = tfjs kernel calls per step; dispatches = WebGPU dispatchWorkgroups per step; peak/resident = live backend buffers, each once; reserved = WebGPU buffer pool or WASM heap)');
+}
+
+function printGeneration(rows: GenerationResult[]): void {
+  console.log(`\nGeneration: greedy, LoRA r ${LORA_RANK} applied or none, one ${GEN_PROMPT}-token prompt × batch completions, no EOS; tokens/s = batch · new tokens / wall time of the generate() call, prefill included:`);
+  console.table(
+    rows.map((g) => ({
+      runtime: g.runtime,
+      backend: g.backend,
+      model: g.model,
+      storage: g.storage,
+      adapter: g.lora ? `LoRA r ${LORA_RANK}` : 'none',
+      batch: g.batch,
+      'new tokens': g.new_tokens,
+      'cold tok/s': +g.cold_tokens_per_s.toFixed(2),
+      'warm tok/s': +g.warm_tokens_per_s.toFixed(2),
+      'pipelines compiled (cold + warm)': g.programs_compiled_cold == null ? '-' : `${g.programs_compiled_cold} + ${g.programs_compiled_warm}`,
+      'kernels/step': Math.round(g.kernel_calls_per_step),
+      'GFLOP/s warm': +(g.flops_per_s / 1e9).toFixed(3),
+    })),
+  );
 }
 
 function beforeAfter(cases: CaseResult[]) {

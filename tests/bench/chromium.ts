@@ -14,7 +14,7 @@ const CHROMIUM = '/usr/bin/chromium';
 const ARGS = ['--no-sandbox', '--headless=new', '--enable-unsafe-webgpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
 
 export async function runInChromium(plans: Plan[], log: (line: string) => void): Promise<BackendRun[]> {
-  const unavailable = (note: string) => plans.map((p) => ({ runtime: 'chromium', backend: p.backend, adapter: '', available: false, note, best_matmul: {}, cases: [] }));
+  const unavailable = (note: string) => plans.map((p) => ({ runtime: 'chromium', backend: p.backend, adapter: '', available: false, note, best_matmul: {}, cases: [], generation: [] }));
   if (!existsSync(CHROMIUM)) {
     log(`chromium: ${CHROMIUM} not found; skipped`);
     return unavailable(`${CHROMIUM} not found (apt-get install -y chromium)`);

@@ -31,6 +31,12 @@ export interface Plan {
   seqs: number[] | 'auto';
   steps: number | 'auto';
   genTokens: number | 'auto';
+  /** Rows of each generation case (one prompt, `num_return_sequences` = batch, as GRPO samples a group). */
+  genBatches: number[];
+  /** Generate with a fresh LoRA adapter applied (as GRPO's policy), with the base model alone, or both. */
+  genAdapters: ('lora' | 'none')[];
+  /** What to measure: LoRA training steps, generation, or both. */
+  cases: ('train' | 'generate')[];
   /** Also run each f32 model with our `Ft*` kernels unregistered (plain tfjs): dispatches "before". */
   before: boolean;
 }
@@ -79,9 +85,43 @@ export interface CaseResult {
   frozen_parameters: number;
   frozen_bytes_per_parameter: number;
   loss: number;
-  /** Greedy generation with the LoRA adapter applied, 16-token prompt, KV cache; per model and storage. */
-  gen_tokens_per_s: number | null;
-  gen_flops_per_s: number | null;
+}
+
+/**
+ * Greedy generation, with a fresh LoRA adapter applied (as GRPO samples) or the base model alone:
+ * one GEN_PROMPT-token prompt, `batch` completions of it (num_return_sequences), `new_tokens`
+ * each, no EOS.
+ */
+export interface GenerationResult {
+  runtime: string;
+  backend: BackendName;
+  adapter: string;
+  software_adapter: boolean;
+  threads: number | null;
+  model: string;
+  stand_in: boolean;
+  layers: number;
+  storage: Storage;
+  lora: boolean;
+  batch: number;
+  prompt_tokens: number;
+  new_tokens: number;
+  /**
+   * The first call at these shapes, prefill included: on WebGPU it compiles a pipeline for every
+   * program key it has not met before (a generation call after training meets new ones).
+   */
+  cold_ms: number;
+  cold_tokens_per_s: number;
+  /** The same call again (the fastest of up to three when a call is short): every pipeline it needs exists. */
+  warm_ms: number;
+  warm_tokens_per_s: number;
+  /** WebGPU: pipelines compiled during the cold call and during the warm ones; null elsewhere. */
+  programs_compiled_cold: number | null;
+  programs_compiled_warm: number | null;
+  /** tfjs kernel calls per generated token position (per forward pass), warm call. */
+  kernel_calls_per_step: number;
+  /** Model FLOPs per second of the warm call (tokenFlops per row and token). */
+  flops_per_s: number;
 }
 
 type Log = (line: string) => void;
@@ -112,7 +152,8 @@ export function resolvePlan(plan: Plan, info: BackendInfo): { [K in keyof Plan]:
   // runs there (both checkpointing settings, the PyTorch comparison among them).
   const longOnlyF32 = plan.seqs === 'auto' && host;
   const steps = plan.steps !== 'auto' ? plan.steps : software || host ? 1 : 5;
-  const genTokens = plan.genTokens !== 'auto' ? plan.genTokens : software ? 4 : host ? 8 : 32;
+  // SwiftShader decodes a few tokens a second at best; the generation cases stay under a minute.
+  const genTokens = plan.genTokens !== 'auto' ? plan.genTokens : software ? 16 : 32;
   return { ...plan, models, seqs, steps, genTokens, longOnlyF32 };
 }
 
@@ -262,6 +303,7 @@ export interface BackendRun {
   note?: string;
   best_matmul: Record<string, Record<string, number>>;
   cases: CaseResult[];
+  generation: GenerationResult[];
 }
 
 export async function runBackend(plan: Plan, log: Log): Promise<BackendRun> {
@@ -272,17 +314,18 @@ export async function runBackend(plan: Plan, log: Log): Promise<BackendRun> {
   }
   const info = await initBackend(plan.backend);
   if (info.name !== plan.backend) {
-    return { runtime: plan.runtime, backend: plan.backend, adapter: '', available: false, note: info.fallbackReason ?? `${plan.backend} not available`, best_matmul: {}, cases: [] };
+    return { runtime: plan.runtime, backend: plan.backend, adapter: '', available: false, note: info.fallbackReason ?? `${plan.backend} not available`, best_matmul: {}, cases: [], generation: [] };
   }
   if (plan.backend === 'webgpu') tf.env().set('WEBGPU_CPU_FORWARD', false);
   const p = resolvePlan(plan, info);
   const software = isSoftware(info);
   const adapter = adapterName(info);
   const threads = plan.backend === 'wasm' ? getThreadsCount() : null;
-  log(`${plan.runtime}/${plan.backend}: ${adapter}${threads != null ? `, ${threads} thread(s)` : ''}; models ${p.models.join(', ')}; seq ${p.seqs.join(', ')}; ${p.steps} timed step(s)`);
+  log(`${plan.runtime}/${plan.backend}: ${adapter}${threads != null ? `, ${threads} thread(s)` : ''}; models ${p.models.join(', ')}; ${p.cases.includes('train') ? `train 1×${p.seqs.join(', 1×')}, ${p.steps} timed step(s)` : 'no training'}; ${p.cases.includes('generate') ? `generate ${p.genBatches.map((b) => `${b}×${p.genTokens}`).join(', ')}` : 'no generation'}`);
   installCounters(plan.backend);
 
   const cases: CaseResult[] = [];
+  const generation: GenerationResult[] = [];
   const bestByN: Record<string, Record<string, number>> = {};
   for (const modelName of p.models) {
     const raw = modelConfig(modelName);
@@ -299,9 +342,9 @@ export async function runBackend(plan: Plan, log: Log): Promise<BackendRun> {
         model: modelName, stand_in: modelName.endsWith('/stand-in'), layers: config.num_hidden_layers, hidden: config.hidden_size, vocab: config.vocab_size, storage,
         frozen_bytes: frozen.bytes, frozen_parameters: frozen.parameters, frozen_bytes_per_parameter: frozen.bytes / frozen.parameters,
       };
-      const passes: { kernels: 'ours' | 'tfjs'; checkpointing: boolean[] }[] = [{ kernels: 'ours', checkpointing: p.checkpointing }];
+      const passes: { kernels: 'ours' | 'tfjs'; checkpointing: boolean[] }[] = p.cases.includes('train') ? [{ kernels: 'ours', checkpointing: p.checkpointing }] : [];
       // tfjs has no 16-bit storage, so "before" is the f32 model; without checkpointing, as plain tfjs training would run.
-      if (p.before && storage === 'f32') passes.push({ kernels: 'tfjs', checkpointing: [false] });
+      if (p.cases.includes('train') && p.before && storage === 'f32') passes.push({ kernels: 'tfjs', checkpointing: [false] });
       const mine: CaseResult[] = [];
       try {
         for (const pass of passes) {
@@ -335,20 +378,29 @@ export async function runBackend(plan: Plan, log: Log): Promise<BackendRun> {
                 reserved_bytes: m.reserved,
                 transient_floats_per_token_layer_hidden: (m.peak - m.resident) / 4 / (tokens * config.num_hidden_layers * config.hidden_size),
                 loss: m.loss,
-                gen_tokens_per_s: null,
-                gen_flops_per_s: null,
               };
               log(`  ${modelName} ${storage} ckpt=${ckpt ? 'on' : 'off'} 1×${seq} kernels=${pass.kernels}: ${m.stepMs.toFixed(0)} ms/step, ${(r.achieved_flops_per_s / 1e9).toFixed(2)} GFLOP/s (${(r.matmul_fraction * 100).toFixed(0)} % of best matmul), ${r.dispatches_per_step ?? '-'} dispatches, ${r.kernel_calls_per_step} kernels, peak ${(m.peak / 2 ** 20).toFixed(0)} MiB`);
               mine.push(r);
             }
           }
         }
-        const gen = await generationSpeed(model, p.genTokens);
-        log(`  ${modelName} ${storage} generate: ${gen.toFixed(2)} tokens/s`);
-        for (const r of mine) {
-          if (r.kernels !== 'ours') continue;
-          r.gen_tokens_per_s = gen;
-          r.gen_flops_per_s = gen * tokenFlops(config, 16 + p.genTokens / 2, LORA_RANK);
+        if (p.cases.includes('generate')) {
+          for (const [lora, batch] of p.genAdapters.flatMap((a) => p.genBatches.map((b) => [a === 'lora', b] as const))) {
+            const g = await generationCase(model, batch, p.genTokens, lora);
+            const r: GenerationResult = {
+              runtime: plan.runtime, backend: plan.backend, adapter, software_adapter: software, threads,
+              model: modelName, stand_in: common.stand_in, layers: config.num_hidden_layers, storage, lora,
+              batch, prompt_tokens: GEN_PROMPT, new_tokens: p.genTokens,
+              cold_ms: g.coldMs, cold_tokens_per_s: (batch * p.genTokens) / (g.coldMs / 1000),
+              warm_ms: g.warmMs, warm_tokens_per_s: (batch * p.genTokens) / (g.warmMs / 1000),
+              programs_compiled_cold: plan.backend === 'webgpu' ? g.programsCold : null,
+              programs_compiled_warm: plan.backend === 'webgpu' ? g.programsWarm : null,
+              kernel_calls_per_step: g.kernels / p.genTokens,
+              flops_per_s: (batch * p.genTokens * tokenFlops(config, GEN_PROMPT + p.genTokens / 2, lora ? LORA_RANK : 0)) / (g.warmMs / 1000),
+            };
+            log(`  ${modelName} ${storage} generate ${batch}×${p.genTokens}${lora ? ' LoRA' : ''}: ${r.cold_tokens_per_s.toFixed(2)} tokens/s cold, ${r.warm_tokens_per_s.toFixed(2)} warm${r.programs_compiled_cold != null ? `, ${r.programs_compiled_cold} + ${r.programs_compiled_warm} pipelines compiled` : ''}, ${r.kernel_calls_per_step.toFixed(0)} kernels/step`);
+            generation.push(r);
+          }
         }
       } finally {
         model.dispose();
@@ -357,7 +409,7 @@ export async function runBackend(plan: Plan, log: Log): Promise<BackendRun> {
       cases.push(...mine);
     }
   }
-  return { runtime: plan.runtime, backend: plan.backend, adapter, available: true, best_matmul: bestByN, cases };
+  return { runtime: plan.runtime, backend: plan.backend, adapter, available: true, best_matmul: bestByN, cases, generation };
 }
 
 interface Measured {
@@ -414,17 +466,46 @@ async function runCase(model: CausalLM, seq: number, checkpointing: boolean, ste
   }
 }
 
-/** Greedy decoding of `tokens` tokens after a 16-token prompt, with a LoRA adapter applied; tokens/s including the prefill. */
-async function generationSpeed(model: CausalLM, tokens: number): Promise<number> {
+/** Prompt length of the generation cases. */
+export const GEN_PROMPT = 16;
+
+/** Pipelines tfjs-webgpu has compiled so far (its cache by program key); 0 on other backends. */
+function compiledPrograms(): number {
+  const cache = (tf.backend() as unknown as { pipelineCache?: Record<string, unknown> }).pipelineCache;
+  return cache ? Object.keys(cache).length : 0;
+}
+
+/**
+ * A warm-up call of one token (the prefill's programs, buffer pools, JIT), then the case's call:
+ * cold (every decode-step program key met for the first time), then warm.
+ */
+async function generationCase(model: CausalLM, batch: number, tokens: number, lora: boolean): Promise<{ coldMs: number; warmMs: number; programsCold: number; programsWarm: number; kernels: number }> {
   const rng = new Rng(2);
-  const adapter = LoraAdapter.init(model.config, { r: LORA_RANK, lora_alpha: 32, lora_dropout: 0, target_modules: resolveTargetModules('all-linear'), use_rslora: false, layers_to_transform: null }, rng);
+  const adapter = lora ? LoraAdapter.init(model.config, { r: LORA_RANK, lora_alpha: 32, lora_dropout: 0, target_modules: resolveTargetModules('all-linear'), use_rslora: false, layers_to_transform: null }, rng) : null;
   try {
-    const prompt = Array.from({ length: 16 }, () => 3 + rng.int(model.config.vocab_size - 3));
-    await generate(model, [prompt], { do_sample: false, max_new_tokens: 1, adapter, eos_token_id: [] });
-    const t0 = performance.now();
-    const out = await generate(model, [prompt], { do_sample: false, max_new_tokens: tokens, adapter, eos_token_id: [] });
-    return out[0].length / ((performance.now() - t0) / 1000);
+    const prompt = Array.from({ length: GEN_PROMPT }, () => 3 + rng.int(model.config.vocab_size - 3));
+    const run = async (n: number) => {
+      const p0 = compiledPrograms();
+      const k0 = counts.kernels;
+      const t0 = performance.now();
+      const out = await generate(model, [prompt], { do_sample: false, max_new_tokens: n, num_return_sequences: batch, adapter, eos_token_id: [] });
+      const ms = performance.now() - t0;
+      if (out.some((row) => row.length !== n)) throw new Error(`generation stopped early: ${out.map((r) => r.length)}`);
+      return { ms, programs: compiledPrograms() - p0, kernels: counts.kernels - k0 };
+    };
+    await run(1);
+    const cold = await run(tokens);
+    // A shared machine's noise swamps a call of a fraction of a second: short calls are repeated
+    // (up to three, about three seconds in all) and the fastest is taken.
+    const warm = await run(tokens);
+    for (let spent = warm.ms, i = 1; i < 3 && spent < 3000; i++) {
+      const again = await run(tokens);
+      spent += again.ms;
+      if (again.ms < warm.ms) Object.assign(warm, { ms: again.ms, kernels: again.kernels });
+      warm.programs += again.programs;
+    }
+    return { coldMs: cold.ms, warmMs: warm.ms, programsCold: cold.programs, programsWarm: warm.programs, kernels: warm.kernels };
   } finally {
-    adapter.dispose();
+    adapter?.dispose();
   }
 }

@@ -53,6 +53,24 @@ export const MODELS: Record<string, Record<string, unknown>> = {
     tie_word_embeddings: true,
     torch_dtype: 'bfloat16',
   },
+  // Karpathy's llama2.c stories260K (../shared/models/stories260K, the tests' real model), here
+  // with random weights: a shape small enough that SwiftShader's per-dispatch costs, not its
+  // arithmetic, set the decoding speed.
+  'stories260K': {
+    architectures: ['LlamaForCausalLM'],
+    hidden_size: 64,
+    intermediate_size: 172,
+    num_hidden_layers: 5,
+    num_attention_heads: 8,
+    num_key_value_heads: 4,
+    head_dim: 8,
+    vocab_size: 512,
+    max_position_embeddings: 512,
+    rms_norm_eps: 1e-5,
+    rope_theta: 10000,
+    tie_word_embeddings: true,
+    torch_dtype: 'float32',
+  },
 };
 
 /**

@@ -8,7 +8,7 @@ import * as tf from '@tensorflow/tfjs';
 import { nodeFolder } from '../../src/cli/fs_files.ts';
 import { memoryFiles } from '../../src/engine/io/files.ts';
 import { generate } from '../../src/engine/model/generate.ts';
-import type { KVCache } from '../../src/engine/model/llama.ts';
+import { allocateKVCache, disposeKVCache, type KVCache } from '../../src/engine/model/llama.ts';
 import { parseRecipe, type RecipeInput } from '../../src/engine/recipe.ts';
 import { loadModel, prepareRun } from '../../src/engine/run.ts';
 import type { LogEntry } from '../../src/engine/train/trainer.ts';
@@ -73,23 +73,16 @@ describe('stories260K, a real pretrained model', () => {
     const full = tf.tidy(() => model.logits(model.forward(tf.tensor2d([ids], undefined, 'int32'))));
     const whole = (await full.data()) as Float32Array;
     full.dispose();
-    // Chunks ending at 40, 70 and 100 tokens: the rotary tables are first built for 64 positions
-    // and must grow on the way.
-    const cache: KVCache = { keys: [], values: [] };
+    // One cache of 100 slots, written in chunks ending at 40, 70 and 100 tokens at its length.
+    const cache: KVCache = allocateKVCache(model.config, 1, 100);
     const chunks: Float32Array[] = [];
     for (const [from, to] of [[0, 40], [40, 70], [70, 100]]) {
-      const old = [...cache.keys, ...cache.values];
-      const t = tf.tidy(() => {
-        const hidden = model.forward(tf.tensor2d([ids.slice(from, to)], undefined, 'int32'), { cache });
-        cache.keys.forEach((k) => tf.keep(k));
-        cache.values.forEach((v) => tf.keep(v));
-        return model.logits(hidden);
-      });
-      old.forEach((x) => x.dispose());
+      const t = tf.tidy(() => model.logits(model.forward(tf.tensor2d([ids.slice(from, to)], undefined, 'int32'), { cache })));
       chunks.push(Float32Array.from((await t.data()) as Float32Array));
       t.dispose();
     }
-    tf.dispose([...cache.keys, ...cache.values]);
+    expect(cache.length).toBe(100);
+    disposeKVCache(cache);
     const chunked = new Float32Array(whole.length);
     chunks.reduce((offset, c) => (chunked.set(c, offset), offset + c.length), 0);
     expect(maxAbsDiff(chunked, whole)).toBeLessThanOrEqual(1e-4);

@@ -1,11 +1,15 @@
 /**
- * Sampling with a KV cache, as transformers' generate(): prompts are left-padded so every row's
- * next token sits in the last column, positions count real tokens only, and each step feeds one
- * token per row. Logits are processed like transformers' warpers (temperature, top-k, top-p).
+ * Sampling with a static KV cache, as transformers' generate() with cache_implementation
+ * "static": prompts are left-padded so every row's next token sits in the last column, positions
+ * count real tokens only, and each step feeds one token per row. The cache is allocated once per
+ * call at its final length, so every decode step runs on the same tensor shapes (WebGPU compiles
+ * no pipeline and pools no new buffer while decoding). Each prompt is prefilled once, however
+ * many completions it has; the completions of all prompts then decode as one batch. Logits are
+ * processed like transformers' warpers (temperature, top-k, top-p).
  */
 import * as tf from '@tensorflow/tfjs';
 import { Rng } from '../rng.ts';
-import type { CausalLM, KVCache } from './llama.ts';
+import { allocateKVCache, disposeKVCache, selectKVCacheRows, type CausalLM, type KVCache } from './llama.ts';
 import type { LoraAdapter } from './lora.ts';
 
 export interface GenerationConfig {
@@ -52,64 +56,87 @@ export interface GenerateOptions extends Partial<GenerationConfig> {
 export async function generate(model: CausalLM, prompts: number[][], options: GenerateOptions = {}): Promise<number[][]> {
   const g: GenerationConfig = { ...DEFAULT_GENERATION, ...options };
   const rng = options.rng ?? new Rng(g.seed);
-  const rows = prompts.flatMap((p) => Array.from({ length: g.num_return_sequences }, () => p));
+  const G = g.num_return_sequences;
+  const rows = prompts.flatMap((p) => Array.from({ length: G }, () => p));
   const B = rows.length;
-  const P = Math.max(...rows.map((r) => r.length));
-  const maxLen = Math.min(P + g.max_new_tokens, model.config.max_position_embeddings);
-  const eos = new Set(g.eos_token_id);
-
-  const mask: number[][] = rows.map((r) => [...Array(P - r.length).fill(0), ...r.map(() => 1)]);
-  const ids = rows.map((r) => [...Array(P - r.length).fill(g.pad_token_id), ...r]);
-  const nextPos = rows.map((r) => r.length);
   const out: number[][] = rows.map(() => []);
+  const P = Math.max(...prompts.map((p) => p.length));
+  // The cache's slots: the padded prompt and the new tokens (one spare: the last is never fed back).
+  const maxLen = Math.min(P + g.max_new_tokens, model.config.max_position_embeddings);
+  if (B === 0 || maxLen <= P) return out;
+  const V = model.config.vocab_size;
+  const eos = new Set(g.eos_token_id);
   const done = rows.map(() => false);
-  const cache: KVCache = { keys: [], values: [] };
+  /** Left padding of each row: its first real token's slot. */
+  const padOf = (p: number[]) => P - p.length;
 
-  let input = ids;
-  let positions = mask.map((m) => {
-    let n = 0;
-    return m.map((x) => (x ? n++ : 0));
-  });
-  try {
-    for (let len = P; len < maxLen && !done.every(Boolean); len++) {
-      // The forward pass replaces each layer's cache entry by a concatenation; the old entries
-      // are referenced nowhere else once it returns.
-      const old = [...cache.keys, ...cache.values];
-      const last = tf.tidy(() => {
-        const hidden = model.forward(tf.tensor2d(input, undefined, 'int32'), {
-          attentionMask: tf.tensor2d(mask, undefined, 'int32'),
-          positionIds: tf.tensor2d(positions, undefined, 'int32'),
-          cache,
-          adapter: options.adapter ?? null,
-        });
-        cache.keys.forEach((k) => tf.keep(k));
-        cache.values.forEach((v) => tf.keep(v));
-        const T = hidden.shape[1];
-        return model.logits(tf.reshape(tf.slice(hidden, [0, T - 1, 0], [B, 1, -1]), [B, -1]));
+  /**
+   * One forward pass writing `ids` [rows, T] at the cache's next slots; the last column's scores,
+   * [rows · vocab]. Slots hold a real token from a row's padding to the last one written.
+   */
+  const step = async (cache: KVCache, ids: number[][], positions: number[][], pads: number[]): Promise<Float32Array> => {
+    const S = maxLen;
+    const end = cache.length + ids[0].length;
+    const mask = new Int32Array(ids.length * S);
+    pads.forEach((pad, r) => mask.fill(1, r * S + pad, r * S + end));
+    const last = tf.tidy(() => {
+      const hidden = model.forward(tf.tensor2d(ids, undefined, 'int32'), {
+        attentionMask: tf.tensor2d(mask, [ids.length, S], 'int32'),
+        positionIds: tf.tensor2d(positions, undefined, 'int32'),
+        cache,
+        adapter: options.adapter ?? null,
       });
-      old.forEach((t) => t.dispose());
-      const scores = (await last.data()) as Float32Array;
+      const T = hidden.shape[1];
+      return model.logits(tf.reshape(tf.slice(hidden, [0, T - 1, 0], [ids.length, 1, -1]), [ids.length, -1]));
+    });
+    try {
+      return (await last.data()) as Float32Array;
+    } finally {
       last.dispose();
-      const V = model.config.vocab_size;
-      const step: number[] = [];
+    }
+  };
+
+  // Each prompt once, left-padded to the longest; positions count real tokens only.
+  let cache = allocateKVCache(model.config, prompts.length, maxLen);
+  try {
+    const ids = prompts.map((p) => [...Array(padOf(p)).fill(g.pad_token_id), ...p]);
+    const positions = prompts.map((p) => [...Array(padOf(p)).fill(0), ...p.map((_, i) => i)]);
+    let scores = await step(cache, ids, positions, prompts.map(padOf));
+    if (G > 1) {
+      // The completions of a prompt share its prefill: its cache rows and scores are copied G times.
+      const promptOf = rows.map((_, b) => Math.floor(b / G));
+      const shared = cache;
+      cache = selectKVCacheRows(shared, promptOf);
+      disposeKVCache(shared);
+      const prefill = scores;
+      scores = new Float32Array(B * V);
+      promptOf.forEach((r, b) => scores.set(prefill.subarray(r * V, (r + 1) * V), b * V));
+    }
+    const pads = rows.map(padOf);
+    // len: the padded sequence's length once this step's tokens are appended.
+    for (let len = P + 1; ; len++) {
+      const tokens: number[] = [];
       for (let b = 0; b < B; b++) {
         if (done[b]) {
-          step.push(-1);
+          tokens.push(-1);
           continue;
         }
         const token = pickToken(scores.subarray(b * V, (b + 1) * V), g, rng);
         out[b].push(token);
-        step.push(token);
+        tokens.push(token);
         if (eos.has(token)) done[b] = true;
       }
-      if (options.onTokens && (await options.onTokens(step)) === false) break;
-      input = step.map((t) => [t < 0 ? g.pad_token_id : t]);
-      positions = nextPos.map((p, b) => [p + out[b].length - 1]);
-      mask.forEach((m) => m.push(1));
+      if (options.onTokens && (await options.onTokens(tokens)) === false) break;
+      if (len >= maxLen || done.every(Boolean)) break;
+      scores = await step(
+        cache,
+        tokens.map((t) => [t < 0 ? g.pad_token_id : t]),
+        rows.map((r, b) => [r.length + out[b].length - 1]),
+        pads,
+      );
     }
   } finally {
-    cache.keys.forEach((k) => k.dispose());
-    cache.values.forEach((v) => v.dispose());
+    disposeKVCache(cache);
   }
   return out;
 }

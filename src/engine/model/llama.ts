@@ -12,21 +12,57 @@ import { attention, checkpoint, frozenLinear, gatherRows, reshape, residualAdd, 
 import { matMul } from '../backend/kernels/matmul.ts';
 import { frozenWeightF32, gatherWeightRows, linearForward, packWeight16, unpackWeight, type FrozenWeight } from '../backend/kernels/linear.ts';
 import type { AttentionOptions } from '../backend/kernels/attention.ts';
+import { writeKVCache } from '../backend/kernels/kv_cache.ts';
 import type { LoadProgress, OpenModelFolder } from '../io/model_folder.ts';
 import { valuesToFloat32 } from '../io/safetensors.ts';
 
-/** Keys and values of past positions, one entry per layer, each [batch, kv_heads, past, head_dim]. */
+/**
+ * Keys and values of one generation call, as transformers' StaticCache: each layer's entry is
+ * allocated once at its final length S, [batch, kv_heads, S, head_dim], and each forward pass
+ * writes its seq new positions at slots `length` .. `length + seq - 1` (in place where the backend
+ * allows). Shapes never change while decoding, so WebGPU compiles no pipeline and pools no buffer
+ * per token. Slots from `length` on are not written yet: the causal rule (query t sees slots up
+ * to length + t) keeps attention off them. Make one with `allocateKVCache`.
+ */
 export interface KVCache {
   keys: tf.Tensor4D[];
   values: tf.Tensor4D[];
+  /** Slots written so far, padding included: where the next forward pass writes. */
+  length: number;
+}
+
+/** A zeroed cache of `slots` positions for `batch` rows; the caller disposes it (`disposeKVCache`). */
+export function allocateKVCache(c: ModelConfig, batch: number, slots: number): KVCache {
+  // Zeros, not whatever a pooled buffer held: a left-padding query row that sees no key reads
+  // every slot (see attention.ts), and a NaN there would reach its keys and values.
+  const entry = () => tf.fill([batch, c.num_key_value_heads, slots, c.head_dim], 0, 'float32') as tf.Tensor4D;
+  return {
+    keys: Array.from({ length: c.num_hidden_layers }, entry),
+    values: Array.from({ length: c.num_hidden_layers }, entry),
+    length: 0,
+  };
+}
+
+/** The cache with its batch rows picked by `rows` (a prompt's prefill shared by its completions). */
+export function selectKVCacheRows(cache: KVCache, rows: number[]): KVCache {
+  const pick = (t: tf.Tensor4D) => tf.tidy(() => tf.gather(t, tf.tensor1d(rows, 'int32'), 0) as tf.Tensor4D);
+  return { keys: cache.keys.map(pick), values: cache.values.map(pick), length: cache.length };
+}
+
+export function disposeKVCache(cache: KVCache): void {
+  tf.dispose([...cache.keys, ...cache.values]);
 }
 
 export interface ForwardOptions {
-  /** [batch, past + seq]: 1 for real tokens, 0 for padding. Omitted: every position is real. */
+  /**
+   * 1 for real tokens, 0 for padding: [batch, seq], or with a cache [batch, cache slots] over
+   * every slot (0 or 1 for those not written yet: the causal rule excludes them anyway).
+   * Omitted: every position is real.
+   */
   attentionMask?: tf.Tensor2D;
-  /** [batch, seq] positions for RoPE. Omitted: past .. past + seq - 1. */
+  /** [batch, seq] positions for RoPE. Omitted: length .. length + seq - 1 (0 .. seq - 1 without a cache). */
   positionIds?: tf.Tensor2D;
-  /** Past keys and values; the new ones are appended to it (the caller keeps and disposes them). */
+  /** Keys and values of earlier positions; this pass writes its own at `cache.length` and advances it. */
   cache?: KVCache;
   /** LoRA adapter to apply; null or omitted runs the base model (the DPO/KTO reference). */
   adapter?: LoraAdapter | null;
@@ -190,10 +226,14 @@ export class CausalLM {
   forward(inputIds: tf.Tensor2D, opts: ForwardOptions = {}): tf.Tensor3D {
     const c = this.config;
     const [B, T] = inputIds.shape;
-    const past = opts.cache && opts.cache.keys.length > 0 ? opts.cache.keys[0].shape[2] : 0;
+    const cache = opts.cache;
+    const past = cache ? cache.length : 0;
+    const slots = cache ? cache.keys[0].shape[2] : T;
+    if (past + T > slots) throw new Error(`${T} positions do not fit a KV cache of ${slots} slots with ${past} written`);
     const positions = opts.positionIds ?? tf.tidy(() => tf.tile(tf.expandDims(tf.range(past, past + T, 1, 'int32'), 0), [B, 1]) as tf.Tensor2D);
-    // Positions count real tokens only, so none reaches past + T.
-    const [cos, sin] = this.rope(positions, past + T);
+    // Positions count real tokens only, so none reaches the slot count; sizing the table by the
+    // cache's slots builds it once per generation rather than as positions grow.
+    const [cos, sin] = this.rope(positions, slots);
     const ctx: LayerContext = { B, T, cos, sin, attn: { scale: 1 / Math.sqrt(c.head_dim), past, keyMask: opts.attentionMask }, opts, seed: opts.dropoutSeed };
 
     let h = reshape<tf.Tensor3D>(this.embed(tf.reshape(inputIds, [-1]) as tf.Tensor1D), [B, T, c.hidden_size]);
@@ -217,6 +257,7 @@ export class CausalLM {
       const context = opts.attentionMask ? [cos, sin, opts.attentionMask] : [cos, sin];
       h = checkpoint(layer, h, context, this.layerVariables(i, opts.adapter ?? null));
     }
+    if (cache) cache.length += T;
     return rmsNorm(h, this.weight('model.norm.weight') as tf.Tensor1D, c.rms_norm_eps);
   }
 
@@ -276,13 +317,17 @@ export class CausalLM {
     q = rope(q, ctx.cos, ctx.sin);
     k = rope(k, ctx.cos, ctx.sin);
     if (opts.cache) {
-      if (opts.cache.keys[i]) {
-        k = tf.concat([opts.cache.keys[i], k], 2);
-        v = tf.concat([opts.cache.values[i], v], 2);
-      }
-      // Kept: the cache outlives this layer's tidy; its owner disposes the entries.
-      opts.cache.keys[i] = tf.keep(k);
-      opts.cache.values[i] = tf.keep(v);
+      const { keys, values, length } = opts.cache;
+      // The write hands back the entry's buffer (or, without an in-place kernel, its successor)
+      // under a new handle; kept, since the cache outlives this layer's tidy.
+      const write = (entries: tf.Tensor4D[], update: tf.Tensor4D) => {
+        const old = entries[i];
+        entries[i] = tf.keep(writeKVCache(old, update, length));
+        old.dispose();
+        return entries[i];
+      };
+      k = write(keys, k);
+      v = write(values, v);
     }
     const out = attention(q, k, v, ctx.attn);
     const merged = reshape<tf.Tensor3D>(tf.transpose(out, [0, 2, 1, 3]) as tf.Tensor4D, [B, T, c.num_attention_heads * D]);

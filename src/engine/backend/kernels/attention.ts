@@ -19,7 +19,10 @@ registerKernels([...attentionWebGPUKernels, ...attentionCpuKernels]);
 export interface AttentionOptions {
   /** Multiplies q·kᵀ (1/√head_dim). */
   scale: number;
-  /** Keys before the first query (a KV cache): query t sits at position past + t and sees keys 0 .. past + t. */
+  /**
+   * Keys before the first query (a KV cache): query t sits at slot past + t and sees keys 0 ..
+   * past + t. With left padding this counts padding slots too: it is the cache's write position.
+   */
   past: number;
   /** [B, S] 1 for a real key, 0 for padding; omitted: every key is real. */
   keyMask?: tf.Tensor2D;
@@ -34,8 +37,10 @@ export interface AttentionOptions {
 const MASKED = -1e30;
 
 /**
- * q [B, heads, T, D], k and v [B, kv_heads, S, D] with S = past + T → out [B, heads, T, D] and
- * lse [B, heads, T]. Query head h reads kv head ⌊h / (heads / kv_heads)⌋.
+ * q [B, heads, T, D], k and v [B, kv_heads, S, D] with S ≥ past + T → out [B, heads, T, D] and
+ * lse [B, heads, T]. Query head h reads kv head ⌊h / (heads / kv_heads)⌋. Keys past past + T − 1
+ * (a static cache's slots not written yet) are hidden by the causal rule from every row that sees
+ * some key; a row that sees none reads all S, so such slots must hold finite values (zeros).
  */
 export function attentionForward(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, opts: AttentionOptions): { out: tf.Tensor4D; lse: tf.Tensor3D } {
   if (hasKernel('FtAttention', [q, k, v])) {
