@@ -24,6 +24,7 @@ import { evaluateMethod } from '../engine/train/step.ts';
 import { generate } from '../engine/model/generate.ts';
 import { promptIds, samplingOptions } from '../engine/model/prompt.ts';
 import { checkFiniteAdapter } from '../engine/model/check.ts';
+import { storageQuantization, type StorageQuantization } from '../engine/model/quantized.ts';
 import type { LogEntry } from '../engine/train/trainer.ts';
 import { nodeFolder, writeFileAtomic, writeFolderAtomic } from './fs_files.ts';
 import { nodeRewardHost } from './reward_process.ts';
@@ -251,9 +252,23 @@ async function pruneCheckpoints(out: string, limit: number | null): Promise<void
   for (const s of steps.slice(0, Math.max(0, steps.length - limit))) await rm(join(out, `checkpoint-${s}`), { recursive: true, force: true });
 }
 
+/** The bare flags of eval, generate and merge that quantise the base as a recipe's `quantization` block does. */
+const QUANT_BOOLEANS = ['load_in_4bit', 'bnb_4bit_use_double_quant', 'load_in_8bit'];
+const QUANT_FLAGS = [...QUANT_BOOLEANS, 'bnb_4bit_quant_type'];
+
+/** `--load_in_4bit [--bnb_4bit_quant_type nf4|fp4] [--bnb_4bit_use_double_quant]` or `--load_in_8bit`, checked as the recipe's block is. */
+function quantizationFlags(args: ParsedArgs, command: string): StorageQuantization | null {
+  const overrides = Object.fromEntries(QUANT_FLAGS.filter((f) => args.flags.has(f)).map((f) => [`quantization.${f}`, args.flags.get(f)!]));
+  if (Object.keys(overrides).length === 0) return null;
+  const recipe = parseRecipe(applyOverrides({ model: '-', train_file: '-' }, overrides, 'command line'), `finetune ${command}`);
+  const q = recipe.quantization;
+  if (!q.load_in_4bit && !q.load_in_8bit) throw new UserError(`finetune ${command}: --bnb_4bit_quant_type and --bnb_4bit_use_double_quant go with --load_in_4bit.`);
+  return storageQuantization(q);
+}
+
 async function withModel(args: ParsedArgs, command: string): Promise<LoadedModel & { adapter: Awaited<ReturnType<typeof loadAdapter>> | null }> {
   const modelDir = required(args, command, 'model');
-  const loaded = await loadModel(folder(modelDir, 'model'), { onProgress: loadProgress(process.stderr) });
+  const loaded = await loadModel(folder(modelDir, 'model'), { onProgress: loadProgress(process.stderr), quantization: quantizationFlags(args, command) });
   const adapterDir = args.flags.get('adapter');
   const adapter = adapterDir ? await loadAdapter(loaded.model, folder(adapterDir, 'adapter')) : null;
   if (adapter && adapterDir) await checkFiniteAdapter(adapter, adapterDir);
@@ -261,8 +276,8 @@ async function withModel(args: ParsedArgs, command: string): Promise<LoadedModel
 }
 
 async function evaluate(argv: string[]): Promise<void> {
-  const args = parseArgs(argv, 'eval', ['json']);
-  checkFlags(args, 'eval', ['model', 'adapter', 'data', 'method', 'batch_size', 'json', 'backend', ...RECIPE_FLAGS]);
+  const args = parseArgs(argv, 'eval', ['json', ...QUANT_BOOLEANS]);
+  checkFlags(args, 'eval', ['model', 'adapter', 'data', 'method', 'batch_size', 'json', 'backend', ...RECIPE_FLAGS, ...QUANT_FLAGS]);
   const method = methodFlag(args, 'eval');
   if (method === 'grpo') throw new UserError('finetune eval: GRPO has no loss to evaluate on a file (its completions are sampled while training); `finetune generate` samples from the trained adapter.', { field: 'method' });
   const dataFile = await textFile(required(args, 'eval', 'data'), 'data');
@@ -394,8 +409,8 @@ function histogramLines(h: DatasetStats['histogram']): string[] {
 }
 
 async function generateCommand(argv: string[]): Promise<void> {
-  const args = parseArgs(argv, 'generate', ['chat']);
-  checkFlags(args, 'generate', ['model', 'adapter', 'prompt', 'chat', 'max_new_tokens', 'temperature', 'top_p', 'top_k', 'seed', 'num_return_sequences', 'backend']);
+  const args = parseArgs(argv, 'generate', ['chat', ...QUANT_BOOLEANS]);
+  checkFlags(args, 'generate', ['model', 'adapter', 'prompt', 'chat', 'max_new_tokens', 'temperature', 'top_p', 'top_k', 'seed', 'num_return_sequences', 'backend', ...QUANT_FLAGS]);
   const prompt = required(args, 'generate', 'prompt');
   const g = {
     max_new_tokens: numberFlag(args, 'generate', 'max_new_tokens', { integer: true, min: 1 }),
@@ -437,8 +452,8 @@ async function generateCommand(argv: string[]): Promise<void> {
 }
 
 async function merge(argv: string[]): Promise<void> {
-  const args = parseArgs(argv, 'merge');
-  checkFlags(args, 'merge', ['model', 'adapter', 'out', 'backend']);
+  const args = parseArgs(argv, 'merge', QUANT_BOOLEANS);
+  checkFlags(args, 'merge', ['model', 'adapter', 'out', 'backend', ...QUANT_FLAGS]);
   const out = required(args, 'merge', 'out');
   required(args, 'merge', 'adapter');
   // The merged folder replaces `out` whole: refuse a file there, or a folder that cannot be written.
@@ -448,6 +463,8 @@ async function merge(argv: string[]): Promise<void> {
   process.stderr.write(opening + '\n');
   await writeFolderAtomic(out, await modelFiles(f, model, savedDType(f), adapter));
   console.log(`merged model written to ${out}`);
+  const q = quantizationFlags(args, 'merge');
+  if (q) console.log(`the base was quantised (${q.kind}${q.kind !== 'int8' && q.double_quant ? ' with double quantisation' : ''}): its projections are the dequantised weights plus the LoRA delta, in ${savedDType(f)}, as PEFT's merge_and_unload does on a quantised model.`);
   adapter?.dispose();
   model.dispose();
 }

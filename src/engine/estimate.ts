@@ -5,7 +5,8 @@
  * held against a known limit (the device's maxBufferSize / maxStorageBufferBindingSize).
  */
 import type { DeviceLimits } from './backend/index.ts';
-import { expectedWeights, type CausalLM } from './model/llama.ts';
+import { expectedWeights, frozenWeightBytes, type CausalLM } from './model/llama.ts';
+import { isQuantizedProjection, quantizedBytes, storageQuantization } from './model/quantized.ts';
 import { linearShape } from './model/config.ts';
 import { resolveTargetModules } from './model/lora.ts';
 import type { Recipe } from './recipe.ts';
@@ -26,6 +27,8 @@ export interface MemoryEstimate {
   fits: boolean;
   /** When it does not fit: the one concrete change to make, as a sentence. */
   suggestion: string | null;
+  /** With a quantised base: what the frozen weights would take without it (the memory QLoRA saves); else null. */
+  weights_unquantized: number | null;
 }
 
 const F32 = 4;
@@ -94,6 +97,25 @@ function sequenceLength(recipe: Recipe, maxPositions: number): number {
   return recipe.max_length ?? maxPositions;
 }
 
+/**
+ * The frozen weights' bytes once loaded for this recipe: what the model holds now, with each
+ * decoder projection at its quantised size where the recipe quantises the base (the studio
+ * estimates from the unquantised model it has loaded; a run loads its own, quantised copy).
+ */
+function frozenBytes(model: CausalLM, recipe: Recipe): number {
+  const q = storageQuantization(recipe.quantization);
+  const { bytes } = model.frozenStorage();
+  if (!q) return bytes;
+  let delta = 0;
+  for (const [name, shape] of expectedWeights(model.config)) {
+    if (!isQuantizedProjection(name)) continue;
+    const packed = model.packed.get(name);
+    const now = packed ? frozenWeightBytes(packed) : (model.params.get(name)?.size ?? 0) * F32;
+    delta += quantizedBytes(shape as [number, number], q) - now;
+  }
+  return bytes + delta;
+}
+
 export function estimateMemory(model: CausalLM, recipe: Recipe, limits: DeviceLimits | undefined): MemoryEstimate {
   const c = model.config;
   const sequences = trainedSequences(recipe);
@@ -104,8 +126,9 @@ export function estimateMemory(model: CausalLM, recipe: Recipe, limits: DeviceLi
   // place, so only their gradients and moments come on top of the weights.
   const copies = (recipe.peft.type === 'lora' ? 1 : 0) + 1 + moments;
 
-  // Frozen weights as the backend holds them (16-bit matrices at two bytes a value).
-  const weights = model.frozenStorage().bytes;
+  // Frozen weights as the backend holds them (16-bit matrices at two bytes a value), with the
+  // projections as the recipe's quantization will store them.
+  const weights = frozenBytes(model, recipe);
   const trainable = trainableParameters(model, recipe) * copies * F32;
   const dropout = recipe.peft.type === 'lora' ? recipe.peft.lora_dropout : 0;
   const perLayer = layerFloats(c, dropout);
@@ -136,7 +159,8 @@ export function estimateMemory(model: CausalLM, recipe: Recipe, limits: DeviceLi
       ? `The embedding matrix alone needs ${mib(largest)} in one buffer and this GPU allows ${mib(limit!)}; choose a smaller model.`
       : `One ${largestKind === 'mlp' ? 'MLP activation' : 'logits'} buffer needs ${mib(largest)} and this GPU allows ${mib(limit!)}; ${shrinkActivations(recipe, T)}.`;
   }
-  return { weights, trainable, activations, logits, total: weights + trainable + activations + logits, largest_buffer: largest, limit, fits, suggestion };
+  const weights_unquantized = storageQuantization(recipe.quantization) ? model.frozenStorage().bytes : null;
+  return { weights, trainable, activations, logits, total: weights + trainable + activations + logits, largest_buffer: largest, limit, fits, suggestion, weights_unquantized };
 }
 
 /**

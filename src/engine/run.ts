@@ -19,6 +19,7 @@ import { SHORT_RUN_STEPS, type Recipe } from './recipe.ts';
 import { Trainer, type TrainerCallbacks } from './train/trainer.ts';
 import { createMethod, prepareMethodData, type MethodData, type OnlineOptions } from './train/methods/index.ts';
 import { loadRewardFunctions, type RewardLoadOptions } from './train/reward_funcs.ts';
+import { storageQuantization } from './model/quantized.ts';
 import { describeValue, findUnusableTensor } from './train/guard.ts';
 import { nonFiniteWeight } from './model/check.ts';
 import { resolveCheckpoint } from './train/checkpoints.ts';
@@ -123,7 +124,8 @@ export async function prepareRun(
   load: LoadOptions = {},
   options: RunOptions = {},
 ): Promise<PreparedRun> {
-  const loaded = await loadModel(sources.model, load);
+  // A quantised base (QLoRA) is quantised as it streams in; the run trains LoRA on top of it.
+  const loaded = await loadModel(sources.model, { ...load, quantization: load.quantization ?? storageQuantization(recipe.quantization) });
   const disposables: { dispose(): void }[] = [loaded.model];
   try {
     const { model, tokenizer, folder } = loaded;

@@ -7,7 +7,7 @@
  *
  *   npm run bench -- [--runtimes node,chromium] [--backends webgpu,wasm,cpu]
  *                    [--models SmolLM2-135M,Qwen2.5-0.5B/stand-in,...] [--storage f32,16-bit]
- *                    [--checkpointing on,off] [--seq 128,512] [--steps N] [--cases train,generate]
+ *                    [--checkpointing on,off] [--seq 128,512] [--steps N] [--cases train,generate,quant]
  *                    [--gen-tokens N] [--gen-batches 1,8] [--gen-adapter lora,none]
  *                    [--before node,chromium|none] [--no-torch]
  *                    [--out bench.json]
@@ -24,7 +24,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { installNodeWebGPU } from '../../src/engine/backend/node_webgpu.ts';
 import type { BackendName } from '../../src/engine/backend/index.ts';
-import { GEN_PROMPT, LORA_RANK, runBackend, type BackendRun, type CaseResult, type GenerationResult, type Plan } from './core.ts';
+import { GEN_PROMPT, LORA_RANK, runBackend, type BackendRun, type CaseResult, type GenerationResult, type Plan, type QuantResult } from './core.ts';
 import { FLOPS_FORMULA, STAND_IN, type Storage } from './models.ts';
 import { runInChromium } from './chromium.ts';
 
@@ -63,7 +63,7 @@ const basePlan = (runtime: Plan['runtime'], backend: BackendName): Plan => ({
     return a;
   }),
   cases: list(values.cases).map((c) => {
-    if (c !== 'train' && c !== 'generate') throw new Error(`unknown case kind ${c}; expected train or generate`);
+    if (c !== 'train' && c !== 'generate' && c !== 'quant') throw new Error(`unknown case kind ${c}; expected train, generate or quant`);
     return c;
   }),
   before: list(values.before).includes(runtime),
@@ -94,14 +94,16 @@ for (const runtime of list(values.runtimes)) {
 const torch = values['no-torch'] ? { note: 'skipped (--no-torch)' } : runTorchReference(runs.flatMap((r) => r.cases));
 const cases = runs.flatMap((r) => r.cases);
 const generation = runs.flatMap((r) => r.generation);
+const quant = runs.flatMap((r) => r.quant ?? []);
 const report = {
   generated: new Date().toISOString(),
   host: { cpus: cpus().length, cpu: cpus()[0]?.model ?? '', node: process.version },
   flops_formula: FLOPS_FORMULA,
   stand_in: `"<model>/stand-in": the model's layer shapes with ${STAND_IN.layers} layer(s) and a ${STAND_IN.vocab}-word vocabulary`,
-  runs: runs.map(({ cases: _c, ...r }) => r),
+  runs: runs.map(({ cases: _c, quant: _q, ...r }) => r),
   cases,
   generation,
+  ...(quant.length ? { quant } : {}),
   dispatches_before_after: beforeAfter(cases),
   torch,
   targets: targets(cases, torch),
@@ -110,6 +112,7 @@ writeFileSync(values.out, JSON.stringify(report, null, 2) + '\n');
 
 if (cases.length) printTable(cases);
 if (generation.length) printGeneration(generation);
+if (quant.length) printQuant(quant);
 console.log(`\nFLOP/s = model FLOPs per step / step time, with\n${FLOPS_FORMULA}`);
 console.log('\nDispatches per step, plain tfjs ops (every Ft* kernel unregistered) → ours, f32 weights:');
 if (report.dispatches_before_after.length) console.table(report.dispatches_before_after);
@@ -166,6 +169,26 @@ function printGeneration(rows: GenerationResult[]): void {
       'pipelines compiled (cold + warm)': g.programs_compiled_cold == null ? '-' : `${g.programs_compiled_cold} + ${g.programs_compiled_warm}`,
       'kernels/step': Math.round(g.kernel_calls_per_step),
       'GFLOP/s warm': +(g.flops_per_s / 1e9).toFixed(3),
+    })),
+  );
+}
+
+function printQuant(rows: QuantResult[]): void {
+  console.log(`\nQuantised products (--cases quant): NF4 weight [out, in] = [${rows[0].shape.join(', ')}] (SmolLM2-135M gate projection), LoRA r ${rows[0].rank} fused; the fused kernel reading packed codes vs tfjs's matMul on the dequantised float32 matrix (+ tfjs ops for the LoRA term), same inputs and adapter, same run:`);
+  console.table(
+    rows.map((q) => ({
+      runtime: q.runtime,
+      backend: q.backend,
+      product: q.product,
+      rows: q.rows,
+      'fused nf4 ms': +q.nf4_fused_ms.toFixed(3),
+      'tfjs matMul f32 ms': +q.tfjs_matmul_dequantized_ms.toFixed(3),
+      'our f32 kernel ms': +q.ours_f32_dequantized_ms.toFixed(3),
+      '× tfjs': +q.speedup_vs_tfjs.toFixed(2),
+      'fused GFLOP/s': +(q.flops / q.nf4_fused_ms / 1e6).toFixed(3),
+      'tfjs GFLOP/s': +(q.flops / q.tfjs_matmul_dequantized_ms / 1e6).toFixed(3),
+      'max rel diff': q.max_relative_difference.toExponential(1),
+      'weight KiB nf4 / f32': `${(q.nf4_bytes / 1024).toFixed(0)} / ${(q.f32_bytes / 1024).toFixed(0)}`,
     })),
   );
 }

@@ -8,7 +8,19 @@ import * as tf from '@tensorflow/tfjs';
 import { getThreadsCount, setThreadsCount } from '@tensorflow/tfjs-backend-wasm';
 import { initBackend, type BackendInfo, type BackendName } from '../../src/engine/backend/index.ts';
 import { meterBackendMemory, type MemoryMeter } from '../../src/engine/backend/memory.ts';
-import { float32ToBits16, frozenWeightF32, linearForward, packWeight16 } from '../../src/engine/backend/kernels/linear.ts';
+import {
+  disposeFrozenWeight,
+  float32ToBits16,
+  frozenWeightF32,
+  linearForward,
+  linearForwardComposed,
+  linearInputGrad,
+  linearInputGradComposed,
+  packQuantizedWeight,
+  packWeight16,
+  unpackWeight,
+  type FrozenWeight,
+} from '../../src/engine/backend/kernels/linear.ts';
 import { CausalLM } from '../../src/engine/model/llama.ts';
 import { LoraAdapter, resolveTargetModules } from '../../src/engine/model/lora.ts';
 import { generate } from '../../src/engine/model/generate.ts';
@@ -35,8 +47,11 @@ export interface Plan {
   genBatches: number[];
   /** Generate with a fresh LoRA adapter applied (as GRPO's policy), with the base model alone, or both. */
   genAdapters: ('lora' | 'none')[];
-  /** What to measure: LoRA training steps, generation, or both. */
-  cases: ('train' | 'generate')[];
+  /**
+   * What to measure: LoRA training steps, generation, and (only when asked) 'quant': the fused
+   * NF4 products against tfjs's matMul on the dequantised matrix (see `quantCases`).
+   */
+  cases: ('train' | 'generate' | 'quant')[];
   /** Also run each f32 model with our `Ft*` kernels unregistered (plain tfjs): dispatches "before". */
   before: boolean;
 }
@@ -122,6 +137,37 @@ export interface GenerationResult {
   kernel_calls_per_step: number;
   /** Model FLOPs per second of the warm call (tokenFlops per row and token). */
   flops_per_s: number;
+}
+
+/**
+ * One product of a frozen linear with a LoRA adapter on an NF4 weight, timed three ways in the
+ * same run on the same inputs and adapter: our fused kernel reading the packed weight, tfjs's
+ * matMul on the dequantised float32 matrix (plus tfjs ops for the LoRA term: the composition our
+ * kernels replace), and our FtLinear kernels on that float32 matrix.
+ */
+export interface QuantResult {
+  runtime: string;
+  backend: BackendName;
+  adapter: string;
+  software_adapter: boolean;
+  threads: number | null;
+  /** The weight, [out, in] (SmolLM2-135M's gate projection). */
+  shape: [number, number];
+  rows: number;
+  rank: number;
+  product: 'forward' | 'input_grad';
+  /** 2·rows·in·out + the LoRA term's 2·rows·r·(out or in). */
+  flops: number;
+  nf4_fused_ms: number;
+  tfjs_matmul_dequantized_ms: number;
+  ours_f32_dequantized_ms: number;
+  /** tfjs composition time / fused time. */
+  speedup_vs_tfjs: number;
+  /** max |fused − tfjs| / max(1, max |tfjs|): the two compute the same product. */
+  max_relative_difference: number;
+  /** Bytes of the NF4 weight (words + absmax) and of the dequantised float32 matrix. */
+  nf4_bytes: number;
+  f32_bytes: number;
 }
 
 type Log = (line: string) => void;
@@ -304,6 +350,8 @@ export interface BackendRun {
   best_matmul: Record<string, Record<string, number>>;
   cases: CaseResult[];
   generation: GenerationResult[];
+  /** Only when `--cases` names quant. */
+  quant?: QuantResult[];
 }
 
 export async function runBackend(plan: Plan, log: Log): Promise<BackendRun> {
@@ -327,7 +375,10 @@ export async function runBackend(plan: Plan, log: Log): Promise<BackendRun> {
   const cases: CaseResult[] = [];
   const generation: GenerationResult[] = [];
   const bestByN: Record<string, Record<string, number>> = {};
-  for (const modelName of p.models) {
+  const quant = p.cases.includes('quant') ? await quantCases({ runtime: plan.runtime, backend: plan.backend, adapter, software_adapter: software, threads }, log) : undefined;
+  // A run of quant cases alone loads no model.
+  const models = p.cases.some((c) => c === 'train' || c === 'generate') ? p.models : [];
+  for (const modelName of models) {
     const raw = modelConfig(modelName);
     const config = parseModelConfig(raw);
     for (const storage of p.storages) {
@@ -409,7 +460,127 @@ export async function runBackend(plan: Plan, log: Log): Promise<BackendRun> {
       cases.push(...mine);
     }
   }
-  return { runtime: plan.runtime, backend: plan.backend, adapter, available: true, best_matmul: bestByN, cases, generation };
+  return { runtime: plan.runtime, backend: plan.backend, adapter, available: true, best_matmul: bestByN, cases, generation, ...(quant ? { quant } : {}) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quantised products.
+
+/** SmolLM2-135M's gate projection: in = hidden 576, out = intermediate 1536. */
+const QUANT_SHAPE: [number, number] = [1536, 576];
+const QUANT_ROWS = [1, 8, 512];
+
+/**
+ * Each variant queued `reps` times and read back once, reps chosen so it runs about `targetMs`
+ * (after one untimed call: shader compilation, buffer pools, XNNPACK's packing); ms per call.
+ */
+async function timeCall(f: () => tf.Tensor, targetMs: number): Promise<number> {
+  const run = async (reps: number) => {
+    const t0 = performance.now();
+    let y: tf.Tensor | null = null;
+    for (let i = 0; i < reps; i++) {
+      y?.dispose();
+      y = f();
+    }
+    await sync(y!);
+    y!.dispose();
+    return performance.now() - t0;
+  };
+  await run(1);
+  const once = await run(1);
+  const reps = Math.max(1, Math.min(50, Math.round(targetMs / Math.max(once, 0.01))));
+  if (reps === 1) return Math.min(once, await run(1));
+  return (await run(reps)) / reps;
+}
+
+/**
+ * The fused NF4 product (FtLinear / FtLinearInputGrad reading packed 4-bit codes, LoRA r 16 fused)
+ * against tfjs's matMul on the dequantised float32 matrix with the LoRA term as tfjs ops, and our
+ * kernels on that float32 matrix: forward and input gradient, at 1, 8 and 512 rows, on a
+ * SmolLM2-135M gate projection with random codes and scales.
+ */
+async function quantCases(
+  common: Pick<QuantResult, 'runtime' | 'backend' | 'adapter' | 'software_adapter' | 'threads'>,
+  log: Log,
+): Promise<QuantResult[]> {
+  const [out, inDim] = QUANT_SHAPE;
+  const rng = new Rng(5);
+  const count = out * inDim;
+  const words = new Int32Array(Math.ceil(count / 8));
+  for (let i = 0; i < words.length; i++) words[i] = rng.nextU32() | 0;
+  const s = 1 / Math.sqrt(inDim);
+  const nf4 = packQuantizedWeight({ dtype: 'nf4', shape: QUANT_SHAPE, words, absmax: rng.uniform(Math.ceil(count / 64), 0.5 * s, 1.5 * s) });
+  const f32: FrozenWeight = frozenWeightF32(unpackWeight(nf4));
+  const r = LORA_RANK;
+  const A = tf.tensor2d(rng.uniform(r * inDim, -s, s), [r, inDim]);
+  const B = tf.tensor2d(rng.uniform(out * r, -0.01, 0.01), [out, r]);
+  const scale = 2;
+  const results: QuantResult[] = [];
+  const targetMs = common.software_adapter ? 1500 : 500;
+  try {
+    for (const rows of QUANT_ROWS) {
+      const x = tf.tensor2d(rng.uniform(rows * inDim, -1, 1), [rows, inDim]);
+      const dy = tf.tensor2d(rng.uniform(rows * out, -1, 1), [rows, out]);
+      const xa = tf.matMul(x, A, false, true) as tf.Tensor2D;
+      const g = tf.matMul(dy, B) as tf.Tensor2D;
+      try {
+        const products = {
+          forward: {
+            flops: 2 * rows * inDim * out + 2 * rows * r * out,
+            fused: () => linearForward(x, nf4, undefined, { xa, B, scale }),
+            tfjs: () => linearForwardComposed(x, f32, undefined, { xa, B, scale }),
+            ours32: () => linearForward(x, f32, undefined, { xa, B, scale }),
+          },
+          input_grad: {
+            flops: 2 * rows * inDim * out + 2 * rows * r * inDim,
+            fused: () => linearInputGrad(dy, nf4, { g, A, scale }),
+            tfjs: () => linearInputGradComposed(dy, f32, { g, A, scale }),
+            ours32: () => linearInputGrad(dy, f32, { g, A, scale }),
+          },
+        };
+        for (const [product, v] of Object.entries(products) as [QuantResult['product'], (typeof products)['forward']][]) {
+          const a = v.fused();
+          const b = v.tfjs();
+          const [av, bv] = [await a.data(), await b.data()];
+          let diff = 0;
+          let mag = 1;
+          for (let i = 0; i < bv.length; i++) {
+            diff = Math.max(diff, Math.abs(av[i] - bv[i]));
+            mag = Math.max(mag, Math.abs(bv[i]));
+          }
+          tf.dispose([a, b]);
+          const fusedMs = await timeCall(v.fused, targetMs);
+          const tfjsMs = await timeCall(v.tfjs, targetMs);
+          const ours32Ms = await timeCall(v.ours32, targetMs);
+          const res: QuantResult = {
+            ...common,
+            shape: QUANT_SHAPE,
+            rows,
+            rank: r,
+            product,
+            flops: v.flops,
+            nf4_fused_ms: fusedMs,
+            tfjs_matmul_dequantized_ms: tfjsMs,
+            ours_f32_dequantized_ms: ours32Ms,
+            speedup_vs_tfjs: tfjsMs / fusedMs,
+            max_relative_difference: diff / mag,
+            nf4_bytes: 4 * words.length + 4 * Math.ceil(count / 64),
+            f32_bytes: 4 * count,
+          };
+          log(
+            `  quant nf4 [${out}×${inDim}] ${product} ${rows} row(s), LoRA r ${r}: fused ${fusedMs.toFixed(2)} ms (${(v.flops / fusedMs / 1e6).toFixed(2)} GFLOP/s), tfjs matMul on dequantised f32 ${tfjsMs.toFixed(2)} ms, our f32 kernel ${ours32Ms.toFixed(2)} ms; ${res.speedup_vs_tfjs.toFixed(2)}× tfjs; max diff ${res.max_relative_difference.toExponential(1)}`,
+          );
+          results.push(res);
+        }
+      } finally {
+        tf.dispose([x, dy, xa, g]);
+      }
+    }
+  } finally {
+    disposeFrozenWeight(nf4);
+    tf.dispose([f32.data, A, B]);
+  }
+  return results;
 }
 
 interface Measured {

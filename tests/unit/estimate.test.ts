@@ -128,6 +128,19 @@ describe('estimateMemory', () => {
     expect(estimateMemory(model, one, limits(2 ** 20)).suggestion).toContain('lower max_completion_length to 240');
   });
 
+  it('counts a quantised base\'s projections at their packed size, and says what that saves', () => {
+    const base = estimateMemory(model, recipe({ max_length: 64 }), undefined);
+    expect(base.weights_unquantized).toBeNull();
+    const nf4 = estimateMemory(model, recipe({ max_length: 64, quantization: { load_in_4bit: true } } as Partial<RecipeInput>), undefined);
+    const dq = estimateMemory(model, recipe({ max_length: 64, quantization: { load_in_4bit: true, bnb_4bit_use_double_quant: true } } as Partial<RecipeInput>), undefined);
+    const int8 = estimateMemory(model, recipe({ max_length: 64, quantization: { load_in_8bit: true } } as Partial<RecipeInput>), undefined);
+    expect(nf4.weights_unquantized).toBe(base.weights);
+    expect(dq.weights).toBeLessThan(nf4.weights);
+    expect(nf4.weights).toBeLessThan(int8.weights);
+    expect(int8.weights).toBeLessThan(base.weights);
+    expect(nf4.activations).toBe(base.activations);
+  });
+
   it('counts full fine-tuning as gradients and moments on top of the weights', () => {
     const small = recipe({ peft: { type: 'full' }, max_length: 2, per_device_train_batch_size: 1 });
     const full = estimateMemory(model, small, undefined);

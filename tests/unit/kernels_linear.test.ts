@@ -22,7 +22,7 @@ import {
   unpackWeight,
   gatherWeightRows,
   type FrozenWeight,
-  type WeightDType,
+  type Weight16DType,
 } from '../../src/engine/backend/kernels/linear.ts';
 import { bf16BitsToFloat32, f16BitsToFloat32 } from '../../src/engine/io/safetensors.ts';
 import { maxAbsDiff } from './helpers/golden.ts';
@@ -53,7 +53,7 @@ function uniform(n: number, seed: number, scale = 1): Float32Array {
 }
 
 /** The weight as stored, and the float32 matrix it means (the dequantised values). */
-function makeWeight(out: number, inDim: number, dtype: WeightDType, seed: number): { w: FrozenWeight; dense: Float32Array } {
+function makeWeight(out: number, inDim: number, dtype: 'float32' | Weight16DType, seed: number): { w: FrozenWeight; dense: Float32Array } {
   const values = uniform(out * inDim, seed, 1 / Math.sqrt(inDim));
   if (dtype === 'float32') return { w: frozenWeightF32(tf.tensor2d(values, [out, inDim])), dense: values };
   const bits = float32ToBits16(values, dtype);
@@ -72,7 +72,7 @@ const SHAPES: [number, number, number][] = [
   [17, 20, 13],
   [33, 64, 96],
 ];
-const DTYPES: WeightDType[] = ['float32', 'bfloat16', 'float16'];
+const DTYPES: ('float32' | Weight16DType)[] = ['float32', 'bfloat16', 'float16'];
 
 for (const { name, skip } of BACKENDS) {
   describe.skipIf(skip)(`linear kernels on ${name}`, () => {

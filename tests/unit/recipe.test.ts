@@ -38,6 +38,7 @@ describe('parseRecipe defaults', () => {
       eval_split: 0,
       output_dir: 'output',
       peft: { type: 'lora', r: 16, lora_alpha: 32, lora_dropout: 0.05, target_modules: 'all-linear', use_rslora: false, layers_to_train: 2 },
+      quantization: { load_in_4bit: false, bnb_4bit_quant_type: 'nf4', bnb_4bit_use_double_quant: false, load_in_8bit: false },
       learning_rate: 2e-4,
       num_train_epochs: 3,
       max_steps: -1,
@@ -257,7 +258,7 @@ describe('RECIPE_FIELDS', () => {
     expect(paths).toContain('learning_rate');
     expect(paths).toContain('peft.r');
     expect(paths).not.toContain('peft');
-    expect(paths.length).toBe(63);
+    expect(paths.length).toBe(67);
     expect(RECIPE_FIELDS.beta).toMatchObject({ default: 0.1, methods: ['dpo', 'kto', 'orpo', 'simpo', 'grpo'] });
     // GRPO defines beta again: a KL weight of default 0.
     expect(recipeField('beta', 'grpo')).toMatchObject({ default: 0, trl: 'GRPOConfig.beta', methods: ['dpo', 'kto', 'orpo', 'simpo', 'grpo'] });
@@ -292,6 +293,21 @@ describe('RECIPE_FIELDS', () => {
 });
 
 const GRPO_MINIMAL = { method: 'grpo', reward_funcs: [{ name: 'length', target: 100 }] };
+
+describe('quantization (BitsAndBytesConfig)', () => {
+  it('takes BitsAndBytesConfig\'s names, maps onto its keyword arguments, and refuses what cannot train', () => {
+    const q = parseRecipe({ ...MINIMAL, quantization: { load_in_4bit: true, bnb_4bit_use_double_quant: true } }, FILE);
+    expect(q.quantization).toEqual({ load_in_4bit: true, bnb_4bit_quant_type: 'nf4', bnb_4bit_use_double_quant: true, load_in_8bit: false });
+    expect(recipeToTrlConfig(q).bnb_config).toEqual({ load_in_4bit: true, bnb_4bit_quant_type: 'nf4', bnb_4bit_use_double_quant: true });
+    expect(recipeToTrlConfig(parseRecipe({ ...MINIMAL, quantization: { load_in_8bit: true } }, FILE)).bnb_config).toEqual({ load_in_8bit: true });
+    expect(parseRecipe(applyOverrides({ ...MINIMAL }, { '--quantization.load_in_4bit': 'true', '--quantization.bnb_4bit_quant_type': 'fp4' }), FILE).quantization).toMatchObject({ load_in_4bit: true, bnb_4bit_quant_type: 'fp4' });
+    expect(() => parseRecipe({ ...MINIMAL, quantization: { load_in_4bit: true, load_in_8bit: true } }, FILE)).toThrow('recipe.json: "quantization" asks for both load_in_4bit and load_in_8bit; choose one.');
+    expect(() => parseRecipe({ ...MINIMAL, quantization: { load_in_4bit: true }, peft: { type: 'full' } }, FILE)).toThrow('only a LoRA adapter can train on it; use peft.type "lora" (got "full")');
+    expect(() => parseRecipe({ ...MINIMAL, quantization: { bnb_4bit_quant_type: 'int4' } }, FILE)).toThrow('"quantization.bnb_4bit_quant_type" must be one of "nf4", "fp4" (got "int4")');
+    expect(() => parseRecipe({ ...MINIMAL, quantization: true }, FILE)).toThrow('"quantization" must be an object such as {"load_in_4bit": true} (got true)');
+    expect(() => applyOverrides({ ...MINIMAL }, { '--quantization': 'true' })).toThrow('--quantization is a group of fields');
+  });
+});
 
 describe('GRPO', () => {
   it('takes GRPOConfig\'s names and defaults, its own beta and max_completion_length, and reads back', () => {
@@ -482,6 +498,7 @@ describe('recipeToTrlConfig', () => {
         bias: 'none',
         task_type: 'CAUSAL_LM',
       },
+      bnb_config: null,
     });
   });
 

@@ -25,6 +25,22 @@ import { nextStep, type NextFacts } from '../../src/ui/lib/next.ts';
 
 const PAGE = { model: 'HuggingFaceTB/SmolLM2-135M-Instruct', train_file: 'chat.jsonl' };
 
+describe('the QLoRA switch', () => {
+  it('sits in the essentials for LoRA, shows the 4-bit settings once on, and says nothing under freeze or full', () => {
+    const page = { model: 'm', train_file: 't.jsonl' };
+    const form = defaultForm();
+    expect(formGroups().find((g) => g.id === 'essentials')!.fields).toContain('quantization.load_in_4bit');
+    expect(fieldApplies('quantization.load_in_4bit', form)).toBe(true);
+    expect(fieldApplies('quantization.bnb_4bit_quant_type', form)).toBe(false);
+    const on = { ...form, 'quantization.load_in_4bit': true, 'quantization.bnb_4bit_use_double_quant': true };
+    expect(fieldApplies('quantization.bnb_4bit_quant_type', on)).toBe(true);
+    expect(validateForm(on, page).recipe?.quantization).toEqual({ load_in_4bit: true, bnb_4bit_quant_type: 'nf4', bnb_4bit_use_double_quant: true, load_in_8bit: false });
+    const full = { ...on, 'peft.type': 'full' };
+    expect(fieldApplies('quantization.load_in_4bit', full)).toBe(false);
+    expect(validateForm(full, page).recipe?.quantization.load_in_4bit).toBe(false);
+  });
+});
+
 describe('recipe form groups', () => {
   it('shows every recipe field the page does not fill itself, exactly once', () => {
     const shown = formGroups().flatMap((g) => g.fields);

@@ -10,11 +10,12 @@ import { LINEAR_MODULES, linearPath, linearShape, parseModelConfig, type LinearM
 import type { LoraAdapter } from './lora.ts';
 import { attention, checkpoint, frozenLinear, gatherRows, reshape, residualAdd, rmsNorm, rope, siluMul, trainedLinear, type LoraBranch } from './ops.ts';
 import { matMul } from '../backend/kernels/matmul.ts';
-import { frozenWeightF32, gatherWeightRows, linearForward, packWeight16, unpackWeight, type FrozenWeight } from '../backend/kernels/linear.ts';
+import { disposeFrozenWeight, frozenWeightF32, gatherWeightRows, linearForward, packWeight16, unpackWeight, type FrozenWeight } from '../backend/kernels/linear.ts';
 import type { AttentionOptions } from '../backend/kernels/attention.ts';
 import { writeKVCache } from '../backend/kernels/kv_cache.ts';
 import type { LoadProgress, OpenModelFolder } from '../io/model_folder.ts';
 import { valuesToFloat32 } from '../io/safetensors.ts';
+import { isQuantizedProjection, quantizeWeight, type SharedQuantState, type StorageQuantization } from './quantized.ts';
 
 /**
  * Keys and values of one generation call, as transformers' StaticCache: each layer's entry is
@@ -97,6 +98,11 @@ export interface LoadOptions {
    * widened by our kernels as they read them); "float32" widens everything on load.
    */
   storage?: 'auto' | 'float32';
+  /**
+   * Quantise the decoder's projections as they stream in (bitsandbytes' NF4/FP4 blocks, or int8
+   * rows), as transformers' load_in_4bit / load_in_8bit do; null or omitted keeps them as stored.
+   */
+  quantization?: StorageQuantization | null;
   onProgress?: (p: LoadProgress) => void;
 }
 
@@ -143,11 +149,16 @@ export class CausalLM {
     const params = new Map<string, tf.Tensor>();
     const packed = new Map<string, FrozenWeight>();
     const keep16 = (opts.storage ?? 'auto') === 'auto';
+    const quantization = opts.quantization ?? null;
+    const shared: SharedQuantState = {};
     try {
       await weights.readWeights((w) => {
         const shape = expected.get(w.name);
         if (!shape) return; // not part of the model (e.g. rotary buffers some exporters save)
-        if (keep16 && shape.length === 2 && w.data instanceof Uint16Array) {
+        if (quantization && isQuantizedProjection(w.name)) {
+          const values = w.data instanceof Float32Array ? w.data : valuesToFloat32(w.dtype, w.data);
+          packed.set(w.name, quantizeWeight(values, shape as [number, number], quantization, shared));
+        } else if (keep16 && shape.length === 2 && w.data instanceof Uint16Array) {
           packed.set(w.name, packWeight16(w.data, shape as [number, number], w.dtype === 'BF16' ? 'bfloat16' : 'float16'));
         } else {
           params.set(w.name, tf.tensor(w.data instanceof Float32Array ? w.data : valuesToFloat32(w.dtype, w.data), shape, 'float32'));
@@ -155,7 +166,7 @@ export class CausalLM {
       }, opts.onProgress);
     } catch (e) {
       for (const t of params.values()) t.dispose();
-      for (const w of packed.values()) w.data.dispose();
+      for (const w of packed.values()) disposeFrozenWeight(w);
       throw e;
     }
     return new CausalLM(config, params, packed);
@@ -170,10 +181,14 @@ export class CausalLM {
       bytes += t.size * 4;
       parameters += t.size;
     }
+    const maps = new Set<tf.Tensor>();
     for (const w of this.packed.values()) {
-      bytes += w.data.size * 4;
+      bytes += frozenWeightBytes(w);
       parameters += w.shape[0] * w.shape[1];
+      if (w.nested) maps.add(w.nested.map);
     }
+    // Double quantisation's map is one tensor shared by every weight.
+    for (const m of maps) bytes += m.size * 4;
     return { bytes, parameters };
   }
 
@@ -211,7 +226,7 @@ export class CausalLM {
       if (packed) {
         this.packed.delete(name);
         this.params.set(name, tf.tidy(() => unpackWeight(packed)));
-        packed.data.dispose();
+        disposeFrozenWeight(packed);
       }
       const t = this.weight(name);
       const v = t instanceof tf.Variable ? t : tf.variable(t, true);
@@ -391,12 +406,21 @@ export class CausalLM {
   dispose(): void {
     for (const t of this.params.values()) t.dispose();
     this.params.clear();
-    for (const w of this.packed.values()) w.data.dispose();
+    for (const w of this.packed.values()) disposeFrozenWeight(w);
     this.packed.clear();
     this.ropeTable?.cos.dispose();
     this.ropeTable?.sin.dispose();
     this.ropeTable = null;
   }
+}
+
+/**
+ * Bytes a packed weight takes on the backend: every stored tensor is 32-bit (words of codes,
+ * float32 scales); double quantisation's map is shared by all weights and counted by the model.
+ */
+export function frozenWeightBytes(w: FrozenWeight): number {
+  const parts = [w.data, w.absmax, w.nested?.codes, w.nested?.absmax];
+  return parts.reduce((n, t) => n + (t ? t.size * 4 : 0), 0);
 }
 
 /** Every weight a model with this config has, with its shape, in the order transformers lists them. */

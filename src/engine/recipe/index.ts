@@ -7,7 +7,7 @@
  * `RECIPE_FIELDS` instead of repeating the text.
  */
 export type { FieldKind, RecipeField } from './fields.ts';
-export { METHODS, PREFERENCE_METHODS, SHORT_RUN_STEPS, type MethodName } from './shared.ts';
+export { METHODS, PREFERENCE_METHODS, SHORT_RUN_STEPS, type MethodName, type QuantizationConfig } from './shared.ts';
 export {
   RECIPE_FIELDS,
   RecipeSchema,

@@ -101,6 +101,9 @@ function issueSentence(issue: z.core.$ZodIssue, json: unknown): { sentence: stri
     if (field === 'peft') {
       return { sentence: `"peft" must be an object such as {"type": "lora", "r": 16} (got ${describe(got)}).`, field };
     }
+    if (field === 'quantization') {
+      return { sentence: `"quantization" must be an object such as {"load_in_4bit": true} (got ${describe(got)}).`, field };
+    }
   }
   return { sentence: `the recipe must be a JSON object (got ${describe(json)}).`, field: '' };
 }
@@ -170,6 +173,16 @@ export function parseRecipe(json: unknown, file: string): Recipe {
  * freeze or full) would need a second copy of the model, which a browser tab cannot hold.
  */
 function methodConflict(recipe: Recipe): { field: string; sentence: string } | null {
+  const q = recipe.quantization;
+  if (q.load_in_4bit && q.load_in_8bit) {
+    return { field: 'quantization.load_in_8bit', sentence: '"quantization" asks for both load_in_4bit and load_in_8bit; choose one.' };
+  }
+  if ((q.load_in_4bit || q.load_in_8bit) && recipe.peft.type !== 'lora') {
+    return {
+      field: 'peft.type',
+      sentence: `a quantised base (quantization.${q.load_in_4bit ? 'load_in_4bit' : 'load_in_8bit'}) stays frozen, so only a LoRA adapter can train on it; use peft.type "lora" (got "${recipe.peft.type}").`,
+    };
+  }
   // KTO's KL term pairs each prompt with another row's completion in the micro-batch (TRL refuses 1 too).
   if (recipe.method === 'kto' && recipe.per_device_train_batch_size < 2) {
     return { field: 'per_device_train_batch_size', sentence: 'KTO estimates its KL term from each prompt with another row\'s completion in the same micro-batch, so "per_device_train_batch_size" must be at least 2.' };
@@ -323,7 +336,9 @@ export function applyOverrides(
     if (!info) {
       const sentence = path === 'peft'
         ? '--peft is a group of fields; set one of them, such as --peft.r.'
-        : unknownFieldSentence(path, '--');
+        : path === 'quantization'
+          ? '--quantization is a group of fields; set one of them, such as --quantization.load_in_4bit true.'
+          : unknownFieldSentence(path, '--');
       throw new UserError(`${source}: ${sentence}`, { file: source, field: path });
     }
     const unset = raw === 'null' && !info.required && !info.nullable && info.default === undefined;

@@ -6,7 +6,7 @@
  */
 import { z } from 'zod';
 import { fieldMeta, type RecipeField } from './fields.ts';
-import { METHODS, PeftSchema, SHARED_FIELDS, type MethodName } from './shared.ts';
+import { FIELD_GROUPS, METHODS, PeftSchema, SHARED_FIELDS, type MethodName } from './shared.ts';
 import { SFT_FIELDS } from './sft.ts';
 import { DPO_FIELDS } from './dpo.ts';
 import { KTO_FIELDS } from './kto.ts';
@@ -84,7 +84,7 @@ export const RECIPE_FIELDS: Readonly<Record<string, RecipeField>> = (() => {
       out[key] = { ...fieldMeta.get(schema)!, methods: METHODS.filter((m) => key in METHOD_FIELDS[m]) };
     }
   }
-  add(PeftSchema.shape, 'peft.');
+  for (const [group, schema] of Object.entries(FIELD_GROUPS)) add(schema.shape, `${group}.`);
   return Object.freeze(out);
 })();
 
@@ -103,7 +103,7 @@ export function recipeField(path: string, method: MethodName): RecipeField | und
  */
 export function fieldSchema(path: string, method?: MethodName): z.ZodType | undefined {
   const [head, leaf] = path.split('.');
-  if (leaf !== undefined) return head === 'peft' ? PeftSchema.shape[leaf as keyof typeof PeftSchema.shape] : undefined;
+  if (leaf !== undefined) return Object.hasOwn(FIELD_GROUPS, head) ? (FIELD_GROUPS[head as keyof typeof FIELD_GROUPS].shape as Record<string, z.ZodType>)[leaf] : undefined;
   if (head in SHARED_FIELDS) return SHARED_FIELDS[head as keyof typeof SHARED_FIELDS];
   return (method ? METHOD_FIELDS[method][head] : undefined) ?? METHODS.map((m) => METHOD_FIELDS[m][head]).find((s) => s !== undefined);
 }

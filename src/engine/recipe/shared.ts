@@ -74,6 +74,32 @@ export const PeftSchema = z.strictObject({
     'none: unfreeze those layers before building SFTTrainer'),
 });
 
+/**
+ * The frozen base weights' storage (transformers' `BitsAndBytesConfig`): 4-bit NF4 or FP4 blocks
+ * of 64 with one absmax each (QLoRA), optionally with the absmax values themselves quantised
+ * (double quantisation), or 8-bit rows. Only the decoder's projections are quantised, as
+ * transformers' load_in_4bit does; embeddings, norms and the LM head stay as they are.
+ */
+export const QuantizationSchema = z.strictObject({
+  load_in_4bit: field(flag(), false,
+    'Keep the base model\'s projection weights in 4 bits (QLoRA): about a quarter of the memory of 16-bit weights, with LoRA trained on top.',
+    'BitsAndBytesConfig.load_in_4bit'),
+  bnb_4bit_quant_type: field(choice(['nf4', 'fp4']), 'nf4',
+    'The 4-bit code: "nf4" (NormalFloat, QLoRA\'s, made for normally distributed weights) or "fp4".',
+    'BitsAndBytesConfig.bnb_4bit_quant_type'),
+  bnb_4bit_use_double_quant: field(flag(), false,
+    'Quantise the 4-bit blocks\' scales too (8 bits each, in blocks of 256): about 0.4 bits less per weight.',
+    'BitsAndBytesConfig.bnb_4bit_use_double_quant'),
+  load_in_8bit: field(flag(), false,
+    'Keep the base model\'s projection weights in 8 bits, one scale per row (bitsandbytes\' int8 without outlier columns).',
+    'BitsAndBytesConfig.load_in_8bit'),
+});
+
+export type QuantizationConfig = z.output<typeof QuantizationSchema>;
+
+/** The recipe's nested groups of fields, by their key. */
+export const FIELD_GROUPS = { peft: PeftSchema, quantization: QuantizationSchema } as const;
+
 /** The fields of every method, in the order a recipe lists them. */
 export const SHARED_FIELDS = {
   model: required(text('a folder path or a Hugging Face Hub model id'),
@@ -97,6 +123,7 @@ export const SHARED_FIELDS = {
     'Where checkpoints and the final adapter or model are written.',
     'SFTConfig.output_dir'),
   peft: PeftSchema.prefault({}),
+  quantization: QuantizationSchema.prefault({}),
   init_adapter: optional(text('a folder path'),
     'A PEFT adapter folder to start from instead of fresh adapters; its r, alpha and target modules must match peft.',
     'PeftModel.from_pretrained(model, init_adapter, is_trainable=True)'),

@@ -23,6 +23,8 @@ export interface TrlConfig {
   config: Record<string, unknown>;
   /** Keyword arguments for `peft.LoraConfig`; null when peft.type is not "lora". */
   lora_config: Record<string, unknown> | null;
+  /** Keyword arguments for `transformers.BitsAndBytesConfig`; null for an unquantised base. */
+  bnb_config: Record<string, unknown> | null;
 }
 
 /**
@@ -72,8 +74,12 @@ export function recipeToTrlConfig(recipe: Recipe): TrlConfig {
     bias: 'none',
     task_type: 'CAUSAL_LM',
   };
+  const q = recipe.quantization;
+  const bnb_config = q.load_in_4bit
+    ? { load_in_4bit: true, bnb_4bit_quant_type: q.bnb_4bit_quant_type, bnb_4bit_use_double_quant: q.bnb_4bit_use_double_quant }
+    : q.load_in_8bit ? { load_in_8bit: true } : null;
   const classes = TRL_CLASSES[recipe.method];
-  return { trainer: classes.trainer, config_class: classes.config, config, lora_config };
+  return { trainer: classes.trainer, config_class: classes.config, config, lora_config, bnb_config };
 }
 
 /** The config keys only one method's TRL config has. */

@@ -86,13 +86,14 @@ const ESSENTIALS: FieldGroup = {
   title: 'Essentials',
   fields: [
     'method', REWARDS_KEY, 'num_generations', 'grpo:max_completion_length', 'beta', 'loss_type',
-    'peft.type', 'peft.r', 'peft.lora_alpha', 'peft.layers_to_train', 'learning_rate', 'num_train_epochs', 'max_steps', 'per_device_train_batch_size', 'max_length',
+    'peft.type', 'quantization.load_in_4bit', 'peft.r', 'peft.lora_alpha', 'peft.layers_to_train', 'learning_rate', 'num_train_epochs', 'max_steps', 'per_device_train_batch_size', 'max_length',
   ],
   advanced: false,
 };
 
 const ADVANCED: Omit<FieldGroup, 'advanced'>[] = [
   { id: 'lora', title: 'LoRA adapter', fields: ['peft.lora_dropout', 'peft.target_modules', 'peft.use_rslora'] },
+  { id: 'quantization', title: 'Quantised base (QLoRA)', fields: ['quantization.bnb_4bit_quant_type', 'quantization.bnb_4bit_use_double_quant', 'quantization.load_in_8bit'] },
   {
     id: 'preference',
     title: 'Preference method',
@@ -144,6 +145,11 @@ export function fieldApplies(path: string, raw: RawForm, fields: Readonly<Record
   if (info && !ofMethod(info, raw.method)) return false;
   if (path.startsWith('peft.') && path !== 'peft.type') {
     return path === 'peft.layers_to_train' ? raw['peft.type'] === 'freeze' : raw['peft.type'] === 'lora';
+  }
+  // A quantised base trains LoRA only; the 4-bit settings mean something with load_in_4bit alone.
+  if (path.startsWith('quantization.')) {
+    if (raw['peft.type'] !== 'lora') return false;
+    if (path.startsWith('quantization.bnb_4bit_')) return raw['quantization.load_in_4bit'] === true;
   }
   return true;
 }
@@ -230,6 +236,8 @@ export function formToJson(raw: RawForm, page: PageValues, fields: Readonly<Reco
     const info = fields[key];
     // A field of another method (DPO's beta in an SFT recipe) stays in the form, not in the recipe.
     if (!info || !ofMethod(info, raw.method)) continue;
+    // A quantised base is LoRA's alone: the switch left on under freeze or full says nothing.
+    if (key.startsWith('quantization.') && raw['peft.type'] !== 'lora') continue;
     if (key === REWARDS_KEY) {
       Object.assign(json, draftsToRecipe(readDrafts(value)));
       continue;

@@ -1,11 +1,12 @@
 /**
- * The frozen linear's kernels on the host backends (cpu and wasm): 16-bit words widened in
- * JavaScript, then tfjs's own kernels on TensorInfos; see linear.ts for the kernels' contract.
+ * The frozen linear's kernels on the host backends (cpu and wasm): 16-bit or quantised words
+ * widened in JavaScript (the reference dequantisation), then tfjs's own kernels on TensorInfos;
+ * see linear.ts for the kernels' contract.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { f16BitsToFloat32 } from '../../io/safetensors.ts';
-import type { LinearAttrs, LinearInputs, Weight16DType } from './linear.ts';
+import type { LinearAttrs, LinearInputs, QuantInputs, QuantizedDType, Weight16DType, WeightDType } from './linear.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Widening 16-bit words on the host (cpu and wasm kernels, and the fallback).
@@ -45,7 +46,118 @@ export function widen16(words: Int32Array, dtype: Weight16DType, out: Float32Arr
 }
 
 // ---------------------------------------------------------------------------------------------
-// cpu and wasm: widen (if 16-bit), then tfjs's own kernels on TensorInfos.
+// The quantised layouts' constants (re-exported by linear.ts, which documents the layouts).
+
+/** float32(1 / 127): int8 values are fround(q · absmax) times this (see FrozenWeight). */
+export const INT8_INV_127 = Math.fround(1 / 127);
+
+/** Values per absmax block of the 4-bit formats, and blocks per nested-absmax block. */
+export const QUANT_BLOCK = 64;
+export const NESTED_BLOCK = 256;
+
+/**
+ * The 4-bit codebooks (float32 values), indexed by code. NF4 is bitsandbytes' normal-float table.
+ * FP4 is bitsandbytes' FP4 (E2M1, bias 3, subnormal 0.0625) scaled so its largest magnitude is 1,
+ * as its kernels dequantise it (csrc `fp4_dequantization_lut` / `dDequantizeFP4Tree`): code bit 3
+ * is the sign, bits 0–2 index [0, 1/192, 2/3, 1, 1/3, 1/2, 1/6, 1/4] (the table bitsandbytes'
+ * `get_4bit_type('fp4')` normalises: [0, 0.0625, 8, 12, 4, 6, 2, 3] / 12); code 8 is −0.
+ */
+export const FOUR_BIT_LEVELS: Readonly<Record<'nf4' | 'fp4', Float32Array>> = {
+  nf4: Float32Array.from([
+    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
+    0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
+  ]),
+  fp4: (() => {
+    const magnitudes = [0, 0.0625, 8, 12, 4, 6, 2, 3].map((v) => Math.fround(v / 12));
+    return Float32Array.from([...magnitudes, ...magnitudes.map((v) => -v)]);
+  })(),
+};
+
+export function isQuantized(dtype: WeightDType): dtype is QuantizedDType {
+  return dtype === 'nf4' || dtype === 'fp4' || dtype === 'int8';
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dequantising nf4 / fp4 / int8 on the host: the JavaScript reference of the layout in linear.ts.
+
+/** The host arrays of a double-quantised weight's absmax. */
+export interface NestedHost {
+  codes: Int32Array;
+  absmax: Float32Array;
+  map: Float32Array;
+  /** Already rounded to float32. */
+  offset: number;
+}
+
+/**
+ * A quantised weight's absmax as float32 (a fresh array): `absmax` copied, or the nested state
+ * expanded, absmax[b] = fround(fround(map[code[b]] · nestedAbsmax[b >> 8]) + offset).
+ */
+export function resolveAbsmax(dtype: QuantizedDType, shape: [number, number], absmax: Float32Array | undefined, nested: NestedHost | undefined): Float32Array {
+  const count = dtype === 'int8' ? shape[0] : Math.ceil((shape[0] * shape[1]) / QUANT_BLOCK);
+  if (absmax) return absmax.slice(0, count);
+  if (!nested) throw new Error(`a ${dtype} weight without absmax or nested state`);
+  const out = new Float32Array(count);
+  const { codes, absmax: outer, map, offset } = nested;
+  for (let b = 0; b < count; b++) {
+    const code = (codes[b >> 2] >>> (8 * (b & 3))) & 255;
+    out[b] = Math.fround(map[code] * outer[Math.floor(b / NESTED_BLOCK)]) + offset;
+  }
+  return out;
+}
+
+/**
+ * Dequantises values [start, start + out.length) of a quantised [rows, inDim] weight into `out`
+ * (float32 rounding at each step as linear.ts specifies; a Float32Array store rounds).
+ */
+export function dequantizeRange(words: Int32Array, dtype: QuantizedDType, absmax: Float32Array, inDim: number, start: number, out: Float32Array): void {
+  const end = start + out.length;
+  // Little-endian hosts (every browser and Node target): byte k of the words is byte k of memory.
+  if (dtype === 'int8') {
+    const q = new Int8Array(words.buffer, words.byteOffset, words.length * 4);
+    for (let row = Math.floor(start / inDim), i = start; i < end; row++) {
+      const a = absmax[row];
+      const stop = Math.min(end, (row + 1) * inDim);
+      for (; i < stop; i++) out[i - start] = Math.fround(q[i] * a) * INT8_INV_127;
+    }
+    return;
+  }
+  const [hi, lo] = nibbleTables(dtype);
+  const bytes = new Uint8Array(words.buffer, words.byteOffset, words.length * 4);
+  let i = start;
+  // A leading odd value (the low nibble of its byte), then whole bytes, then a trailing even one.
+  if (i & 1 && i < end) {
+    out[0] = lo[bytes[i >> 1]] * absmax[i >> 6];
+    i++;
+  }
+  while (i + 1 < end) {
+    // Whole bytes up to the end of this 64-value block (i is even, so a byte never straddles one).
+    const a = absmax[i >> 6];
+    const stop = Math.min(end - 1, ((i >> 6) + 1) << 6);
+    for (; i < stop; i += 2) {
+      const byte = bytes[i >> 1];
+      out[i - start] = hi[byte] * a;
+      out[i + 1 - start] = lo[byte] * a;
+    }
+  }
+  if (i < end) out[i - start] = hi[bytes[i >> 1]] * absmax[i >> 6];
+}
+
+const nibbles: Partial<Record<'nf4' | 'fp4', [Float32Array, Float32Array]>> = {};
+
+/** Per byte, the level of its high nibble and of its low nibble. */
+function nibbleTables(dtype: 'nf4' | 'fp4'): [Float32Array, Float32Array] {
+  let t = nibbles[dtype];
+  if (!t) {
+    const levels = FOUR_BIT_LEVELS[dtype];
+    t = [Float32Array.from({ length: 256 }, (_, b) => levels[b >> 4]), Float32Array.from({ length: 256 }, (_, b) => levels[b & 15])];
+    nibbles[dtype] = t;
+  }
+  return t;
+}
+
+// ---------------------------------------------------------------------------------------------
+// cpu and wasm: widen (if 16-bit or quantised), then tfjs's own kernels on TensorInfos.
 //
 // tfjs-wasm gives XNNPACK only untransposed products (a transposed operand takes a scalar loop),
 // and XNNPACK repacks its right-hand operand unless it is the same tensor as last time. Measured
@@ -78,10 +190,13 @@ type HostBackend = tf.KernelBackend & {
  */
 const WIDEN_BLOCK = 1 << 24;
 
-/** Row ranges [r0, r1) of W to widen and multiply one at a time: the whole of a float32 or small W. */
+/**
+ * Row ranges [r0, r1) of W to widen and multiply one at a time: the whole of a float32 or small W
+ * (a 16-bit one with an odd row length too, whose rows do not start on words).
+ */
 function rowBlocks(a: LinearAttrs): [number, number][] {
   const [out, inDim] = a.wShape;
-  if (a.wDtype === 'float32' || inDim % 2 !== 0 || out * inDim <= WIDEN_BLOCK) return [[0, out]];
+  if (a.wDtype === 'float32' || (!isQuantized(a.wDtype) && inDim % 2 !== 0) || out * inDim <= WIDEN_BLOCK) return [[0, out]];
   const rows = Math.max(1, Math.floor(WIDEN_BLOCK / inDim));
   const blocks: [number, number][] = [];
   for (let r0 = 0; r0 < out; r0 += rows) blocks.push([r0, Math.min(out, r0 + rows)]);
@@ -105,6 +220,33 @@ export function linearHostKernels(backendName: 'cpu' | 'wasm') {
       ? (b as unknown as BackendWasm).makeOutput([], 'float32', undefined, Float32Array.of(v))
       : (b as HostBackend).makeTensorInfo([], 'float32', Float32Array.of(v));
 
+  const read = <T extends Int32Array | Float32Array>(b: tf.KernelBackend, info: tf.TensorInfo): T =>
+    (backendName === 'wasm' ? (b as unknown as BackendWasm).typedArrayFromHeap(info) : b.readSync(info.dataId)) as T;
+  /** A quantised weight's absmax on the host (a fresh array, so later heap growth cannot detach it). */
+  const absmaxOf = (b: tf.KernelBackend, q: QuantInputs, dtype: QuantizedDType, shape: [number, number], offset: number): Float32Array =>
+    resolveAbsmax(
+      dtype,
+      shape,
+      q.absmax ? read<Float32Array>(b, q.absmax) : undefined,
+      q.qcodes && q.qabsmax && q.qmap ? { codes: read<Int32Array>(b, q.qcodes), absmax: read<Float32Array>(b, q.qabsmax), map: read<Float32Array>(b, q.qmap), offset } : undefined,
+    );
+  /**
+   * Values [start, start + shape[0]·shape[1]) of a quantised weight, dequantised into a new
+   * float32 tensor of `shape`.
+   */
+  const dequantized = (b: tf.KernelBackend, w: tf.TensorInfo, dtype: QuantizedDType, absmax: Float32Array, inDim: number, start: number, shape: [number, number]): tf.TensorInfo => {
+    if (backendName === 'wasm') {
+      const wasm = b as unknown as BackendWasm;
+      // makeOutput may grow the heap, which detaches earlier views: take them after it.
+      const out = wasm.makeOutput(shape, 'float32');
+      dequantizeRange(wasm.typedArrayFromHeap(w) as Int32Array, dtype, absmax, inDim, start, wasm.typedArrayFromHeap(out) as Float32Array);
+      return out;
+    }
+    const out = new Float32Array(shape[0] * shape[1]);
+    dequantizeRange(b.readSync(w.dataId) as Int32Array, dtype, absmax, inDim, start, out);
+    return (b as HostBackend).makeTensorInfo(shape, 'float32', out);
+  };
+
   const unpack = (b: tf.KernelBackend, w: tf.TensorInfo, dtype: Weight16DType, shape: [number, number]): tf.TensorInfo => {
     if (backendName === 'wasm') {
       const wasm = b as unknown as BackendWasm;
@@ -121,9 +263,10 @@ export function linearHostKernels(backendName: 'cpu' | 'wasm') {
    * Rows [r0, r1) of the weight as float32, and whether that is a temporary to dispose (a float32
    * weight is used whole, as it is).
    */
-  const widenedRows = (b: tf.KernelBackend, w: tf.TensorInfo, a: LinearAttrs, r0: number, r1: number): [tf.TensorInfo, boolean] => {
+  const widenedRows = (b: tf.KernelBackend, w: tf.TensorInfo, a: LinearAttrs, r0: number, r1: number, absmax: Float32Array | null): [tf.TensorInfo, boolean] => {
     if (a.wDtype === 'float32') return [w, false];
     const inDim = a.wShape[1];
+    if (isQuantized(a.wDtype)) return [dequantized(b, w, a.wDtype, absmax!, inDim, r0 * inDim, [r1 - r0, inDim]), true];
     if (r0 === 0 && r1 === a.wShape[0]) return [unpack(b, w, a.wDtype, a.wShape), true];
     // Blocks exist only for an even row length, so a block starts and ends on a word boundary.
     const [from, to] = [(r0 * inDim) >> 1, (r1 * inDim) >> 1];
@@ -157,11 +300,12 @@ export function linearHostKernels(backendName: 'cpu' | 'wasm') {
     const backend = b as tf.KernelBackend;
     const a = attrs as unknown as LinearAttrs;
     const { x, w, bias, la, lb } = inputs as unknown as LinearInputs;
-    // y = (W·xᵀ)ᵀ: see the measurements above. A large 16-bit W is widened a block of rows at a
-    // time, each block's product one slice of yᵀ.
+    const absmax = isQuantized(a.wDtype) ? absmaxOf(backend, inputs as QuantInputs, a.wDtype, a.wShape, a.nestedOffset) : null;
+    // y = (W·xᵀ)ᵀ: see the measurements above. A large 16-bit or quantised W is widened a block
+    // of rows at a time, each block's product one slice of yᵀ.
     const xT = transpose(backend, x);
     const parts = rowBlocks(a).map(([r0, r1]) => {
-      const [W, temp] = widenedRows(backend, w, a, r0, r1);
+      const [W, temp] = widenedRows(backend, w, a, r0, r1, absmax);
       const part = matMul(backend, W, xT);
       if (temp) dispose(backend, W);
       return part;
@@ -187,9 +331,13 @@ export function linearHostKernels(backendName: 'cpu' | 'wasm') {
     const backend = b as tf.KernelBackend;
     const a = attrs as unknown as LinearAttrs;
     const { x: dy, w, la, lb } = inputs as unknown as LinearInputs;
+    // dy·W with the fresh W on the right, which XNNPACK packs each call: measured on SmolLM2's gate
+    // projection (NF4, 576 × 1536) against (Wᵀ·dyᵀ)ᵀ with W dequantised transposed, this is 2 ms
+    // slower at 1–8 rows but 4 ms faster at 512 (35 against 39 ms), where training runs.
+    const absmax = isQuantized(a.wDtype) ? absmaxOf(backend, inputs as QuantInputs, a.wDtype, a.wShape, a.nestedOffset) : null;
     let dx: tf.TensorInfo | null = null;
     for (const [r0, r1] of rowBlocks(a)) {
-      const [W, temp] = widenedRows(backend, w, a, r0, r1);
+      const [W, temp] = widenedRows(backend, w, a, r0, r1, absmax);
       const whole = r0 === 0 && r1 === a.wShape[0];
       const dyBlock = whole ? dy : call(tf.Slice, backend, { x: dy }, { begin: [0, r0], size: [dy.shape[0], r1 - r0] });
       const part = matMul(backend, dyBlock, W);
@@ -236,5 +384,30 @@ export function linearHostKernels(backendName: 'cpu' | 'wasm') {
     return (b as HostBackend).makeTensorInfo([n, cols], 'float32', out);
   };
 
-  return { forward, inputGrad, unpack16 };
+  /** FtUnpackQuantized: the whole quantised matrix dequantised, or the rows listed by `rows`. */
+  const unpackQuantized = ({ inputs, backend, attrs }: { inputs: tf.NamedTensorInfoMap; backend: unknown; attrs?: tf.NamedAttrMap }) => {
+    const b = backend as tf.KernelBackend;
+    const a = attrs as unknown as LinearAttrs;
+    const dtype = a.wDtype as QuantizedDType;
+    const { w, rows } = inputs as unknown as { w: tf.TensorInfo; rows?: tf.TensorInfo };
+    const absmax = absmaxOf(b, inputs as QuantInputs, dtype, a.wShape, a.nestedOffset);
+    const cols = a.wShape[1];
+    if (!rows) return dequantized(b, w, dtype, absmax, cols, 0, a.wShape);
+    const idx = read<Int32Array>(b, rows).slice();
+    const n = idx.length;
+    const fill = (words: Int32Array, out: Float32Array) => {
+      for (let i = 0; i < n; i++) dequantizeRange(words, dtype, absmax, cols, idx[i] * cols, out.subarray(i * cols, (i + 1) * cols));
+    };
+    if (backendName === 'wasm') {
+      const wasm = b as unknown as BackendWasm;
+      const out = wasm.makeOutput([n, cols], 'float32');
+      fill(wasm.typedArrayFromHeap(w) as Int32Array, wasm.typedArrayFromHeap(out) as Float32Array);
+      return out;
+    }
+    const out = new Float32Array(n * cols);
+    fill(b.readSync(w.dataId) as Int32Array, out);
+    return (b as HostBackend).makeTensorInfo([n, cols], 'float32', out);
+  };
+
+  return { forward, inputGrad, unpack16, unpackQuantized };
 }
