@@ -6,7 +6,7 @@
  * Dawn, WASM, CPU) and in headless Chromium. Prints a table and writes bench.json; asserts nothing.
  *
  *   npm run bench -- [--runtimes node,chromium] [--backends webgpu,wasm,cpu]
- *                    [--models SmolLM2-135M,Qwen2.5-0.5B/stand-in,...] [--storage f32,16-bit]
+ *                    [--models SmolLM2-135M,Qwen2.5-0.5B/stand-in,...] [--storage f32,16-bit,nf4,nf4+dq,int8]
  *                    [--checkpointing on,off] [--seq 128,512] [--steps N] [--cases train,generate,quant]
  *                    [--gen-tokens N] [--gen-batches 1,8] [--gen-adapter lora,none]
  *                    [--before node,chromium|none] [--no-torch]

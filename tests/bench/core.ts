@@ -21,7 +21,8 @@ import {
   unpackWeight,
   type FrozenWeight,
 } from '../../src/engine/backend/kernels/linear.ts';
-import { CausalLM } from '../../src/engine/model/llama.ts';
+import { CausalLM, frozenWeightBytes } from '../../src/engine/model/llama.ts';
+import { isQuantizedProjection } from '../../src/engine/model/quantized.ts';
 import { LoraAdapter, resolveTargetModules } from '../../src/engine/model/lora.ts';
 import { generate } from '../../src/engine/model/generate.ts';
 import { AdamW } from '../../src/engine/train/optim.ts';
@@ -29,7 +30,7 @@ import { collate } from '../../src/engine/train/batch.ts';
 import { sftMethod } from '../../src/engine/train/methods/sft.ts';
 import { trainStep } from '../../src/engine/train/step.ts';
 import { Rng } from '../../src/engine/rng.ts';
-import { largestLinear, modelConfig, parseModelConfig, randomWeights, stepFlops, tokenFlops, type Storage } from './models.ts';
+import { largestLinear, modelConfig, parseModelConfig, randomWeights, stepFlops, storageQuantization, tokenFlops, type Storage } from './models.ts';
 
 export const LORA_RANK = 16;
 
@@ -385,13 +386,18 @@ export async function runBackend(plan: Plan, log: Log): Promise<BackendRun> {
       await trimGpuPool();
       const meter = meterBackendMemory();
       const t0 = performance.now();
-      const model = await CausalLM.load(raw, randomWeights(config, storage), modelName, { storage: 'auto' });
+      const model = await CausalLM.load(raw, randomWeights(config, storage), modelName, { storage: 'auto', quantization: storageQuantization(storage) });
       const frozen = model.frozenStorage();
+      // The quantised projections alone (bytes per value as the issue's targets count them).
+      const projections = [...model.packed].filter(([name]) => isQuantizedProjection(name));
+      const projectionBytes = projections.reduce((n, [, w]) => n + frozenWeightBytes(w), 0);
+      const projectionValues = projections.reduce((n, [, w]) => n + w.shape[0] * w.shape[1], 0);
       log(`  ${modelName} ${storage}: loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s, ${(frozen.bytes / 2 ** 20).toFixed(0)} MiB frozen`);
       const common = {
         runtime: plan.runtime, backend: plan.backend, adapter, software_adapter: software, threads,
         model: modelName, stand_in: modelName.endsWith('/stand-in'), layers: config.num_hidden_layers, hidden: config.hidden_size, vocab: config.vocab_size, storage,
         frozen_bytes: frozen.bytes, frozen_parameters: frozen.parameters, frozen_bytes_per_parameter: frozen.bytes / frozen.parameters,
+        projection_bytes_per_parameter: projectionValues > 0 ? projectionBytes / projectionValues : null,
       };
       const passes: { kernels: 'ours' | 'tfjs'; checkpointing: boolean[] }[] = p.cases.includes('train') ? [{ kernels: 'ours', checkpointing: p.checkpointing }] : [];
       // tfjs has no 16-bit storage, so "before" is the f32 model; without checkpointing, as plain tfjs training would run.

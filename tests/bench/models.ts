@@ -1,3 +1,4 @@
+import type { StorageQuantization } from '../../src/engine/model/quantized.ts';
 /**
  * The model shapes `npm run bench` trains, with random weights (no Hub access is needed), and the
  * FLOP count its throughput figures rest on. Browser-safe: no Node imports.
@@ -88,7 +89,21 @@ export function modelConfig(name: string): Record<string, unknown> {
   return standIn ? { ...raw, num_hidden_layers: STAND_IN.layers, vocab_size: STAND_IN.vocab } : raw;
 }
 
-export type Storage = 'f32' | '16-bit';
+export type Storage = 'f32' | '16-bit' | 'nf4' | 'nf4+dq' | 'int8';
+
+/** The quantised storages stream BF16 weights in and quantise the projections as they load (QLoRA). */
+export function storageQuantization(storage: Storage): StorageQuantization | null {
+  switch (storage) {
+    case 'nf4':
+      return { kind: 'nf4', double_quant: false };
+    case 'nf4+dq':
+      return { kind: 'nf4', double_quant: true };
+    case 'int8':
+      return { kind: 'int8' };
+    default:
+      return null;
+  }
+}
 
 /**
  * Random weights streamed one tensor at a time as a model folder would: matrices U(±0.04)
