@@ -28,6 +28,7 @@ import { storageQuantization, type StorageQuantization } from '../engine/model/q
 import type { LogEntry } from '../engine/train/trainer.ts';
 import { nodeFolder, writeFileAtomic, writeFolderAtomic } from './fs_files.ts';
 import { nodeRewardHost } from './reward_process.ts';
+import { onceEach } from '../engine/train/reward_funcs.ts';
 import type { CompletionRecord } from '../engine/train/methods/grpo.ts';
 import { checkFlags, numberFlag, parseArgs, required, type ParsedArgs } from './args.ts';
 import { loadProgress, Progress } from './progress.ts';
@@ -164,19 +165,16 @@ async function train(argv: string[]): Promise<void> {
   let savedStep: number | null = null;
   // GRPO: JavaScript rewards run in a child process; each distinct warning is printed once.
   const rewardHost = recipe.method === 'grpo' && recipe.reward_funcs.some((f) => typeof f === 'string') ? nodeRewardHost() : null;
-  const warned = new Set<string>();
   const online = recipe.method !== 'grpo' ? undefined : {
     host: rewardHost,
     readScript: async (path: string) => (await textFile(path, 'reward function in reward_funcs')).text,
     onCompletions: recipe.log_completions
       ? (records: CompletionRecord[]) => appendFile(completionsPath, records.map((r) => JSON.stringify(r) + '\n').join(''))
       : undefined,
-    onWarning: (message: string) => {
-      if (warned.has(message)) return;
-      warned.add(message);
+    onWarning: onceEach((message) => {
       if (progress) progress.note(`warning: ${message}`);
       else process.stderr.write(`warning: ${message}\n`);
-    },
+    }),
   };
   let run: Awaited<ReturnType<typeof prepareRun>>;
   try {
@@ -266,13 +264,14 @@ function quantizationFlags(args: ParsedArgs, command: string): StorageQuantizati
   return storageQuantization(q);
 }
 
-async function withModel(args: ParsedArgs, command: string): Promise<LoadedModel & { adapter: Awaited<ReturnType<typeof loadAdapter>> | null }> {
+async function withModel(args: ParsedArgs, command: string): Promise<LoadedModel & { adapter: Awaited<ReturnType<typeof loadAdapter>> | null; quantization: StorageQuantization | null }> {
   const modelDir = required(args, command, 'model');
-  const loaded = await loadModel(folder(modelDir, 'model'), { onProgress: loadProgress(process.stderr), quantization: quantizationFlags(args, command) });
+  const quantization = quantizationFlags(args, command);
+  const loaded = await loadModel(folder(modelDir, 'model'), { onProgress: loadProgress(process.stderr), quantization });
   const adapterDir = args.flags.get('adapter');
   const adapter = adapterDir ? await loadAdapter(loaded.model, folder(adapterDir, 'adapter')) : null;
   if (adapter && adapterDir) await checkFiniteAdapter(adapter, adapterDir);
-  return { ...loaded, adapter };
+  return { ...loaded, adapter, quantization };
 }
 
 async function evaluate(argv: string[]): Promise<void> {
@@ -459,11 +458,10 @@ async function merge(argv: string[]): Promise<void> {
   // The merged folder replaces `out` whole: refuse a file there, or a folder that cannot be written.
   await checkOutputDir(out, '--out', { replacedWhole: true });
   const opening = await useBackend(args, 'merge');
-  const { model, adapter, folder: f } = await withModel(args, 'merge');
+  const { model, adapter, folder: f, quantization: q } = await withModel(args, 'merge');
   process.stderr.write(opening + '\n');
   await writeFolderAtomic(out, await modelFiles(f, model, savedDType(f), adapter));
   console.log(`merged model written to ${out}`);
-  const q = quantizationFlags(args, 'merge');
   if (q) console.log(`the base was quantised (${q.kind}${q.kind !== 'int8' && q.double_quant ? ' with double quantisation' : ''}): its projections are the dequantised weights plus the LoRA delta, in ${savedDType(f)}, as PEFT's merge_and_unload does on a quantised model.`);
   adapter?.dispose();
   model.dispose();

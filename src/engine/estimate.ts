@@ -98,14 +98,14 @@ function sequenceLength(recipe: Recipe, maxPositions: number): number {
 }
 
 /**
- * The frozen weights' bytes once loaded for this recipe: what the model holds now, with each
+ * The frozen weights' bytes once loaded for this recipe (and, when it quantises, what they are now): what the model holds now, with each
  * decoder projection at its quantised size where the recipe quantises the base (the studio
  * estimates from the unquantised model it has loaded; a run loads its own, quantised copy).
  */
-function frozenBytes(model: CausalLM, recipe: Recipe): number {
+function frozenBytes(model: CausalLM, recipe: Recipe): { bytes: number; unquantized: number | null } {
   const q = storageQuantization(recipe.quantization);
   const { bytes } = model.frozenStorage();
-  if (!q) return bytes;
+  if (!q) return { bytes, unquantized: null };
   let delta = 0;
   for (const [name, shape] of expectedWeights(model.config)) {
     if (!isQuantizedProjection(name)) continue;
@@ -113,7 +113,7 @@ function frozenBytes(model: CausalLM, recipe: Recipe): number {
     const now = packed ? frozenWeightBytes(packed) : (model.params.get(name)?.size ?? 0) * F32;
     delta += quantizedBytes(shape as [number, number], q) - now;
   }
-  return bytes + delta;
+  return { bytes: bytes + delta, unquantized: bytes };
 }
 
 export function estimateMemory(model: CausalLM, recipe: Recipe, limits: DeviceLimits | undefined): MemoryEstimate {
@@ -128,7 +128,7 @@ export function estimateMemory(model: CausalLM, recipe: Recipe, limits: DeviceLi
 
   // Frozen weights as the backend holds them (16-bit matrices at two bytes a value), with the
   // projections as the recipe's quantization will store them.
-  const weights = frozenBytes(model, recipe);
+  const { bytes: weights, unquantized: weights_unquantized } = frozenBytes(model, recipe);
   const trainable = trainableParameters(model, recipe) * copies * F32;
   const dropout = recipe.peft.type === 'lora' ? recipe.peft.lora_dropout : 0;
   const perLayer = layerFloats(c, dropout);
@@ -159,7 +159,6 @@ export function estimateMemory(model: CausalLM, recipe: Recipe, limits: DeviceLi
       ? `The embedding matrix alone needs ${mib(largest)} in one buffer and this GPU allows ${mib(limit!)}; choose a smaller model.`
       : `One ${largestKind === 'mlp' ? 'MLP activation' : 'logits'} buffer needs ${mib(largest)} and this GPU allows ${mib(limit!)}; ${shrinkActivations(recipe, T)}.`;
   }
-  const weights_unquantized = storageQuantization(recipe.quantization) ? model.frozenStorage().bytes : null;
   return { weights, trainable, activations, logits, total: weights + trainable + activations + logits, largest_buffer: largest, limit, fits, suggestion, weights_unquantized };
 }
 

@@ -13,6 +13,7 @@ import type { Recipe } from '../engine/recipe.ts';
 import { prepareRun, type LoadedModel, type OnlineRunOptions, type PreparedRun, type RunSources } from '../engine/run.ts';
 import type { CompletionRecord } from '../engine/train/methods/grpo.ts';
 import type { RewardScriptHost } from '../engine/train/script_reward.ts';
+import { onceEach } from '../engine/train/reward_funcs.ts';
 import type { LogEntry } from '../engine/train/trainer.ts';
 import { activeDevice, guardDevice, type DeviceGuard, type DeviceProblem } from './device_guard.ts';
 import type { FolderBytes, RunEvent, RunRecord, RunStatus } from './protocol.ts';
@@ -64,17 +65,11 @@ export class TrainingSession {
     rewards: { host: RewardScriptHost | null; scripts: Record<string, string> } = { host: null, scripts: {} },
   ): Promise<TrainingSession> {
     const s = new TrainingSession(db, emit, limits);
-    const warned = new Set<string>();
     const online: OnlineRunOptions = {
       host: rewards.host,
       readScript: scriptReader(rewards.scripts),
       onCompletions: (records) => s.onCompletions(records),
-      // Each distinct problem once: a function that always throws would say so every step.
-      onWarning: (message) => {
-        if (warned.has(message)) return;
-        warned.add(message);
-        s.emit({ type: 'warning', message, source: 'reward' });
-      },
+      onWarning: onceEach((message) => s.emit({ type: 'warning', message, source: 'reward' })),
     };
     s.prepared = await prepareRun(recipe, sources, {
       onLog: (entry) => s.onLog(entry),

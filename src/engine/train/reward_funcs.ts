@@ -104,3 +104,16 @@ export function columnArrays(columns: Record<string, unknown>[], completionIds: 
   out.completion_ids = completionIds;
   return out;
 }
+
+/**
+ * A warning callback that passes each distinct message on once: a reward function that always
+ * throws would otherwise say so every step.
+ */
+export function onceEach(report: (message: string) => void): (message: string) => void {
+  const seen = new Set<string>();
+  return (message) => {
+    if (seen.has(message)) return;
+    seen.add(message);
+    report(message);
+  };
+}

@@ -16,8 +16,6 @@ import type { PromptExample } from '../../data/prompts.ts';
 import { generate } from '../../model/generate.ts';
 import type { CausalLM } from '../../model/llama.ts';
 import { selectedLogProbs } from '../../model/logprobs.ts';
-import { linearForward, type FrozenWeight } from '../../backend/kernels/linear.ts';
-import { matMul } from '../../backend/kernels/matmul.ts';
 import type { LossContext, Method } from '../method.ts';
 import { grpoMetrics } from '../metrics.ts';
 import type { LoadedReward } from '../reward_funcs.ts';
@@ -322,16 +320,12 @@ function tokenEntropy(model: CausalLM, scaledHidden: tf.Tensor3D, positions: tf.
     const value = tf.tidy(() => {
       const H = model.config.hidden_size;
       const rows = tf.gather(tf.reshape(h, [-1, H]), pos) as tf.Tensor2D;
-      const head = model.lmHead;
-      const V = head.shape[0];
-      const size = Math.max(1, Math.floor((1 << 22) / V));
+      const size = Math.max(1, Math.floor((1 << 22) / model.config.vocab_size));
       const parts: tf.Tensor1D[] = [];
       for (let start = 0; start < rows.shape[0]; start += size) {
         const n = Math.min(size, rows.shape[0] - start);
         parts.push(tf.tidy(() => {
-          const x = tf.slice(rows, start, n);
-          const logits = head instanceof tf.Variable ? matMul(x, head, false, true) : linearForward(x, head as FrozenWeight);
-          const logp = tf.logSoftmax(logits);
+          const logp = tf.logSoftmax(model.logits(tf.slice(rows, start, n)) as tf.Tensor2D);
           return tf.neg(tf.sum(tf.mul(tf.exp(logp), logp), 1)) as tf.Tensor1D;
         }));
       }
