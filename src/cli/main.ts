@@ -5,13 +5,15 @@
 import './quiet_tfjs.ts';
 import { existsSync, statSync } from 'node:fs';
 import { appendFile, mkdir, readFile, readdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { UserError, decodeUtf8Text } from '../engine/errors.ts';
 import { adapterName, initBackend, initFastestBackend, type BackendInfo, type BackendName } from '../engine/backend/index.ts';
 import { METHODS, parseRecipe, parseRecipeJson, applyOverrides, SHORT_RUN_STEPS, type GrpoRecipe, type MethodName, type PreferenceRecipe, type Recipe } from '../engine/recipe.ts';
 import { loadModel, loadTokenizer, prepareRun, type LoadedModel } from '../engine/run.ts';
 import { loadAdapter } from '../engine/io/peft.ts';
 import { modelFiles, savedDType } from '../engine/export.ts';
+import { quantizedFolderFiles } from '../engine/quantize.ts';
+import { openModelFolder } from '../engine/io/model_folder.ts';
 import { createMethod, prepareMethodData } from '../engine/train/methods/index.ts';
 import { FORMAT_NAMES } from '../engine/data/formats.ts';
 import { ktoDumpRow, pairDumpRow, type KtoExample, type PairExample } from '../engine/data/preference.ts';
@@ -43,6 +45,8 @@ const USAGE = `finetune — fine-tune small LLMs with LoRA on TensorFlow.js
   finetune generate --model DIR [--adapter DIR] --prompt TEXT [--chat] [--max_new_tokens N]
                     [--temperature T] [--top_p P] [--top_k K] [--seed S] [--num_return_sequences N]
   finetune merge --model DIR --adapter DIR --out DIR
+  finetune quantize --model DIR --out DIR [--bnb_4bit_quant_type nf4|fp4] [--bnb_4bit_use_double_quant]
+                    writes the model as transformers saves a bitsandbytes 4-bit checkpoint
 
 train, eval, generate and merge also take --backend cpu|wasm|webgpu; the default is the fastest
 available here: webgpu on a hardware GPU, else wasm (a software GPU such as SwiftShader is slower).
@@ -51,7 +55,7 @@ A recipe that leaves logging_steps unset logs every step of a run shorter than $
 /** What the failure message needs to know about the command that failed. */
 const failure: FailureContext = { command: 'finetune', backend: 'cpu' };
 
-const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = { train, eval: evaluate, data, generate: generateCommand, merge };
+const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = { train, eval: evaluate, data, generate: generateCommand, merge, quantize };
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -458,13 +462,40 @@ async function merge(argv: string[]): Promise<void> {
   // The merged folder replaces `out` whole: refuse a file there, or a folder that cannot be written.
   await checkOutputDir(out, '--out', { replacedWhole: true });
   const opening = await useBackend(args, 'merge');
-  const { model, adapter, folder: f, quantization: q } = await withModel(args, 'merge');
+  const { model, adapter, folder: f } = await withModel(args, 'merge');
+  const q = model.quantization();
   process.stderr.write(opening + '\n');
   await writeFolderAtomic(out, await modelFiles(f, model, savedDType(f), adapter));
   console.log(`merged model written to ${out}`);
   if (q) console.log(`the base was quantised (${q.kind}${q.kind !== 'int8' && q.double_quant ? ' with double quantisation' : ''}): its projections are the dequantised weights plus the LoRA delta, in ${savedDType(f)}, as PEFT's merge_and_unload does on a quantised model.`);
   adapter?.dispose();
   model.dispose();
+}
+
+/**
+ * A model folder written as a pre-quantised bitsandbytes 4-bit checkpoint, as transformers'
+ * save_pretrained writes one (what unsloth's "-bnb-4bit" repos hold): a quarter of the download,
+ * and it loads here, in transformers and in PEFT as a 4-bit base. Runs on the host, no backend.
+ */
+async function quantize(argv: string[]): Promise<void> {
+  const args = parseArgs(argv, 'quantize', ['bnb_4bit_use_double_quant', 'load_in_4bit', 'load_in_8bit']);
+  if (args.flags.has('load_in_8bit')) {
+    throw new UserError('finetune quantize writes bitsandbytes 4-bit checkpoints only; 8-bit quantisation happens as a model loads (--load_in_8bit on eval, generate and merge, or quantization.load_in_8bit in a recipe).', { field: 'load_in_8bit' });
+  }
+  checkFlags(args, 'quantize', ['model', 'out', 'bnb_4bit_quant_type', 'bnb_4bit_use_double_quant', 'load_in_4bit']);
+  const modelDir = required(args, 'quantize', 'model');
+  const out = required(args, 'quantize', 'out');
+  // The flags are the recipe's quantization block, with load_in_4bit implied.
+  const flags = new Map([...args.flags, ['load_in_4bit', 'true']] as [string, string][]);
+  const q = quantizationFlags({ ...args, flags }, 'quantize');
+  if (!q || q.kind === 'int8') throw new Error('quantize: no 4-bit quantisation');
+  await checkOutputDir(out, '--out', { replacedWhole: true });
+  const source = folder(modelDir, 'model');
+  if (resolve(modelDir) === resolve(out)) throw new UserError(`finetune quantize: --out ${out} is the model folder itself; write the quantised model to a new folder.`, { field: 'out' });
+  const files = await quantizedFolderFiles(await openModelFolder(source), { quant_type: q.kind, double_quant: q.double_quant }, loadProgress(process.stderr));
+  await writeFolderAtomic(out, files);
+  const bytes = files['model.safetensors'].length;
+  console.log(`quantised model written to ${out} (${q.kind}${q.double_quant ? ' with double quantisation' : ''}; model.safetensors ${(bytes / 2 ** 20).toFixed(1)} MiB)`);
 }
 
 main(process.argv.slice(2)).then(

@@ -29,7 +29,9 @@ export async function modelFiles(folder: OpenModelFolder, model: CausalLM, dtype
     merged.dispose();
     tensors.push({ name, dtype, shape, data: Float32Array.from(data) });
   }
-  const config = { ...folder.config, torch_dtype: DTYPE_NAMES[dtype] };
+  // The merged weights are plain floats: a pre-quantised base's quantization_config goes.
+  const { quantization_config: _, ...rest } = folder.config;
+  const config = { ...rest, torch_dtype: DTYPE_NAMES[dtype] };
   const files: Record<string, Uint8Array> = {
     'config.json': enc.encode(JSON.stringify(config, null, 2)),
     'model.safetensors': writeSafetensors(tensors, { format: 'pt' }),

@@ -7,8 +7,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from './errors.ts';
 import { pathIn, readJsonObject, readText, type FileSource } from './io/files.ts';
-import { openModelFolder, type OpenModelFolder } from './io/model_folder.ts';
-import { valuesToFloat32 } from './io/safetensors.ts';
+import { floatValues, openModelFolder, type OpenModelFolder } from './io/model_folder.ts';
 import { adapterFiles, loadAdapter } from './io/peft.ts';
 import { modelFiles } from './export.ts';
 import { CausalLM, expectedWeights, type LoadOptions } from './model/llama.ts';
@@ -129,6 +128,16 @@ export async function prepareRun(
   const disposables: { dispose(): void }[] = [loaded.model];
   try {
     const { model, tokenizer, folder } = loaded;
+    if (folder.prequantized && recipe.peft.type !== 'lora') {
+      const file = pathIn(sources.model, 'config.json');
+      throw new UserError(`${file}: the model is a 4-bit checkpoint (bitsandbytes ${folder.prequantized.quant_type}), so it stays frozen and only a LoRA adapter can train on it; use peft.type "lora" (got "${recipe.peft.type}").`, { file, field: 'peft.type' });
+    }
+    if (folder.prequantized) {
+      // The checkpoint's own quantisation is what runs (transformers ignores a different request);
+      // the recipe saved with the run says so.
+      const { quant_type, double_quant } = folder.prequantized;
+      recipe = { ...recipe, quantization: { load_in_4bit: true, bnb_4bit_quant_type: quant_type, bnb_4bit_use_double_quant: double_quant, load_in_8bit: false } };
+    }
     const train = prepareMethodData(sources.train.text, sources.train.file, tokenizer, recipe);
     let trainExamples: unknown[] = train.examples;
     let evalExamples: unknown[] = [];
@@ -258,7 +267,7 @@ async function loadWeightsInto(model: CausalLM, source: FileSource, names: strin
   await folder.readWeights((w) => {
     if (!wanted.has(w.name)) return;
     const old = model.params.get(w.name)!;
-    model.params.set(w.name, tf.tensor(w.data instanceof Float32Array ? w.data : valuesToFloat32(w.dtype, w.data), w.shape, 'float32'));
+    model.params.set(w.name, tf.tensor(floatValues(w, where), w.shape, 'float32'));
     old.dispose();
   });
 }

@@ -44,6 +44,30 @@ describe('QLoRA in the finetune command', () => {
     expect(Math.abs(merged.loss - quantised.loss)).toBeLessThan(1e-4);
   });
 
+  it('quantize writes a pre-quantised folder that evaluates and trains as the on-the-fly 4-bit base', () => {
+    const q = finetune(['quantize', '--model', STORIES, '--out', 'q', '--bnb_4bit_use_double_quant'], dir);
+    expect(q.code).toBe(0);
+    expect(q.stdout).toMatch(/^quantised model written to q \(nf4 with double quantisation; model\.safetensors 0\.\d MiB\)$/m);
+    const config = JSON.parse(readFileSync(join(dir, 'q', 'config.json'), 'utf8'));
+    expect(config.quantization_config).toMatchObject({ quant_method: 'bitsandbytes', load_in_4bit: true, bnb_4bit_quant_type: 'nf4', bnb_4bit_use_double_quant: true });
+    for (const f of ['tokenizer.json', 'tokenizer_config.json', 'generation_config.json']) expect(existsSync(join(dir, 'q', f))).toBe(true);
+    const pre = JSON.parse(finetune(['eval', '--model', 'q', '--data', 'train.jsonl', '--json'], dir).stdout);
+    const fly = JSON.parse(finetune(['eval', '--model', STORIES, '--data', 'train.jsonl', '--json', '--load_in_4bit', '--bnb_4bit_use_double_quant'], dir).stdout);
+    expect(pre.loss).toBe(fly.loss);
+
+    writeFileSync(join(dir, 'pre.json'), JSON.stringify({ model: 'q', train_file: 'train.jsonl', output_dir: 'pre_out', max_steps: 1, peft: { r: 2 } }));
+    expect(finetune(['train', 'pre.json', '--backend', 'cpu'], dir).code).toBe(0);
+    expect(JSON.parse(readFileSync(join(dir, 'pre_out', 'recipe.json'), 'utf8')).quantization).toEqual({ load_in_4bit: true, bnb_4bit_quant_type: 'nf4', bnb_4bit_use_double_quant: true, load_in_8bit: false });
+
+    const again = finetune(['quantize', '--model', 'q', '--out', 'q2'], dir);
+    expect(again.code).toBe(2);
+    expect(again.stderr).toBe('q is already quantised to 4 bits (config.json has a bitsandbytes quantization_config); quantise the original model instead.');
+    expect(existsSync(join(dir, 'q2'))).toBe(false);
+    const eight = finetune(['quantize', '--model', STORIES, '--out', 'q3', '--load_in_8bit'], dir);
+    expect(eight.code).toBe(2);
+    expect(eight.stderr).toBe('finetune quantize writes bitsandbytes 4-bit checkpoints only; 8-bit quantisation happens as a model loads (--load_in_8bit on eval, generate and merge, or quantization.load_in_8bit in a recipe).');
+  });
+
   it('refuses flags that do not go together, in one sentence', () => {
     const both = finetune(['eval', '--model', STORIES, '--data', 'train.jsonl', '--load_in_4bit', '--load_in_8bit'], dir);
     expect(both.code).toBe(2);

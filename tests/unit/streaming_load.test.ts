@@ -16,7 +16,8 @@ import {
   float32ToF16Bits,
   valuesToFloat32,
   writeSafetensors,
-  type TensorToWrite,
+  type FloatDType,
+  type FloatTensorToWrite as TensorToWrite,
 } from '../../src/engine/io/safetensors.ts';
 import { readEagerly } from './helpers/weights.ts';
 
@@ -31,6 +32,7 @@ const JSONS = {
 };
 
 const WIDTH = { F32: 4, F16: 2, BF16: 2 } as const;
+type FloatRaw = Extract<RawWeight, { dtype: FloatDType }>;
 
 function tensor(name: string, dtype: TensorToWrite['dtype'], shape: number[], seed: number): TensorToWrite {
   const n = shape.reduce((a, d) => a * d, 1);
@@ -155,13 +157,13 @@ async function streamAll(source: FileSource, slowly = false) {
   // Everything open read: the JSON files whole, and the safetensors headers.
   const headerBytes = inst.held;
   const safetensorsHeaderBytes = inst.weightReads().reduce((a, h) => a + h.end - h.begin, 0);
-  const weights = new Map<string, RawWeight>();
+  const weights = new Map<string, FloatRaw>();
   const progress: LoadProgress[] = [];
   await folder.readWeights(
     inst.weigh(async (w) => {
       expect(weights.has(w.name)).toBe(false);
       // Widened copies are kept; the loader's own buffers are not.
-      weights.set(w.name, { ...w, data: w.data.slice() });
+      weights.set(w.name, { ...(w as FloatRaw), data: (w as FloatRaw).data.slice() });
       if (slowly) await new Promise((r) => setTimeout(r, 2));
     }),
     (p) => progress.push(p),
@@ -203,7 +205,7 @@ async function expectLikeEagerRead(make: () => FileSource): Promise<Awaited<Retu
 /** The most a loader may hold: one tensor plus the headers it read to open the folder. */
 function expectOneTensorAtATime(streamed: Awaited<ReturnType<typeof streamAll>>): void {
   const { inst, headerBytes, safetensorsHeaderBytes, folder, progress } = streamed;
-  const largest = Math.max(...[...folder.tensors.values()].map((t) => t.shape.reduce((a, d) => a * d, 1) * WIDTH[t.dtype]));
+  const largest = Math.max(...[...folder.tensors.values()].map((t) => t.shape.reduce((a, d) => a * d, 1) * WIDTH[t.dtype as FloatDType]));
   expect(inst.peak).toBeLessThanOrEqual(headerBytes + largest);
   expect(inst.readDuringWeight).toBe(false);
   // No safetensors file was read whole, and each tensor's bytes were read exactly once.

@@ -466,14 +466,19 @@ export function valuesToFloat32(dtype: FloatDType, values: Float32Array | Uint16
   return out;
 }
 
-export interface TensorToWrite {
+/**
+ * A tensor to write: float32 values converted to F32, F16 or BF16, or bytes already in their
+ * stored form (`bytes`, little-endian, e.g. U8 codes or a 16-bit tensor copied as it was read).
+ */
+export type TensorToWrite = FloatTensorToWrite | { name: string; dtype: SafetensorsDType; shape: number[]; bytes: Uint8Array };
+export interface FloatTensorToWrite {
   name: string;
-  dtype: 'F32' | 'F16' | 'BF16';
+  dtype: FloatDType;
   shape: number[];
   data: Float32Array;
 }
 
-const WRITE_BYTES: Record<TensorToWrite['dtype'], number> = { F32: 4, F16: 2, BF16: 2 };
+const WRITE_BYTES: Record<FloatDType, number> = { F32: 4, F16: 2, BF16: 2 };
 
 /**
  * A safetensors file with the tensors in the given order, data contiguous, and the header padded
@@ -493,13 +498,21 @@ export function writeSafetensors(tensors: TensorToWrite[], metadata?: Record<str
     if (t.name === METADATA_KEY || Object.hasOwn(header, t.name)) {
       throw new Error(`cannot write tensor name "${t.name}" twice or as "${METADATA_KEY}"`);
     }
-    if (!Object.hasOwn(WRITE_BYTES, t.dtype)) throw new Error(`cannot write tensor "${t.name}" as ${t.dtype}`);
     if (!t.shape.every(isCount)) throw new Error(`tensor "${t.name}" has an invalid shape ${describeShape(t.shape)}`);
-    const n = t.shape.reduce((a, d) => a * d, 1);
-    if (n !== t.data.length) {
-      throw new Error(`tensor "${t.name}" has ${t.data.length} values but shape ${describeShape(t.shape)} needs ${n}`);
+    let size: number;
+    if ('bytes' in t) {
+      if (!isDType(t.dtype)) throw new Error(`cannot write tensor "${t.name}" as ${t.dtype}`);
+      const needed = byteSize(t.dtype, t.shape);
+      if (needed !== t.bytes.length) throw new Error(`tensor "${t.name}" has ${t.bytes.length} bytes but ${t.dtype} × ${describeShape(t.shape)} needs ${needed}`);
+      size = needed;
+    } else {
+      if (!Object.hasOwn(WRITE_BYTES, t.dtype)) throw new Error(`cannot write tensor "${t.name}" as ${t.dtype}`);
+      const n = t.shape.reduce((a, d) => a * d, 1);
+      if (n !== t.data.length) {
+        throw new Error(`tensor "${t.name}" has ${t.data.length} values but shape ${describeShape(t.shape)} needs ${n}`);
+      }
+      size = n * WRITE_BYTES[t.dtype];
     }
-    const size = n * WRITE_BYTES[t.dtype];
     header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [dataLength, dataLength + size] };
     dataLength += size;
   }
@@ -515,6 +528,11 @@ export function writeSafetensors(tensors: TensorToWrite[], metadata?: Record<str
 
   let o = 8 + headerLen;
   for (const t of tensors) {
+    if ('bytes' in t) {
+      out.set(t.bytes, o);
+      o += t.bytes.length;
+      continue;
+    }
     const bits = new Uint32Array(t.data.buffer, t.data.byteOffset, t.data.length);
     const n = bits.length;
     if (t.dtype === 'F32') {

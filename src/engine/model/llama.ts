@@ -13,9 +13,8 @@ import { matMul } from '../backend/kernels/matmul.ts';
 import { disposeFrozenWeight, frozenWeightF32, gatherWeightRows, linearForward, packWeight16, unpackWeight, type FrozenWeight } from '../backend/kernels/linear.ts';
 import type { AttentionOptions } from '../backend/kernels/attention.ts';
 import { writeKVCache } from '../backend/kernels/kv_cache.ts';
-import type { LoadProgress, OpenModelFolder } from '../io/model_folder.ts';
-import { valuesToFloat32 } from '../io/safetensors.ts';
-import { isQuantizedProjection, quantizeWeight, type SharedQuantState, type StorageQuantization } from './quantized.ts';
+import { floatValues, type LoadProgress, type OpenModelFolder } from '../io/model_folder.ts';
+import { frozenFromBnb, isQuantizedProjection, quantizeWeight, type SharedQuantState, type StorageQuantization } from './quantized.ts';
 
 /**
  * Keys and values of one generation call, as transformers' StaticCache: each layer's entry is
@@ -101,6 +100,7 @@ export interface LoadOptions {
   /**
    * Quantise the decoder's projections as they stream in (bitsandbytes' NF4/FP4 blocks, or int8
    * rows), as transformers' load_in_4bit / load_in_8bit do; null or omitted keeps them as stored.
+   * A pre-quantised checkpoint ignores it: its weights keep the quantisation they were saved with.
    */
   quantization?: StorageQuantization | null;
   onProgress?: (p: LoadProgress) => void;
@@ -149,19 +149,26 @@ export class CausalLM {
     const params = new Map<string, tf.Tensor>();
     const packed = new Map<string, FrozenWeight>();
     const keep16 = (opts.storage ?? 'auto') === 'auto';
-    const quantization = opts.quantization ?? null;
+    // A pre-quantised checkpoint keeps the quantisation it was saved with, as transformers does:
+    // its 4-bit weights load as stored and the weights it left unquantised stay so.
+    const prequantized = [...weights.tensors.values()].some((t) => t.dtype === 'NF4' || t.dtype === 'FP4');
+    const quantization = prequantized ? null : (opts.quantization ?? null);
     const shared: SharedQuantState = {};
     try {
       await weights.readWeights((w) => {
         const shape = expected.get(w.name);
         if (!shape) return; // not part of the model (e.g. rotary buffers some exporters save)
-        if (quantization && isQuantizedProjection(w.name)) {
-          const values = w.data instanceof Float32Array ? w.data : valuesToFloat32(w.dtype, w.data);
-          packed.set(w.name, quantizeWeight(values, shape as [number, number], quantization, shared));
+        if (w.dtype === 'NF4' || w.dtype === 'FP4') {
+          if (!isQuantizedProjection(w.name)) {
+            throw new UserError(`${where}: weight ${w.name} is stored 4-bit; only the decoder's projections may be (transformers keeps embeddings, norms and the LM head unquantised).`, { file: where, field: w.name });
+          }
+          packed.set(w.name, frozenFromBnb(w.name, w.data, where, shared));
+        } else if (quantization && isQuantizedProjection(w.name)) {
+          packed.set(w.name, quantizeWeight(floatValues(w, where), shape as [number, number], quantization, shared));
         } else if (keep16 && shape.length === 2 && w.data instanceof Uint16Array) {
           packed.set(w.name, packWeight16(w.data, shape as [number, number], w.dtype === 'BF16' ? 'bfloat16' : 'float16'));
         } else {
-          params.set(w.name, tf.tensor(w.data instanceof Float32Array ? w.data : valuesToFloat32(w.dtype, w.data), shape, 'float32'));
+          params.set(w.name, tf.tensor(floatValues(w, where), shape, 'float32'));
         }
       }, opts.onProgress);
     } catch (e) {
@@ -190,6 +197,15 @@ export class CausalLM {
     // Double quantisation's map is one tensor shared by every weight.
     for (const m of maps) bytes += m.size * 4;
     return { bytes, parameters };
+  }
+
+  /** How the decoder's projections are quantised (the first quantised one tells), or null. */
+  quantization(): StorageQuantization | null {
+    for (const w of this.packed.values()) {
+      if (w.dtype === 'int8') return { kind: 'int8' };
+      if (w.dtype === 'nf4' || w.dtype === 'fp4') return { kind: w.dtype, double_quant: w.nested !== undefined };
+    }
+    return null;
   }
 
   /** A weight widened to float32, as a new tensor the caller disposes (for exports and merges). */

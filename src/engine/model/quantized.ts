@@ -7,7 +7,9 @@
 import type * as tf from '@tensorflow/tfjs';
 import type { QuantizationConfig } from '../recipe.ts';
 import { LINEAR_MODULES } from './config.ts';
-import { doubleQuantize, quantize4bit, quantizeInt8Rows } from './quant.ts';
+import { CODEBOOKS, doubleQuantize, quantize4bit, quantizeInt8Rows, type FourBitType } from './quant.ts';
+import { UserError } from '../errors.ts';
+import type { Bnb4bitWeight } from '../io/bnb.ts';
 import { packQuantizedWeight, type FrozenWeight } from '../backend/kernels/linear.ts';
 
 /** Values per 4-bit block (one absmax each), and blocks per double-quantisation block. */
@@ -59,6 +61,63 @@ export function bytesToWords(bytes: Uint8Array | Int8Array): Int32Array {
  */
 export interface SharedQuantState {
   map?: tf.Tensor;
+  /** The shared map's values, to tell whether a pre-quantised weight's own map is the same. */
+  mapValues?: Float32Array;
+}
+
+/** Whether two float32 arrays hold the same bit patterns. */
+function sameBits(a: Float32Array, b: Float32Array): boolean {
+  if (a.length !== b.length) return false;
+  const x = new Uint32Array(a.buffer, a.byteOffset, a.length);
+  const y = new Uint32Array(b.buffer, b.byteOffset, b.length);
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
+  return true;
+}
+
+/** Shares one nested map among a model's weights when the values are the same. */
+function shareMap(w: FrozenWeight, values: Float32Array, shared: SharedQuantState): FrozenWeight {
+  if (!shared.map) {
+    shared.map = w.nested!.map;
+    shared.mapValues = values;
+    return w;
+  }
+  if (!sameBits(values, shared.mapValues!)) return w;
+  w.nested!.map.dispose();
+  return { ...w, nested: { ...w.nested!, map: shared.map } };
+}
+
+/**
+ * A pre-quantised bitsandbytes weight (as a checkpoint stores it) uploaded as the kernels read it,
+ * after checking what the kernels assume: blocks of 64, nested blocks of 256, and bitsandbytes'
+ * own NF4 or FP4 levels (the kernels hold those levels as constants). `file` places the message.
+ */
+export function frozenFromBnb(name: string, w: Bnb4bitWeight, file: string, shared: SharedQuantState = {}): FrozenWeight {
+  const bad = (why: string): UserError => new UserError(`${file}: the 4-bit weight ${name} ${why}`, { file, field: name });
+  if (w.blocksize !== BLOCKSIZE_4BIT) throw bad(`has blocksize ${w.blocksize}; only bitsandbytes' default of ${BLOCKSIZE_4BIT} is read here.`);
+  if (!sameBits(w.quant_map, CODEBOOKS[w.quant_type])) throw bad(`has a quant_map that is not bitsandbytes' ${w.quant_type.toUpperCase()} levels.`);
+  const words = bytesToWords(w.packed);
+  if (!w.nested) return packQuantizedWeight({ dtype: w.quant_type, shape: w.shape, words, absmax: w.absmax! });
+  if (w.nested.blocksize !== NESTED_BLOCKSIZE) throw bad(`has nested_blocksize ${w.nested.blocksize}; only bitsandbytes' default of ${NESTED_BLOCKSIZE} is read here.`);
+  const packed = packQuantizedWeight({
+    dtype: w.quant_type,
+    shape: w.shape,
+    words,
+    nested: { codes: bytesToWords(w.nested.codes), absmax: w.nested.absmax, map: w.nested.map, offset: w.nested.offset },
+  });
+  return shareMap(packed, w.nested.map, shared);
+}
+
+/**
+ * One weight quantised to 4 bits on the host as bitsandbytes does (blocks of 64, double
+ * quantisation in blocks of 256), in the form transformers saves; `dtype` is the torch name of the
+ * dtype it had ("bfloat16", …), which the saved quant_state records.
+ */
+export function bnb4bitWeight(values: Float32Array, shape: [number, number], quant_type: FourBitType, double_quant: boolean, dtype = 'float32'): Bnb4bitWeight {
+  const { packed, absmax } = quantize4bit(values, quant_type, BLOCKSIZE_4BIT);
+  const base = { quant_type, dtype, shape, blocksize: BLOCKSIZE_4BIT, packed, quant_map: CODEBOOKS[quant_type].slice() };
+  if (!double_quant) return { ...base, absmax, nested: null };
+  const dq = doubleQuantize(absmax, NESTED_BLOCKSIZE);
+  return { ...base, absmax: null, nested: { codes: dq.codes, absmax: dq.nested_absmax, map: dq.quant_map, offset: dq.offset, blocksize: NESTED_BLOCKSIZE } };
 }
 
 /**
@@ -71,20 +130,5 @@ export function quantizeWeight(values: Float32Array, shape: [number, number], q:
     const { codes, absmax } = quantizeInt8Rows(values, shape[0], shape[1]);
     return packQuantizedWeight({ dtype: 'int8', shape, words: bytesToWords(codes), absmax });
   }
-  const { packed, absmax } = quantize4bit(values, q.kind, BLOCKSIZE_4BIT);
-  const words = bytesToWords(packed);
-  if (!q.double_quant) return packQuantizedWeight({ dtype: q.kind, shape, words, absmax });
-  const nested = doubleQuantize(absmax, NESTED_BLOCKSIZE);
-  const w = packQuantizedWeight({
-    dtype: q.kind,
-    shape,
-    words,
-    nested: { codes: bytesToWords(nested.codes), absmax: nested.nested_absmax, map: nested.quant_map, offset: nested.offset },
-  });
-  if (!shared.map) {
-    shared.map = w.nested!.map;
-    return w;
-  }
-  w.nested!.map.dispose();
-  return { ...w, nested: { ...w.nested!, map: shared.map } };
+  return frozenFromBnb('', bnb4bitWeight(values, shape, q.kind, q.double_quant), '', shared);
 }

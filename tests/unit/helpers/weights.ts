@@ -23,7 +23,8 @@ export async function readAllWeights(source: FileSource): Promise<{ folder: Open
   await folder.readWeights((w) => {
     if (read.has(w.name)) throw new Error(`readWeights handed over "${w.name}" twice`);
     // F32 values are copied so that nothing here aliases a buffer the reader handed over.
-    const data = w.dtype === 'F32' ? (w.data as Float32Array).slice() : valuesToFloat32(w.dtype, w.data);
+    if (w.dtype === 'NF4' || w.dtype === 'FP4') throw new Error(`readAllWeights reads float weights only (${w.name} is ${w.dtype})`);
+    const data = w.dtype === 'F32' ? (w.data as Float32Array).slice() : valuesToFloat32(w.dtype, w.data as Uint16Array);
     read.set(w.name, { dtype: w.dtype, shape: [...w.shape], data });
   });
   const weights = new Map<string, F32Weight>();
