@@ -105,7 +105,8 @@ function sequenceLength(recipe: Recipe, maxPositions: number): number {
 function frozenBytes(model: CausalLM, recipe: Recipe): { bytes: number; unquantized: number | null } {
   const q = storageQuantization(recipe.quantization);
   const { bytes } = model.frozenStorage();
-  if (!q) return { bytes, unquantized: null };
+  // A pre-quantised checkpoint is loaded as it will train.
+  if (!q || model.quantization()) return { bytes, unquantized: null };
   let delta = 0;
   for (const [name, shape] of expectedWeights(model.config)) {
     if (!isQuantizedProjection(name)) continue;

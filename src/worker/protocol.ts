@@ -3,6 +3,7 @@
  * never imports engine modules that touch tensors; everything heavy happens behind this API.
  * Callbacks passed from the page are wrapped with comlink's `proxy()`.
  */
+import type { PrequantizedConfig } from '../engine/io/bnb.ts';
 import type { BackendInfo } from '../engine/backend/index.ts';
 import type { LogEntry } from '../engine/train/trainer.ts';
 import type { RecipeInput } from '../engine/recipe.ts';
@@ -49,6 +50,8 @@ export interface ModelSummary {
   vocab_size: number;
   dtype: string;
   has_chat_template: boolean;
+  /** A pre-quantised bitsandbytes 4-bit checkpoint's storage (config.json's quantization_config), else null. */
+  quantization: PrequantizedConfig | null;
 }
 
 

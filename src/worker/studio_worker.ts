@@ -136,6 +136,7 @@ export class StudioWorker implements StudioApi {
         vocab_size: config.vocab_size,
         dtype: loaded.folder.weightsDType,
         has_chat_template: loaded.tokenizer.hasChatTemplate,
+        quantization: loaded.folder.prequantized,
       };
       this.model = { name, files, tokenizer: loaded.tokenizer, loaded };
       return summary;

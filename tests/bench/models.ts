@@ -54,6 +54,23 @@ export const MODELS: Record<string, Record<string, unknown>> = {
     tie_word_embeddings: true,
     torch_dtype: 'bfloat16',
   },
+  // The 3B shape of the QLoRA target (issue: a 3B QLoRA step at 1×512 within 4 GB).
+  'Llama-3.2-3B': {
+    architectures: ['LlamaForCausalLM'],
+    hidden_size: 3072,
+    intermediate_size: 8192,
+    num_hidden_layers: 28,
+    num_attention_heads: 24,
+    num_key_value_heads: 8,
+    head_dim: 128,
+    vocab_size: 128256,
+    max_position_embeddings: 131072,
+    rms_norm_eps: 1e-5,
+    rope_theta: 500000,
+    rope_scaling: { factor: 32, high_freq_factor: 4, low_freq_factor: 1, original_max_position_embeddings: 8192, rope_type: 'llama3' },
+    tie_word_embeddings: true,
+    torch_dtype: 'bfloat16',
+  },
   // Karpathy's llama2.c stories260K (../shared/models/stories260K, the tests' real model), here
   // with random weights: a shape small enough that SwiftShader's per-dispatch costs, not its
   // arithmetic, set the decoding speed.

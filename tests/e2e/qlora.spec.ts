@@ -3,11 +3,16 @@
  * pre-flight estimate, a short run on the 4-bit base (quantised as it loads, in the Worker, on
  * WebGPU), and the adapter downloaded with the recipe that says so.
  */
-import { readFileSync } from 'node:fs';
+import { copyFileSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { expect, test } from '@playwright/test';
 import { unzipSync } from 'fflate';
 import { modelFolder } from './fixtures.ts';
+import { startHubServer } from './hub_server.ts';
 import { dropStories, openWithFolder, shortRecipe, watchErrors } from './studio_page.ts';
+
+/** stories260K pre-quantised by the PyTorch reference (tests/reference/bnb_folder_golden.py). */
+const PREQUANTIZED = new URL('../fixtures/quant/stories260K-nf4-dq/', import.meta.url).pathname;
 
 const STEPS = 2;
 
@@ -40,4 +45,47 @@ test('QLoRA: the switch, the memory it saves, a run on the 4-bit base, the adapt
   const recipe = JSON.parse(new TextDecoder().decode(unzipSync(new Uint8Array(readFileSync((await rl.path())!)))['recipe.json']));
   expect(recipe.quantization).toEqual({ load_in_4bit: true, bnb_4bit_quant_type: 'nf4', bnb_4bit_use_double_quant: true, load_in_8bit: false });
   expect(errors).toEqual([]);
+});
+
+test('a pre-quantised 4-bit checkpoint from the Hub: its storage shown, the switch fixed, LoRA only, a run', async ({ page }) => {
+  const errors = watchErrors(page);
+  // stories260K's folder with the reference's 4-bit config.json and model.safetensors.
+  const folder = modelFolder();
+  for (const f of ['config.json', 'model.safetensors']) copyFileSync(join(PREQUANTIZED, f), join(folder, f));
+  const repo = 'test/stories260K-bnb-4bit';
+  const hub = await startHubServer({ [repo]: folder });
+  try {
+    await page.goto(`/?hub=${encodeURIComponent(hub.url)}`);
+    await expect(page.getByTestId('backend-name')).toHaveText('WebGPU');
+    await page.getByTestId('hub-repo').fill(repo);
+    await page.getByTestId('hub-download').click();
+    await expect(page.getByTestId('model-summary')).toContainText(repo);
+    await expect(page.getByTestId('model-weights')).toHaveText('F32; projections pre-quantised to 4 bits (NF4, double quantisation), so it trains with LoRA only (QLoRA)');
+    await dropStories(page);
+
+    await page.getByTestId('nav-recipe').click();
+    const toggle = page.getByTestId('field-quantization-load_in_4bit').locator('input');
+    await expect(toggle).toBeChecked();
+    await expect(toggle).toBeDisabled();
+    await expect(page.getByTestId('field-quantization-load_in_4bit-note')).toContainText('is stored in 4 bits (NF4, double quantisation)');
+    // Already 4-bit: nothing more to save, so the estimate does not claim a saving.
+    await expect(page.getByTestId('preflight-total')).toBeVisible();
+    await expect(page.getByTestId('preflight-quant')).toHaveCount(0);
+    await page.getByTestId('field-peft-type').locator('select').selectOption('full');
+    await expect(page.getByTestId('field-peft-type')).toContainText('only a LoRA adapter can train on it; choose lora.');
+    await page.getByTestId('field-peft-type').locator('select').selectOption('lora');
+    await shortRecipe(page, STEPS);
+
+    await page.getByTestId('nav-train').click();
+    await page.getByTestId('train-start').click();
+    await expect(page.getByTestId('train-status')).toHaveText('finished', { timeout: 240_000 });
+    await page.getByTestId('nav-runs').click();
+    const row = page.getByTestId('run-row').first();
+    const [rl] = await Promise.all([page.waitForEvent('download'), row.getByTestId('download-recipe').click()]);
+    const recipe = JSON.parse(new TextDecoder().decode(unzipSync(new Uint8Array(readFileSync((await rl.path())!)))['recipe.json']));
+    expect(recipe.quantization).toEqual({ load_in_4bit: true, bnb_4bit_quant_type: 'nf4', bnb_4bit_use_double_quant: true, load_in_8bit: false });
+    expect(errors).toEqual([]);
+  } finally {
+    await hub.close();
+  }
 });

@@ -7,6 +7,7 @@ import {
   PAGE_FIELDS,
   STUDIO_DEFAULTS,
   defaultForm,
+  effectiveForm,
   exportRecipe,
   formFromRecipe,
   formGroups,
@@ -38,6 +39,23 @@ describe('the QLoRA switch', () => {
     const full = { ...on, 'peft.type': 'full' };
     expect(fieldApplies('quantization.load_in_4bit', full)).toBe(false);
     expect(validateForm(full, page).recipe?.quantization.load_in_4bit).toBe(false);
+  });
+});
+
+describe('a pre-quantised model in the form', () => {
+  it('fixes the quantization fields to the checkpoint\'s storage and refuses anything but LoRA', () => {
+    const page = { model: 'unsloth/m-bnb-4bit', train_file: 't.jsonl', quantization: { quant_type: 'nf4' as const, double_quant: true } };
+    const form = { ...defaultForm(), 'quantization.load_in_4bit': false, 'quantization.load_in_8bit': true };
+    const shown = effectiveForm(form, page);
+    expect(shown['quantization.load_in_4bit']).toBe(true);
+    expect(shown['quantization.load_in_8bit']).toBe(false);
+    expect(fieldApplies('quantization.bnb_4bit_use_double_quant', shown)).toBe(true);
+    expect(validateForm(form, page).recipe?.quantization).toEqual({ load_in_4bit: true, bnb_4bit_quant_type: 'nf4', bnb_4bit_use_double_quant: true, load_in_8bit: false });
+    const full = validateForm({ ...form, 'peft.type': 'full' }, page);
+    expect(full.recipe).toBeNull();
+    expect(full.errors['peft.type']).toBe('The model is a 4-bit checkpoint (NF4), so it stays frozen and only a LoRA adapter can train on it; choose lora.');
+    // An unquantised model leaves the form as it is.
+    expect(effectiveForm(form, { quantization: null })).toBe(form);
   });
 });
 

@@ -92,6 +92,7 @@ describe('StudioWorker on stories260K', () => {
       dtype: 'F32',
       // Its tokenizer_config.json has a template that joins the contents with newlines.
       has_chat_template: true,
+      quantization: null,
     });
   });
 

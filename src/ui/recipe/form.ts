@@ -227,10 +227,29 @@ export interface PageValues {
   model: string;
   /** The chosen dataset's file name; the recipe's `train_file`. */
   train_file: string;
+  /** The loaded model's own 4-bit storage when it is a pre-quantised checkpoint: the form cannot change it. */
+  quantization?: { quant_type: 'nf4' | 'fp4'; double_quant: boolean } | null;
+}
+
+/**
+ * The form as it applies to the loaded model: a pre-quantised checkpoint's own storage in place of
+ * the quantization fields (it trains as it was saved, as transformers loads it).
+ */
+export function effectiveForm(raw: RawForm, page: Pick<PageValues, 'quantization'>): RawForm {
+  const q = page.quantization;
+  if (!q) return raw;
+  return {
+    ...raw,
+    'quantization.load_in_4bit': true,
+    'quantization.bnb_4bit_quant_type': q.quant_type,
+    'quantization.bnb_4bit_use_double_quant': q.double_quant,
+    'quantization.load_in_8bit': false,
+  };
 }
 
 /** The recipe JSON the form describes (nested `peft`), before validation. */
-export function formToJson(raw: RawForm, page: PageValues, fields: Readonly<Record<string, RecipeField>> = STUDIO_FIELDS): Record<string, unknown> {
+export function formToJson(form: RawForm, page: PageValues, fields: Readonly<Record<string, RecipeField>> = STUDIO_FIELDS): Record<string, unknown> {
+  const raw = effectiveForm(form, page);
   const json: Record<string, unknown> = { model: page.model, train_file: page.train_file };
   for (const [key, value] of Object.entries(raw)) {
     const info = fields[key];
@@ -281,6 +300,9 @@ export function validateForm(raw: RawForm, page: PageValues): Validation {
   const json = formToJson(raw, page);
   const method = String(raw.method);
   const errors: Record<string, string> = {};
+  if (page.quantization && raw['peft.type'] !== 'lora') {
+    errors['peft.type'] = `The model is a 4-bit checkpoint (${page.quantization.quant_type.toUpperCase()}), so it stays frozen and only a LoRA adapter can train on it; choose lora.`;
+  }
   if (method === 'grpo') {
     const problems = draftProblems(readDrafts(raw[REWARDS_KEY]));
     const first = problems.findIndex((p) => p !== null);

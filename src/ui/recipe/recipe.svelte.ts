@@ -15,7 +15,7 @@ import { draftScripts, readDrafts } from './rewards.ts';
 export class RecipeStore {
   form = $state<RawForm>(restoreForm(readJsonSetting(SETTINGS.recipe)));
   // A function body, not an expression: the field initialiser runs before `app` is assigned, and a derived value is read only later.
-  pageValues = $derived.by(() => ({ model: this.app.model.model?.name ?? 'model', train_file: this.app.data.dataset?.file ?? 'train.jsonl' }));
+  pageValues = $derived.by(() => ({ model: this.app.model.model?.name ?? 'model', train_file: this.app.data.dataset?.file ?? 'train.jsonl', quantization: this.app.model.model?.quantization ?? null }));
   validation = $derived(validateForm(this.form, this.pageValues));
   estimate = $state.raw<MemoryEstimate | null>(null);
   estimateError = $state<string | null>(null);
