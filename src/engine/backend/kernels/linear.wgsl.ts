@@ -225,6 +225,30 @@ function quantUnit(dtype: QuantizedDType, inDim: number): number {
 }
 
 /**
+ * WGSL reading one load unit of a quantised W (value e, a multiple of `unit`, in row o): `prelude`
+ * loads its words (a vec4<u32> for 32 4-bit or 16 int8 values, else one word) and its scale;
+ * `group(j)` is values e + 4j .. e + 4j + 3 as a vec4<f32>, each one float32 product (4-bit:
+ * level · absmax) or two (int8: (q · absmax) · INV127), so every reader gets the same bits.
+ */
+function quantUnitGroups(dtype: QuantizedDType, unit: number): { prelude: string; count: number; group: (j: number) => string } {
+  if (dtype === 'int8') {
+    const wide = unit === 16;
+    return { prelude: `let q = W[e >> ${wide ? 4 : 2}];\n          let a = Absmax[o];`, count: unit / 4, group: (j) => `(sbyte4(${wide ? `q[${j}]` : 'q'}) * a) * INV127` };
+  }
+  const wide = unit === 32;
+  return {
+    prelude: `let q = bitcast<${wide ? 'vec4<u32>' : 'u32'}>(W[e >> ${wide ? 5 : 3}]);\n          let sc = blockScale(e >> 6);`,
+    count: unit / 4,
+    group: (j) => `nib4(${wide ? `q[${j >> 1}]` : 'q'}, ${j & 1}u) * sc`,
+  };
+}
+
+/** WGSL of value e (in row o) of a quantised W as f32, read on its own. */
+function quantValue(dtype: QuantizedDType): string {
+  return dtype === 'int8' ? '(sbyte(W[e >> 2], u32(e & 3)) * Absmax[o]) * INV127' : 'nib(bitcast<u32>(W[e >> 3]), u32(e & 7)) * blockScale(e >> 6)';
+}
+
+/**
  * WGSL filling tileB (op(W) as [k][col], TILE_K_Q × TILE_N) from a quantised W [out, in],
  * dequantising as it goes: one unit of `unit` values along `in` per item.
  */
@@ -238,34 +262,16 @@ function loadQuantTile(dtype: QuantizedDType, layout: Layout, unit: number, tk: 
   const put = (i: string, v: string) => (nt ? `tileB[${i}][oo >> 2][oo & 3] = ${v};` : `tileB[oo][(${i}) >> 2][(${i}) & 3] = ${v};`);
   const base = `iu * ${unit}`;
   let values: string;
-  if (dtype === 'int8') {
-    const scale = (q: string) => `(${q} * a) * INV127`;
-    values =
-      unit === 16
-        ? `let q = W[e >> 4];
-          let a = Absmax[o];
-          for (var j = 0u; j < 4u; j++) {
-            for (var v = 0u; v < 4u; v++) { ${put(`${base} + i32(j * 4u + v)`, scale('sbyte(q[j], v)'))} }
-          }`
-        : unit === 4
-          ? `let q = W[e >> 2];
-          let a = Absmax[o];
-          for (var v = 0u; v < 4u; v++) { ${put(`${base} + i32(v)`, scale('sbyte(q, v)'))} }`
-          : `let a = Absmax[o];
-          ${put(base, scale('sbyte(W[e >> 2], u32(e & 3))'))}`;
+  if (unit === 1) {
+    values = put(base, quantValue(dtype));
   } else {
-    values =
-      unit === 32
-        ? `let q = bitcast<vec4<u32>>(W[e >> 5]);
-          let sc = blockScale(e >> 6);
-          for (var j = 0u; j < 4u; j++) {
-            for (var v = 0u; v < 8u; v++) { ${put(`${base} + i32(j * 8u + v)`, 'nib(q[j], v) * sc')} }
-          }`
-        : unit === 8
-          ? `let q = bitcast<u32>(W[e >> 3]);
-          let sc = blockScale(e >> 6);
-          for (var v = 0u; v < 8u; v++) { ${put(`${base} + i32(v)`, 'nib(q, v) * sc')} }`
-          : `${put(base, 'nib(bitcast<u32>(W[e >> 3]), u32(e & 7)) * blockScale(e >> 6)')}`;
+    const { prelude, count, group } = quantUnitGroups(dtype, unit);
+    const groups = Array.from({ length: count }, (_, j) => `{
+            let g = ${group(j)};
+            ${[0, 1, 2, 3].map((c) => put(`${base} + ${4 * j + c}`, `g[${c}]`)).join(' ')}
+          }`);
+    values = `${prelude}
+          ${groups.join('\n          ')}`;
   }
   return spread(
     TILE_N * perRow,
@@ -320,11 +326,9 @@ function weightAccess(dtype: WeightDType, mode: 'one' | 'four'): string {
     const value =
       dtype === 'float32'
         ? 'W[e]'
-        : dtype === 'int8'
-          ? '(sbyte(W[e >> 2], u32(e & 3)) * Absmax[o]) * INV127'
-          : isQuantized(dtype)
-            ? 'nib(bitcast<u32>(W[e >> 3]), u32(e & 7)) * blockScale(e >> 6)'
-            : 'half16(bitcast<u32>(W[e >> 1]), (e & 1) == 1)';
+        : isQuantized(dtype)
+          ? quantValue(dtype)
+          : 'half16(bitcast<u32>(W[e >> 1]), (e & 1) == 1)';
     return `fn one(e : i32, o : i32) -> f32 { return ${value}; }`;
   }
   const value =
@@ -434,18 +438,10 @@ class FtLinearSkinnyProgram implements WebGPUProgram {
             ${dot(j, 'g')}
           }`).join('\n          ');
       let step: string;
-      if (chunk === 32) {
-        step = `let q = bitcast<vec4<u32>>(W[e >> 5]);
-          let sc = blockScale(e >> 6);
-          ${groups(8, (j) => `nib4(q[${j >> 1}], ${j & 1}u) * sc`)}`;
-      } else if (chunk === 16) {
-        step = `let q = W[e >> 4];
-          let a = Absmax[o];
-          ${groups(4, (j) => `(sbyte4(q[${j}]) * a) * INV127`)}`;
-      } else if (chunk === 8) {
-        step = `let q = bitcast<u32>(W[e >> 3]);
-          let sc = blockScale(e >> 6);
-          ${groups(2, (j) => `nib4(q, ${j}u) * sc`)}`;
+      if (chunk > 4) {
+        const unit = quantUnitGroups(o.wDtype as QuantizedDType, chunk);
+        step = `${unit.prelude}
+          ${groups(unit.count, unit.group)}`;
       } else if (chunk === 4) {
         step = groups(1, () => 'four(e, o)');
       } else {
