@@ -1,6 +1,8 @@
 import { defineConfig } from '@playwright/test';
 
 const PORT = Number(process.env.STUDIO_PORT ?? 4173);
+/** Where the app is built: STUDIO_OUT_DIR lets a second Playwright run build elsewhere than dist/. */
+const OUT_DIR = process.env.STUDIO_OUT_DIR ?? 'dist';
 const CHROMIUM = '/usr/bin/chromium';
 const ARGS = ['--no-sandbox', '--headless=new', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
 
@@ -38,7 +40,7 @@ export default defineConfig({
   ],
   webServer: {
     // WebGPU needs a secure context, which http://localhost is.
-    command: `npx vite build && npx vite preview --port ${PORT} --strictPort`,
+    command: `npx vite build --outDir ${OUT_DIR} --emptyOutDir && npx vite preview --outDir ${OUT_DIR} --port ${PORT} --strictPort`,
     url: `http://localhost:${PORT}`,
     reuseExistingServer: !process.env.CI,
     timeout: 180_000,
