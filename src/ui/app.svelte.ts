@@ -45,6 +45,11 @@ export class AppState {
 
   /** Picks the backend, reads the runs list, and restores the last visit's model and dataset. */
   async start(): Promise<void> {
+    // A shared recipe link opens on the Recipe view; the address is cleared so a reload keeps later edits.
+    if (this.recipe.openLink(location.hash)) {
+      this.view = 'recipe';
+      history.replaceState(history.state, '', location.pathname + location.search);
+    }
     this.connection.worker.addEventListener('error', (ev) => {
       this.workerError = `The training worker stopped: ${ev.message || 'it could not be loaded'}. Reload the page to start it again.`;
     });

@@ -17,6 +17,8 @@ import {
   groupApplies,
   importRecipe,
   learningRatePlaceholder,
+  recipeFromLink,
+  recipeLink,
   restoreForm,
   toRaw,
   validateForm,
@@ -56,6 +58,33 @@ describe('a pre-quantised model in the form', () => {
     expect(full.errors['peft.type']).toBe('The model is a 4-bit checkpoint (NF4), so it stays frozen and only a LoRA adapter can train on it; choose lora.');
     // An unquantised model leaves the form as it is.
     expect(effectiveForm(form, { quantization: null })).toBe(form);
+  });
+});
+
+describe('a recipe as a link', () => {
+  it('carries the recipe and its JavaScript rewards in the fragment, and reads back to the same form', () => {
+    const form = { ...defaultForm(), method: 'grpo', learning_rate: '0.0002', 'peft.r': '8', [REWARDS_KEY]: writeDrafts([{ kind: 'script', path: 'rewards/len.mjs', code: 'export default (c) => c.completions.map(() => 1);', weight: '1' } as RewardDraft]) };
+    const page = { model: 'HuggingFaceTB/SmolLM2-135M-Instruct', train_file: 'prompts.jsonl' };
+    const recipe = validateForm(form, page).recipe!;
+    expect(recipe).not.toBeNull();
+    const url = recipeLink('http://localhost:4173/?hub=x#old', recipe, { 'rewards/len.mjs': 'export default (c) => c.completions.map(() => 1);' });
+    expect(url.startsWith('http://localhost:4173/?hub=x#recipe=')).toBe(true);
+    expect(url).not.toContain('#old');
+    const link = recipeFromLink(new URL(url).hash)!;
+    const opened = importRecipe(link.text, 'the link', page, link.scripts);
+    expect(opened.model).toBe('HuggingFaceTB/SmolLM2-135M-Instruct');
+    expect(validateForm(opened.form, page).recipe).toEqual(recipe);
+    expect(readDrafts(opened.form[REWARDS_KEY])[0]).toMatchObject({ kind: 'script', path: 'rewards/len.mjs', code: 'export default (c) => c.completions.map(() => 1);' });
+  });
+
+  it('ignores other fragments and says when a link is damaged', () => {
+    expect(recipeFromLink('')).toBeNull();
+    expect(recipeFromLink('#section')).toBeNull();
+    expect(() => recipeFromLink('#recipe=eyJyZWNp')).toThrow('The link is cut short or damaged: its recipe cannot be read. Ask for the link again.');
+    expect(() => recipeFromLink(`#recipe=${btoa('[1]')}`)).toThrow('The link holds no recipe object.');
+    // A readable link with a bad recipe is refused as an import is, naming the field.
+    const bad = recipeFromLink(`#recipe=${btoa(JSON.stringify({ recipe: { learning_rate: -1 } }))}`)!;
+    expect(() => importRecipe(bad.text, 'the link', PAGE)).toThrow(/learning_rate/);
   });
 });
 

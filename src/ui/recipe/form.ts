@@ -10,7 +10,7 @@
  * default. GRPO's reward functions and their weights are one key, `reward_funcs`, holding the
  * reward editor's drafts (rewards.ts).
  */
-import { isUserError } from '../../engine/errors.ts';
+import { UserError, isUserError } from '../../engine/errors.ts';
 import { METHODS, RECIPE_FIELDS, defaultLearningRate, parseRecipe, parseRecipeJson, recipeField, type MethodName, type Recipe, type RecipeField, type RecipeInput } from '../../engine/recipe.ts';
 import { draftProblems, draftsToRecipe, parseDrafts, readDrafts, recipeToDrafts, writeDrafts } from './rewards.ts';
 
@@ -366,6 +366,55 @@ export function importRecipe(text: string, file: string, page: PageValues, scrip
 /** The recipe as a JSON file: every field of its method with its value, so it reads the same in the CLI or in TRL. */
 export function exportRecipe(recipe: Recipe): string {
   return `${JSON.stringify(recipe, null, 2)}\n`;
+}
+
+/**
+ * A shared recipe travels in the page address's fragment, which browsers never send to a server:
+ * `#recipe=` and the base64url of the UTF-8 JSON {recipe, reward_scripts?} (the JavaScript
+ * rewards' code by path, which a recipe file names but does not hold). The data never goes along.
+ */
+const LINK_PREFIX = '#recipe=';
+
+function toBase64Url(bytes: Uint8Array): string {
+  let bin = '';
+  for (const b of bytes) bin += String.fromCharCode(b);
+  return btoa(bin).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+}
+
+function fromBase64Url(text: string): Uint8Array {
+  const bin = atob(text.replace(/-/g, '+').replace(/_/g, '/'));
+  return Uint8Array.from(bin, (c) => c.charCodeAt(0));
+}
+
+/** The page address (`pageUrl` with its fragment replaced) that opens this recipe. */
+export function recipeLink(pageUrl: string, recipe: Recipe, scripts: Readonly<Record<string, string>> = {}): string {
+  const payload = { recipe, ...(Object.keys(scripts).length > 0 ? { reward_scripts: scripts } : {}) };
+  const url = new URL(pageUrl);
+  url.hash = '';
+  return `${url.toString()}${LINK_PREFIX}${toBase64Url(new TextEncoder().encode(JSON.stringify(payload)))}`;
+}
+
+/**
+ * The recipe text and reward code a page address's fragment carries; null when it carries none.
+ * A fragment that is not one of ours throws one sentence.
+ */
+export function recipeFromLink(hash: string): { text: string; scripts: Record<string, string> } | null {
+  if (!hash.startsWith(LINK_PREFIX)) return null;
+  let payload: unknown;
+  try {
+    payload = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(fromBase64Url(hash.slice(LINK_PREFIX.length))));
+  } catch {
+    throw new UserError('The link is cut short or damaged: its recipe cannot be read. Ask for the link again.');
+  }
+  const p = payload as { recipe?: unknown; reward_scripts?: unknown };
+  if (typeof payload !== 'object' || payload === null || typeof p.recipe !== 'object' || p.recipe === null) {
+    throw new UserError('The link holds no recipe object. Ask for the link again.');
+  }
+  const scripts: Record<string, string> = {};
+  if (typeof p.reward_scripts === 'object' && p.reward_scripts !== null) {
+    for (const [path, code] of Object.entries(p.reward_scripts)) if (typeof code === 'string') scripts[path] = code;
+  }
+  return { text: JSON.stringify(p.recipe), scripts };
 }
 
 /** The learning rate that applies when the field is left empty, for the input's placeholder. */

@@ -9,7 +9,7 @@ import { SETTINGS, readJsonSetting, writeJsonSetting } from '../lib/settings.ts'
 import { parseRecipe, type Recipe, type RecipeInput } from '../../engine/recipe.ts';
 import type { MemoryEstimate } from '../../engine/estimate.ts';
 import type { RewardTrial } from '../../worker/protocol.ts';
-import { REWARDS_KEY, formFromRecipe, formWithAdapterConfig, restoreForm, validateForm, type RawForm } from './form.ts';
+import { REWARDS_KEY, formFromRecipe, formWithAdapterConfig, importRecipe, recipeFromLink, restoreForm, validateForm, type RawForm } from './form.ts';
 import { draftScripts, readDrafts } from './rewards.ts';
 
 export class RecipeStore {
@@ -28,7 +28,34 @@ export class RecipeStore {
   trialError = $state<string | null>(null);
   trialBusy = $state(false);
 
+  /** What opening a recipe link did: its model when that is not the one loaded, or why it could not be read. */
+  link = $state<{ model: string | null; error: string | null } | null>(null);
+
   constructor(private readonly app: AppState) {}
+
+  /**
+   * Applies a recipe link in the page's address (`hash`), checked as an imported recipe is, and
+   * returns whether there was one. The caller clears it from the address, so a reload keeps the
+   * edits made after opening it.
+   */
+  openLink(hash: string): boolean {
+    let link: ReturnType<typeof recipeFromLink>;
+    try {
+      link = recipeFromLink(hash);
+    } catch (e) {
+      this.link = { model: null, error: errorText(e) };
+      return true;
+    }
+    if (!link) return false;
+    try {
+      const { form, model } = importRecipe(link.text, 'the link', this.pageValues, link.scripts);
+      this.form = form;
+      this.link = { model, error: null };
+    } catch (e) {
+      this.link = { model: null, error: `The recipe in the link was not applied: ${errorText(e)}` };
+    }
+    return true;
+  }
 
   setForm(form: RawForm): void {
     this.form = form;
