@@ -12,6 +12,11 @@ import type { MemoryEstimate } from '../engine/estimate.ts';
 
 import type { DataReport, PreviewPage } from '../engine/data/report.ts';
 import type { CompletionRecord } from '../engine/train/methods/grpo.ts';
+import type { ColumnMapping } from '../engine/data/columns.ts';
+import type { TrainingMethod } from '../engine/data/formats.ts';
+import type { DatasetFile, DatasetProgress, DatasetRead } from './datasets.ts';
+
+export type { DatasetFile, DatasetProgress, DatasetRead } from './datasets.ts';
 
 export type { CompletionRecord } from '../engine/train/methods/grpo.ts';
 
@@ -133,6 +138,14 @@ export interface StudioApi {
   inspectData(file: string, data: Blob | string, recipe: RecipeInput): Promise<DataReport>;
   /** `count` rows from row `start` (0-based, bad rows included), tokenised as training would. */
   previewRows(file: string, data: Blob | string, recipe: RecipeInput, start: number, count: number): Promise<PreviewPage>;
+  /**
+   * A Hub dataset split's files in order (Parquet read a row group at a time, with progress as rows
+   * read of the total; or JSON Lines / JSON) as one JSON Lines Blob, its columns mapped onto
+   * `method`'s fields (`mapping` null: proposed from the column names and first rows); the Blob
+   * then goes to inspectData and startTraining as a dropped file does. A mapping that gives the
+   * method no rows comes back with `problem` saying why, and no Blob.
+   */
+  readDataset(name: string, files: DatasetFile[], method: TrainingMethod, mapping: ColumnMapping | null, onProgress?: (p: DatasetProgress) => void): Promise<DatasetRead>;
   estimateMemory(recipe: RecipeInput): Promise<MemoryEstimate>;
   /**
    * Starts a run and resolves with its id once the recipe, model and data have been checked and

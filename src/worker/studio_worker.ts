@@ -32,6 +32,9 @@ import { loadRewardFunctions } from '../engine/train/reward_funcs.ts';
 import { createMethod, prepareMethodData } from '../engine/train/methods/index.ts';
 import { Rng } from '../engine/rng.ts';
 import * as store from './store.ts';
+import * as datasets from './datasets.ts';
+import type { ColumnMapping } from '../engine/data/columns.ts';
+import type { TrainingMethod } from '../engine/data/formats.ts';
 
 export interface StudioOptions {
   /** Where runs are kept; Node tests pass fake-indexeddb's factory. Defaults to the global indexedDB. */
@@ -153,6 +156,10 @@ export class StudioWorker implements StudioApi {
     const model = this.requireModel();
     const parsed = parseRecipe({ ...recipe, model: model.name, train_file: file }, 'recipe');
     return previewRows(file, await this.textOf(data, file), model.tokenizer, parsed, start, count);
+  }
+
+  async readDataset(name: string, files: datasets.DatasetFile[], method: TrainingMethod, mapping: ColumnMapping | null, onProgress?: (p: datasets.DatasetProgress) => void): Promise<datasets.DatasetRead> {
+    return datasets.readDataset(name, files, { method, mapping, onProgress: onProgress && detached(onProgress) });
   }
 
   /**

@@ -1,8 +1,10 @@
 /**
- * A stand-in for the Hugging Face Hub serving model folders from disk in the Hub's URL layout,
- * with the two endpoints @huggingface/hub's `listFiles` and `downloadFile` call:
- *   GET /api/models/{owner}/{name}/tree/{revision}   the file listing (JSON)
- *   GET /{owner}/{name}/resolve/{revision}/{file}    the file, with Range support and an ETag
+ * A stand-in for the Hugging Face Hub serving model and dataset folders from disk in the Hub's URL
+ * layout, with the two endpoints @huggingface/hub's `listFiles` and `downloadFile` call:
+ *   GET /api/models/{owner}/{name}/tree/{revision}[/{path}]     a model's file listing (JSON)
+ *   GET /{owner}/{name}/resolve/{revision}/{file}              a model's file, with Range support and an ETag
+ *   GET /api/datasets/{owner}/{name}/tree/{revision}[/{path}]   a dataset's file listing
+ *   GET /datasets/{owner}/{name}/resolve/{revision}/{file}     a dataset's file
  * Pages on another localhost port reach it through CORS, as they reach huggingface.co.
  */
 import { createHash } from 'node:crypto';
@@ -42,8 +44,8 @@ function listDir(dir: string, recursive: boolean, prefix = ''): { type: 'file' |
   return out;
 }
 
-/** `repos` maps "owner/name" to a folder on disk. */
-export async function startHubServer(repos: Record<string, string>): Promise<HubServer> {
+/** `repos` (models) and `datasets` map "owner/name" to a folder on disk. */
+export async function startHubServer(repos: Record<string, string>, datasets: Record<string, string> = {}): Promise<HubServer> {
   const server: HubServer = { url: '', requests: [], failAfterBytes: undefined, close: async () => {} };
 
   const handle = (req: IncomingMessage, res: ServerResponse): void => {
@@ -54,23 +56,23 @@ export async function startHubServer(repos: Record<string, string>): Promise<Hub
       res.writeHead(204, CORS).end();
       return;
     }
-    const tree = /^\/api\/models\/([^/]+\/[^/]+)\/tree\/([^/]+)(?:\/(.*))?$/.exec(path);
+    const tree = /^\/api\/(models|datasets)\/([^/]+\/[^/]+)\/tree\/([^/]+)(?:\/(.*))?$/.exec(path);
     if (tree) {
-      const dir = repos[tree[1]];
+      const dir = (tree[1] === 'datasets' ? datasets : repos)[tree[2]];
       if (!dir) {
         res.writeHead(404, { ...CORS, 'content-type': 'application/json', 'x-error-code': 'RepoNotFound' }).end(JSON.stringify({ error: 'Repository not found' }));
         return;
       }
-      const entries = listDir(tree[3] ? join(dir, tree[3]) : dir, url.searchParams.get('recursive') === 'true', tree[3] ? `${tree[3]}/` : '');
+      const entries = listDir(tree[4] ? join(dir, tree[4]) : dir, url.searchParams.get('recursive') === 'true', tree[4] ? `${tree[4]}/` : '');
       res.writeHead(200, { ...CORS, 'content-type': 'application/json' }).end(JSON.stringify(entries));
       return;
     }
-    const resolve = /^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(path);
-    const dir = resolve ? repos[resolve[1]] : undefined;
+    const resolve = /^\/(datasets\/)?([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(path);
+    const dir = resolve ? (resolve[1] ? datasets : repos)[resolve[2]] : undefined;
     let bytes: Buffer | null = null;
     if (resolve && dir) {
       try {
-        bytes = readFileSync(join(dir, resolve[3]));
+        bytes = readFileSync(join(dir, resolve[4]));
       } catch {
         bytes = null;
       }

@@ -3,7 +3,8 @@
  * page and chosen row (tokenised by the Worker a page at a time). The choice is remembered per
  * origin: a sample by name, a dropped file by its bytes in the page's IndexedDB
  * (up to STORED_FILE_BYTES; a bigger one by name, asking for it again), a resumed run's training
- * file by the run it belongs to.
+ * file by the run it belongs to, a Hub dataset by its split and column mapping (its files are in
+ * Cache Storage; hub_dataset.svelte.ts).
  */
 import type { AppState } from '../app.svelte.ts';
 import { SAMPLES } from './samples.ts';
@@ -11,8 +12,9 @@ import { errorText } from '../lib/errors.ts';
 import { deletePageValue, getPageValue, putPageValue } from '../lib/page_db.ts';
 import { SETTINGS, readJsonSetting, writeJsonSetting } from '../lib/settings.ts';
 import type { DataReport, PreviewPage, PreviewRow } from '../../worker/protocol.ts';
+import { HubDatasetStore, parseHubChoice, type HubChoice } from './hub_dataset.svelte.ts';
 
-export type DatasetSource = 'sample' | 'file' | 'run';
+export type DatasetSource = 'sample' | 'file' | 'run' | 'hub';
 
 export interface Dataset {
   file: string;
@@ -21,7 +23,11 @@ export interface Dataset {
   source: DatasetSource;
 }
 
-type StoredChoice = { source: 'sample'; file: string } | { source: 'file'; file: string } | { source: 'run'; file: string; runId: string };
+type StoredChoice =
+  | { source: 'sample'; file: string }
+  | { source: 'file'; file: string }
+  | { source: 'run'; file: string; runId: string }
+  | { source: 'hub'; hub: HubChoice };
 
 /** Dropped files up to this size are kept for the next visit; bigger ones are asked for again. */
 export const STORED_FILE_BYTES = 64 * 2 ** 20;
@@ -53,6 +59,10 @@ function firstGood(page: PreviewPage): PreviewRow | null {
 function parseChoice(v: unknown): StoredChoice | null {
   if (!v || typeof v !== 'object') return null;
   const c = v as Record<string, unknown>;
+  if (c.source === 'hub') {
+    const hub = parseHubChoice(c.hub);
+    return hub ? { source: 'hub', hub } : null;
+  }
   if (typeof c.file !== 'string') return null;
   if (c.source === 'sample' || c.source === 'file') return { source: c.source, file: c.file };
   if (c.source === 'run' && typeof c.runId === 'string') return { source: 'run', file: c.file, runId: c.runId };
@@ -73,15 +83,21 @@ export class DataStore {
   selected = $state.raw<PreviewRow | null>(null);
   pageBusy = $state(false);
   pageError = $state<string | null>(null);
+  /** Datasets typed in by their Hub id. */
+  readonly hub: HubDatasetStore;
   private inspectSeq = 0;
   private pageSeq = 0;
 
-  constructor(private readonly app: AppState) {}
+  constructor(private readonly app: AppState) {
+    this.hub = new HubDatasetStore(app, (dataset, choice, remember) => this.useHubRows(dataset, choice, remember));
+  }
 
   /** On page load: the dataset of the last visit, when it can be had again without asking. */
   async restore(): Promise<void> {
     const choice = parseChoice(readJsonSetting(SETTINGS.dataset));
     if (!choice || this.dataset) return;
+    // A Hub dataset that cannot be read now (its cache cleared, offline) says why in its card and is tried again next visit.
+    if (choice.source === 'hub') return await this.hub.restore(choice.hub);
     try {
       if (choice.source === 'sample') return await this.loadSample(choice.file);
       if (choice.source === 'run') {
@@ -139,6 +155,25 @@ export class DataStore {
   }
 
   private async setDataset(dataset: Dataset, remember = true, runId?: string): Promise<void> {
+    if (dataset.source !== 'hub') this.hub.clear();
+    this.show(dataset);
+    if (remember) await this.remember(dataset, runId);
+    await this.inspect();
+  }
+
+  /** A Hub split's rows as the Worker mapped them; null while the mapping gives none (its card says why). */
+  private async useHubRows(rows: { file: string; data: Blob } | null, choice: HubChoice, remember: boolean): Promise<void> {
+    if (remember) {
+      await deletePageValue(FILE_KEY);
+      writeJsonSetting(SETTINGS.dataset, { source: 'hub', hub: choice } satisfies StoredChoice);
+    }
+    if (rows) return await this.setDataset({ ...rows, size: rows.data.size, source: 'hub' }, false);
+    this.show(null);
+    // Nothing to tokenise, but the recipe's method may have changed during the read, and the mapping follows it.
+    await this.inspect();
+  }
+
+  private show(dataset: Dataset | null): void {
     this.dataset = dataset;
     this.missing = null;
     this.report = null;
@@ -146,9 +181,10 @@ export class DataStore {
     this.pageStart = 0;
     this.selected = null;
     this.pageError = null;
+    this.error = null;
     this.pageSeq++;
-    if (remember) await this.remember(dataset, runId);
-    await this.inspect();
+    this.inspectSeq++;
+    this.busy = false;
   }
 
   private async remember(dataset: Dataset, runId: string | undefined): Promise<void> {
@@ -165,6 +201,8 @@ export class DataStore {
 
   /** Reads and tokenises the dataset anew (another model or recipe), then the page and row shown. */
   async inspect(): Promise<void> {
+    // A Hub dataset's mapping follows the recipe's method; when its rows are read again, that inspects them.
+    if (await this.hub.followMethod(this.app.recipe.forWorker().method)) return;
     const model = this.app.model.model;
     if (!this.dataset || !model) return;
     const seq = ++this.inspectSeq;

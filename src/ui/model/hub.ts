@@ -1,9 +1,10 @@
 /**
- * Model downloads from the Hugging Face Hub (or any server with the Hub's URL layout:
- * `/api/models/{repo}/tree/{revision}` and `/{repo}/resolve/{revision}/{file}`), through
- * @huggingface/hub. Every file lands in Cache Storage, so a second visit loads with no network;
- * large files are fetched in parts that are cached as they arrive, so an interrupted download
- * resumes where it stopped.
+ * Model and dataset downloads from the Hugging Face Hub (or any server with the Hub's URL layout:
+ * `/api/models/{repo}/tree/{revision}` and `/{repo}/resolve/{revision}/{file}` for models,
+ * `/api/datasets/…` and `/datasets/{repo}/resolve/…` for datasets), through @huggingface/hub.
+ * Every file lands in Cache Storage, so a second visit loads with no network; large files are
+ * fetched in parts that are cached as they arrive, so an interrupted download resumes where it
+ * stopped.
  */
 import { downloadFile, listFiles, type ListFileEntry } from '@huggingface/hub';
 import type { FolderFiles } from '../../worker/protocol.ts';
@@ -11,8 +12,12 @@ import { keepsAsBlob } from '../lib/files.ts';
 
 export const DEFAULT_HUB_URL = 'https://huggingface.co';
 export const MODEL_CACHE = 'studio-models-v1';
+export const DATASET_CACHE = 'studio-datasets-v1';
 /** Bytes fetched per request for large files; each part is cached on its own. */
 export const PART_BYTES = 32 * 1024 * 1024;
+
+/** The kinds of Hub repo the studio reads: models (the Model view) and datasets (the Data view). */
+export type RepoType = 'model' | 'dataset';
 
 /** An error whose message is a full sentence for the page. */
 export class HubError extends Error {
@@ -51,23 +56,25 @@ export function chooseHubUrl(search: string, saved: string | null): string {
   return DEFAULT_HUB_URL;
 }
 
+const EXAMPLE_ID: Record<RepoType, string> = { model: 'HuggingFaceTB/SmolLM2-135M-Instruct', dataset: 'trl-lib/Capybara' };
+
 /** "owner/name" with the Hub's allowed characters. */
-export function checkRepoId(repo: string): string {
+export function checkRepoId(repo: string, type: RepoType = 'model'): string {
   const id = repo.trim();
   if (!/^[A-Za-z0-9][\w.-]*\/[\w.-]+$/.test(id)) {
-    throw new HubError(`"${repo}" is not a Hub model id; it looks like "HuggingFaceTB/SmolLM2-135M-Instruct".`);
+    throw new HubError(`"${repo}" is not a Hub ${type} id; it looks like "${EXAMPLE_ID[type]}".`);
   }
   return id;
 }
 
 /** The address a file is served from, which is also its key in Cache Storage. */
-export function resolveUrl(hubUrl: string, repo: string, revision: string, file: string): string {
-  return `${hubUrl}/${repo}/resolve/${encodeURIComponent(revision)}/${file}`;
+export function resolveUrl(hubUrl: string, repo: string, revision: string, file: string, type: RepoType = 'model'): string {
+  return `${hubUrl}/${type === 'dataset' ? 'datasets/' : ''}${repo}/resolve/${encodeURIComponent(revision)}/${file}`;
 }
 
-/** Where the list of a model's files is kept in Cache Storage (the Hub's tree endpoint). */
-export function treeUrl(hubUrl: string, repo: string, revision: string): string {
-  return `${hubUrl}/api/models/${repo}/tree/${encodeURIComponent(revision)}`;
+/** Where the list of a repo's files is kept in Cache Storage (the Hub's tree endpoint). */
+export function treeUrl(hubUrl: string, repo: string, revision: string, type: RepoType = 'model'): string {
+  return `${hubUrl}/api/${type}s/${repo}/tree/${encodeURIComponent(revision)}`;
 }
 
 function partUrl(fileUrl: string, index: number, count: number): string {
@@ -119,25 +126,32 @@ export function pickModelFiles(entries: Pick<ListFileEntry, 'path' | 'size' | 't
   return out;
 }
 
+/** What the sentences of `hubErrorMessage` say for each kind of repo. */
+const ERROR_WORDS: Record<RepoType, { accept: string; settings: string; instead: string }> = {
+  model: { accept: 'Accept its licence on the model page', settings: 'Settings', instead: 'load the model from a folder on your disk (From your disk, below)' },
+  dataset: { accept: 'Accept its conditions on the dataset page', settings: 'Model › Settings', instead: 'drop the dataset file here instead' },
+};
+
 /**
- * A sentence for a failed Hub request. `cached` says whether any of the model's bytes were kept
+ * A sentence for a failed Hub request. `cached` says whether any of the repo's bytes were kept
  * (then trying again continues from them); a download that never started promises nothing.
  */
-export function hubErrorMessage(e: unknown, repo: string, hubUrl: string, cached = false): string {
+export function hubErrorMessage(e: unknown, repo: string, hubUrl: string, cached = false, type: RepoType = 'model'): string {
   const resumes = cached ? ' What has arrived stays cached, so trying again continues from there.' : '';
+  const words = ERROR_WORDS[type];
   if (e instanceof HubError) return e.message;
   const err = e as { statusCode?: number; message?: string; name?: string };
   // A failure inside a streamed body reaches us as the message alone ("Api error with status 503…").
   const status = err?.statusCode ?? Number(/Api error with status (\d+)/.exec(String(err?.message ?? e))?.[1] ?? Number.NaN);
   if (status === 401 || status === 403) {
-    return `${repo} needs permission: it is gated or private. Accept its licence on the model page, then paste an access token with read access.`;
+    return `${repo} needs permission: it is gated or private. ${words.accept}, then paste an access token with read access.`;
   }
-  if (status === 404) return `${hubUrl} has no model ${repo} (check the spelling, or the Hub address in Settings).`;
+  if (status === 404) return `${hubUrl} has no ${type} ${repo} (check the spelling, or the Hub address in ${words.settings}).`;
   if (Number.isFinite(status)) return `${hubUrl} answered ${status} for ${repo}; try again later.${resumes}`;
   const message = String(err?.message ?? e);
   if (/access token must start with 'hf_'/.test(message)) return 'An access token starts with "hf_"; copy it again from huggingface.co/settings/tokens.';
   if (err?.name === 'AbortError' || /aborted/i.test(message)) return 'Download cancelled; start it again to continue where it stopped.';
-  return `Could not reach ${hubUrl} to download ${repo} (${message}). Check your connection, or load the model from a folder on your disk (From your disk, below).${resumes}`;
+  return `Could not reach ${hubUrl} to download ${repo} (${message}). Check your connection, or ${words.instead}.${resumes}`;
 }
 
 export interface DownloadProgress {
@@ -162,98 +176,155 @@ export interface DownloadOptions {
   partBytes?: number;
 }
 
+/** One repo at one revision, where its files are kept, and how they are fetched. */
+interface FileSource {
+  type: RepoType;
+  repo: string;
+  revision: string;
+  hubUrl: string;
+  accessToken: string | undefined;
+  cache: Cache | null;
+  partBytes: number;
+  fetchFn: typeof fetch;
+  signal: AbortSignal | undefined;
+  /** Set once any of the repo's bytes are in the cache, so that trying again continues from them. */
+  kept: boolean;
+}
+
+async function openSource(opts: DownloadOptions, type: RepoType, cacheName: string): Promise<FileSource> {
+  const storage = opts.cacheStorage !== undefined ? opts.cacheStorage : (globalThis.caches ?? null);
+  return {
+    type,
+    repo: checkRepoId(opts.repo, type),
+    revision: opts.revision ?? 'main',
+    hubUrl: normalizeHubUrl(opts.hubUrl ?? DEFAULT_HUB_URL),
+    accessToken: opts.accessToken || undefined,
+    cache: storage ? await storage.open(cacheName) : null,
+    partBytes: opts.partBytes ?? PART_BYTES,
+    // The HTTP cache would keep a second copy of every byte that Cache Storage already holds.
+    fetchFn: (input, init) => fetch(input, { ...init, cache: 'no-store', signal: opts.signal }),
+    signal: opts.signal,
+    kept: false,
+  };
+}
+
+/**
+ * Each file as a Blob, from Cache Storage where present and from the Hub otherwise, with progress
+ * over all of them. A downloaded file is fetched in parts, each held in memory only while it is
+ * fetched and cached; the file is then assembled as a Blob of the parts, never concatenated into
+ * one buffer, cached whole, and handed out as the cache's own (disk-backed) copy.
+ */
+async function fetchFiles(src: FileSource, files: RemoteFile[], onProgress?: (p: DownloadProgress) => void): Promise<Record<string, Blob>> {
+  const { cache, partBytes } = src;
+  const total = files.reduce((a, f) => a + f.size, 0);
+  let loaded = 0;
+  let fromCache = true;
+  const report = (file: string) => onProgress?.({ file, loaded, total, fromCache });
+  const out: Record<string, Blob> = {};
+  for (const f of files) {
+    const url = resolveUrl(src.hubUrl, src.repo, src.revision, f.path, src.type);
+    const hit = await cache?.match(url);
+    if (hit) {
+      out[f.path] = await hit.blob();
+      src.kept = true;
+      loaded += f.size;
+      report(f.path);
+      continue;
+    }
+    fromCache = false;
+    report(f.path);
+    const blob = await downloadFile({ repo: { type: src.type, name: src.repo }, path: f.path, revision: src.revision, hubUrl: src.hubUrl, accessToken: src.accessToken, fetch: src.fetchFn });
+    if (!blob) throw new HubError(`${src.repo} lists ${f.path} but the Hub has no such file; try again later.`);
+    const size = blob.size;
+    const count = Math.max(1, Math.ceil(size / partBytes));
+    const parts: Blob[] = [];
+    for (let i = 0; i < count; i++) {
+      const key = partUrl(url, i, count);
+      const cachedPart = count > 1 ? await cache?.match(key) : undefined;
+      if (cachedPart) {
+        const part = await cachedPart.blob();
+        loaded += part.size;
+        report(f.path);
+        parts.push(part);
+        continue;
+      }
+      const slice = count > 1 ? blob.slice(i * partBytes, Math.min(size, (i + 1) * partBytes)) : blob;
+      const bytes = await readAll(slice.stream(), (n) => {
+        loaded += n;
+        report(f.path);
+      }, src.signal);
+      if (count > 1 && cache) {
+        await cache.put(key, binaryResponse(bytes));
+        src.kept = true;
+        // The cached copy (disk-backed in a browser) stands in for the bytes from here on.
+        const stored = await cache.match(key);
+        parts.push(stored ? await stored.blob() : new Blob([bytes as Uint8Array<ArrayBuffer>]));
+      } else {
+        parts.push(new Blob([bytes as Uint8Array<ArrayBuffer>]));
+      }
+    }
+    const whole = parts.length === 1 ? parts[0] : new Blob(parts);
+    let file = whole;
+    if (cache) {
+      await cache.put(url, binaryResponse(whole));
+      src.kept = true;
+      // Hand out the cache's own copy, so the parts can go.
+      const stored = await cache.match(url);
+      if (stored) file = await stored.blob();
+      if (count > 1) for (let i = 0; i < count; i++) await cache.delete(partUrl(url, i, count));
+    }
+    out[f.path] = file;
+  }
+  return out;
+}
+
 /** The model's files, from Cache Storage where present and from the Hub otherwise. */
 export async function downloadModel(opts: DownloadOptions): Promise<FolderFiles> {
-  const repo = checkRepoId(opts.repo);
-  const revision = opts.revision ?? 'main';
-  const hubUrl = normalizeHubUrl(opts.hubUrl ?? DEFAULT_HUB_URL);
-  const partBytes = opts.partBytes ?? PART_BYTES;
-  const accessToken = opts.accessToken || undefined;
-  const storage = opts.cacheStorage !== undefined ? opts.cacheStorage : (globalThis.caches ?? null);
-  const cache = storage ? await storage.open(MODEL_CACHE) : null;
-  // The HTTP cache would keep a second copy of every byte that Cache Storage already holds.
-  const fetchFn: typeof fetch = (input, init) => fetch(input, { ...init, cache: 'no-store', signal: opts.signal });
-  // Whether any of the model's bytes were kept, so that trying again continues from them.
-  let kept = false;
-
+  const src = await openSource(opts, 'model', MODEL_CACHE);
   try {
-    const listingKey = treeUrl(hubUrl, repo, revision);
+    const listingKey = treeUrl(src.hubUrl, src.repo, src.revision);
     let files: RemoteFile[] | null = null;
-    const cachedListing = await cache?.match(listingKey);
+    const cachedListing = await src.cache?.match(listingKey);
     if (cachedListing) files = (await cachedListing.json()) as RemoteFile[];
     if (!files) {
       const entries: ListFileEntry[] = [];
-      for await (const e of listFiles({ repo, revision, hubUrl, accessToken, fetch: fetchFn })) entries.push(e);
-      files = pickModelFiles(entries, repo);
-      await cache?.put(listingKey, jsonResponse(files));
+      for await (const e of listFiles({ repo: src.repo, revision: src.revision, hubUrl: src.hubUrl, accessToken: src.accessToken, fetch: src.fetchFn })) entries.push(e);
+      files = pickModelFiles(entries, src.repo);
+      await src.cache?.put(listingKey, jsonResponse(files));
     }
-
-    const total = files.reduce((a, f) => a + f.size, 0);
-    let loaded = 0;
-    let fromCache = true;
-    const report = (file: string) => opts.onProgress?.({ file, loaded, total, fromCache });
+    const blobs = await fetchFiles(src, files, opts.onProgress);
     const out: FolderFiles = {};
-    for (const f of files) {
-      const url = resolveUrl(hubUrl, repo, revision, f.path);
-      const hit = await cache?.match(url);
-      if (hit) {
-        out[f.path] = await asFolderFile(f.path, hit);
-        kept = true;
-        loaded += f.size;
-        report(f.path);
-        continue;
-      }
-      fromCache = false;
-      report(f.path);
-      const blob = await downloadFile({ repo, path: f.path, revision, hubUrl, accessToken, fetch: fetchFn });
-      if (!blob) throw new HubError(`${repo} lists ${f.path} but the Hub has no such file; try again later.`);
-      const size = blob.size;
-      const count = Math.max(1, Math.ceil(size / partBytes));
-      // Each part is held in memory only while it is fetched and cached; the file is then
-      // assembled as a Blob of the parts, never concatenated into one buffer.
-      const parts: Blob[] = [];
-      for (let i = 0; i < count; i++) {
-        const key = partUrl(url, i, count);
-        const cachedPart = count > 1 ? await cache?.match(key) : undefined;
-        if (cachedPart) {
-          const part = await cachedPart.blob();
-          loaded += part.size;
-          report(f.path);
-          parts.push(part);
-          continue;
-        }
-        const slice = count > 1 ? blob.slice(i * partBytes, Math.min(size, (i + 1) * partBytes)) : blob;
-        const bytes = await readAll(slice.stream(), (n) => {
-          loaded += n;
-          report(f.path);
-        }, opts.signal);
-        if (count > 1 && cache) {
-          await cache.put(key, binaryResponse(bytes));
-          kept = true;
-          // The cached copy (disk-backed in a browser) stands in for the bytes from here on.
-          const stored = await cache.match(key);
-          parts.push(stored ? await stored.blob() : new Blob([bytes as Uint8Array<ArrayBuffer>]));
-        } else {
-          parts.push(new Blob([bytes as Uint8Array<ArrayBuffer>]));
-        }
-      }
-      const whole = parts.length === 1 ? parts[0] : new Blob(parts);
-      let file: Uint8Array | Blob = whole;
-      if (cache) {
-        await cache.put(url, binaryResponse(whole));
-        kept = true;
-        // Hand out the cache's own copy, so the parts can go.
-        const stored = await cache.match(url);
-        if (stored) file = await asFolderFile(f.path, stored);
-        if (count > 1) for (let i = 0; i < count; i++) await cache.delete(partUrl(url, i, count));
-      } else if (!keepsAsBlob(f.path, whole.size)) {
-        file = new Uint8Array(await whole.arrayBuffer());
-      }
-      out[f.path] = file;
-    }
+    for (const f of files) out[f.path] = await asFolderFile(f.path, blobs[f.path]);
     return out;
   } catch (e) {
-    throw new HubError(hubErrorMessage(e, repo, hubUrl, kept));
+    throw new HubError(hubErrorMessage(e, src.repo, src.hubUrl, src.kept));
+  }
+}
+
+/**
+ * Every file of a dataset repo (recursively), from the Hub: the listing is asked for afresh, as a
+ * dataset may have gained files; a chosen split's files are then read from the cache.
+ */
+export async function listDatasetFiles(opts: Omit<DownloadOptions, 'onProgress' | 'cacheStorage' | 'partBytes'>): Promise<RemoteFile[]> {
+  const src = await openSource({ ...opts, cacheStorage: null }, 'dataset', DATASET_CACHE);
+  try {
+    const files: RemoteFile[] = [];
+    for await (const e of listFiles({ repo: { type: 'dataset', name: src.repo }, recursive: true, revision: src.revision, hubUrl: src.hubUrl, accessToken: src.accessToken, fetch: src.fetchFn })) {
+      if (e.type === 'file') files.push({ path: e.path, size: e.size });
+    }
+    return files;
+  } catch (e) {
+    throw new HubError(hubErrorMessage(e, src.repo, src.hubUrl, false, 'dataset'));
+  }
+}
+
+/** A dataset's files as Blobs, from Cache Storage where present and from the Hub otherwise. */
+export async function downloadDatasetFiles(opts: DownloadOptions & { files: RemoteFile[] }): Promise<Record<string, Blob>> {
+  const src = await openSource(opts, 'dataset', DATASET_CACHE);
+  try {
+    return await fetchFiles(src, opts.files, opts.onProgress);
+  } catch (e) {
+    throw new HubError(hubErrorMessage(e, src.repo, src.hubUrl, src.kept, 'dataset'));
   }
 }
 
@@ -309,8 +380,7 @@ function binaryResponse(body: Uint8Array | Blob): Response {
 }
 
 /** A downloaded file for the folder: weights and other large files as a Blob, small files as bytes. */
-async function asFolderFile(path: string, res: Response): Promise<Uint8Array | Blob> {
-  const blob = await res.blob();
+async function asFolderFile(path: string, blob: Blob): Promise<Uint8Array | Blob> {
   return keepsAsBlob(path, blob.size) ? blob : new Uint8Array(await blob.arrayBuffer());
 }
 
