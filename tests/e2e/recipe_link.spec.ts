@@ -3,9 +3,11 @@
  * link opened in a fresh browser profile restores the form, checked as an import is; a damaged
  * link says so.
  */
+import { readFileSync } from 'node:fs';
 import { expect, test } from '@playwright/test';
-import { modelFolder } from './fixtures.ts';
-import { openWithFolder, setField, watchErrors } from './studio_page.ts';
+import { unzipSync } from 'fflate';
+import { modelFolder, storiesJsonl } from './fixtures.ts';
+import { dropStories, openWithFolder, setField, watchErrors } from './studio_page.ts';
 
 test('a recipe link opened in a fresh page restores the form', async ({ page, browser }) => {
   const errors = watchErrors(page);
@@ -46,4 +48,25 @@ test('a recipe link opened in a fresh page restores the form', async ({ page, br
   await damaged.goto(link.slice(0, link.length - 12));
   await expect(damaged.getByTestId('recipe-link-error')).toHaveText('The link is cut short or damaged: its recipe cannot be read. Ask for the link again.');
   await other.close();
+});
+
+test('Export as a TRL job: a zip with train.py, the dataset and the accelerate configs', async ({ page }) => {
+  const errors = watchErrors(page);
+  await openWithFolder(page, modelFolder());
+  await page.getByTestId('nav-recipe').click();
+  await expect(page.getByTestId('recipe-export-trl')).toBeDisabled();
+  await dropStories(page);
+  await page.getByTestId('nav-recipe').click();
+  await setField(page, 'learning_rate', '0.0003');
+  const [dl] = await Promise.all([page.waitForEvent('download'), page.getByTestId('recipe-export-trl').click()]);
+  expect(dl.suggestedFilename()).toBe('stories260K-sft-trl-job.zip');
+  const zip = unzipSync(new Uint8Array(readFileSync((await dl.path())!)));
+  const dir = 'stories260K-sft-trl-job/';
+  expect(Object.keys(zip)).toEqual(expect.arrayContaining([`${dir}train.py`, `${dir}README.md`, `${dir}requirements.txt`, `${dir}accelerate/single_gpu.yaml`, `${dir}accelerate/deepspeed_zero3.yaml`]));
+  const train = new TextDecoder().decode(zip[`${dir}train.py`]);
+  expect(train).toContain('from trl import SFTConfig, SFTTrainer');
+  expect(train).toContain('"learning_rate": 0.0003');
+  const data = Object.keys(zip).find((k) => k.startsWith(`${dir}data/`))!;
+  expect(new TextDecoder().decode(zip[data])).toBe(storiesJsonl());
+  expect(errors).toEqual([]);
 });

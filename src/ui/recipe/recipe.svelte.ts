@@ -11,6 +11,8 @@ import type { MemoryEstimate } from '../../engine/estimate.ts';
 import type { RewardTrial } from '../../worker/protocol.ts';
 import { REWARDS_KEY, formFromRecipe, formWithAdapterConfig, importRecipe, recipeFromLink, restoreForm, validateForm, type RawForm } from './form.ts';
 import { draftScripts, readDrafts } from './rewards.ts';
+import { zipSync } from 'fflate';
+import { trlJobFiles } from '../../engine/trl_job.ts';
 
 export class RecipeStore {
   form = $state<RawForm>(restoreForm(readJsonSetting(SETTINGS.recipe)));
@@ -72,6 +74,20 @@ export class RecipeStore {
    */
   showRecipe(recipe: RecipeInput): void {
     this.form = formFromRecipe(recipe, undefined, this.rewardScripts());
+  }
+
+  /**
+   * The recipe as a TRL + accelerate job folder, zipped under `folder/`: train.py, the accelerate
+   * configs, the dataset and the JavaScript rewards (`engine/trl_job.ts`, as `finetune export-trl`
+   * writes it). Null while the recipe is invalid or no dataset is chosen.
+   */
+  async trlJobZip(folder: string): Promise<Uint8Array | null> {
+    const recipe = this.validation.recipe;
+    const dataset = this.app.data.dataset;
+    if (!recipe || !dataset) return null;
+    const files = trlJobFiles(recipe, { train: { name: dataset.file, text: await dataset.data.text() } }, this.rewardScripts());
+    const enc = new TextEncoder();
+    return zipSync(Object.fromEntries(Object.entries(files).map(([path, content]) => [`${folder}/${path}`, typeof content === 'string' ? enc.encode(content) : content])));
   }
 
   /** Every JavaScript reward's code by the path `reward_funcs` names it with, for the Worker. */
