@@ -13,6 +13,7 @@ import { loadModel, loadTokenizer, prepareRun, type LoadedModel } from '../engin
 import { loadAdapter } from '../engine/io/peft.ts';
 import { modelFiles, savedDType } from '../engine/export.ts';
 import { quantizedFolderFiles } from '../engine/quantize.ts';
+import { exportGgufCommand } from './export_gguf.ts';
 import { exportTrlCommand } from './export_trl.ts';
 import { openModelFolder } from '../engine/io/model_folder.ts';
 import { createMethod, prepareMethodData } from '../engine/train/methods/index.ts';
@@ -48,6 +49,8 @@ const USAGE = `finetune — fine-tune small LLMs with LoRA on TensorFlow.js
   finetune merge --model DIR --adapter DIR --out DIR
   finetune quantize --model DIR --out DIR [--bnb_4bit_quant_type nf4|fp4] [--bnb_4bit_use_double_quant]
                     writes the model as transformers saves a bitsandbytes 4-bit checkpoint
+  finetune export-gguf --model DIR [--adapter DIR] --out FILE.gguf [--outtype f32|f16|bf16|q8_0] [--lora]
+                    a GGUF for llama.cpp, Ollama, LM Studio: the merged model, or (--lora) the adapter
   finetune export-trl RECIPE.json --out DIR [--key value …]
                     the recipe as a TRL + accelerate job (train.py, accelerate configs, data, README)
 
@@ -58,7 +61,7 @@ A recipe that leaves logging_steps unset logs every step of a run shorter than $
 /** What the failure message needs to know about the command that failed. */
 const failure: FailureContext = { command: 'finetune', backend: 'cpu' };
 
-const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = { train, eval: evaluate, data, generate: generateCommand, merge, quantize, 'export-trl': exportTrlCommand };
+const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = { train, eval: evaluate, data, generate: generateCommand, merge, quantize, 'export-gguf': exportGgufCommand, 'export-trl': exportTrlCommand };
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;

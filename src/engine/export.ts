@@ -19,15 +19,7 @@ export async function modelFiles(folder: OpenModelFolder, model: CausalLM, dtype
   const enc = new TextEncoder();
   const tensors: TensorToWrite[] = [];
   for (const [name, shape] of expectedWeights(model.config)) {
-    const path = name.replace(/\.weight$/, '');
-    const lora = adapter?.modules.get(path);
-    const merged = tf.tidy(() => {
-      const w = model.float32(name);
-      return lora && adapter ? tf.add(w, tf.mul(tf.matMul(lora.B, lora.A), adapter.scale)) : w;
-    });
-    const data = (await merged.data()) as Float32Array;
-    merged.dispose();
-    tensors.push({ name, dtype, shape, data: Float32Array.from(data) });
+    tensors.push({ name, dtype, shape, data: await mergedWeight(model, adapter, name) });
   }
   // The merged weights are plain floats: a pre-quantised base's quantization_config goes.
   const { quantization_config: _, ...rest } = folder.config;
@@ -40,6 +32,23 @@ export async function modelFiles(folder: OpenModelFolder, model: CausalLM, dtype
   };
   if (folder.generationConfig) files['generation_config.json'] = enc.encode(JSON.stringify(folder.generationConfig, null, 2));
   return files;
+}
+
+/**
+ * A weight's values in float32 (a 16-bit or quantised one widened), with the adapter's product
+ * merged in where the adapter has that layer: W' = W + scale·B·A. Every export of a merged model
+ * (safetensors folder, GGUF) takes its weights from here.
+ */
+export async function mergedWeight(model: CausalLM, adapter: LoraAdapter | null, name: string): Promise<Float32Array> {
+  const lora = adapter?.modules.get(name.replace(/\.weight$/, ''));
+  const merged = tf.tidy(() => {
+    const w = model.float32(name);
+    return lora && adapter ? tf.add(w, tf.mul(tf.matMul(lora.B, lora.A), adapter.scale)) : w;
+  });
+  const data = (await merged.data()) as Float32Array;
+  merged.dispose();
+  // A copy: a backend may hand back its own storage, which the dispose above frees.
+  return Float32Array.from(data);
 }
 
 /** The dtype a merged model is saved in: the base model's own (bfloat16 stays bfloat16). */
