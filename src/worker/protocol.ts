@@ -4,6 +4,9 @@
  * Callbacks passed from the page are wrapped with comlink's `proxy()`.
  */
 import type { PrequantizedConfig } from '../engine/io/bnb.ts';
+import type { GGUFOutType as GgufOuttype } from '../engine/export_gguf.ts';
+
+export type { GGUFOutType as GgufOuttype } from '../engine/export_gguf.ts';
 import type { BackendInfo } from '../engine/backend/index.ts';
 import type { LogEntry } from '../engine/train/trainer.ts';
 import type { RecipeInput } from '../engine/recipe.ts';
@@ -204,6 +207,11 @@ export interface StudioApi {
    * checkpoint (merging an adapter needs its base model loaded).
    */
   exportZip(kind: 'adapter' | 'merged' | 'recipe', runId?: string): Promise<Uint8Array>;
+  /**
+   * A GGUF file for llama.cpp, Ollama or LM Studio, of the same weights as exportZip: the merged
+   * model in `outtype`, or (`lora`) the adapter alone, to load beside the base model's GGUF.
+   */
+  exportGguf(kind: 'model' | 'lora', outtype: GgufOuttype, runId?: string): Promise<Uint8Array>;
   /**
    * Storage used and allowed for this origin. StorageManager.persist() exists in pages only, so
    * the page must request persistence itself; `persisted` says whether it was granted.

@@ -16,13 +16,14 @@ import { parseRecipe, type Recipe, type RecipeInput } from '../engine/recipe.ts'
 import { loadModel, type LoadedModel } from '../engine/run.ts';
 import { adapterFiles, loadAdapter } from '../engine/io/peft.ts';
 import { modelFiles, savedDType } from '../engine/export.ts';
+import { ggufLoraFile, ggufModelFile } from '../engine/export_gguf.ts';
 import type { TextTokenizer } from '../engine/data/tokenizer.ts';
 import { chatReply } from './chat.ts';
 import { dataReport, previewRows } from '../engine/data/report.ts';
 import { activeDevice, lostSoon } from './device_guard.ts';
 import { checkFiniteAdapter } from '../engine/model/check.ts';
 import { countParameters, estimateMemory, type MemoryEstimate } from '../engine/estimate.ts';
-import { RUN_OPEN_ELSEWHERE, type ChatProgress, type CompletionRecord, type RewardTrial, type DataReport, type FolderBytes, type PreviewPage, type FolderFiles, type ModelSummary, type RunEvent, type RunRecord, type StudioApi } from './protocol.ts';
+import { RUN_OPEN_ELSEWHERE, type ChatProgress, type CompletionRecord, type RewardTrial, type DataReport, type FolderBytes, type PreviewPage, type FolderFiles, type GgufOuttype, type ModelSummary, type RunEvent, type RunRecord, type StudioApi } from './protocol.ts';
 import type { LogEntry } from '../engine/train/trainer.ts';
 import { runLocks, type LockManagerLike, type RunLock, type RunLocks } from './run_lock.ts';
 import { scriptReader, TrainingSession } from './session.ts';
@@ -453,13 +454,31 @@ export class StudioWorker implements StudioApi {
   }
 
   async exportZip(kind: 'adapter' | 'merged' | 'recipe', runId?: string): Promise<Uint8Array> {
-    const session = this.session;
-    // A run in progress changes its weights under the reader: its latest checkpoint is exported instead.
-    const id = runId ?? (session && (session.status === 'running' || !session.alive) ? session.record.id : undefined);
-    return this.reading('download', async () => zip(id !== undefined ? await this.storedRunFiles(kind, id) : await this.liveFiles(kind)));
+    const id = this.exportedRun(runId);
+    return this.reading('download', async () => {
+      if (kind === 'merged') return zip(await this.withWeights(id, ({ folder, model, adapter }) => modelFiles(folder, model, savedDType(folder), adapter)));
+      return zip(id !== undefined ? await this.storedRunFiles(kind, id) : await this.liveFiles(kind));
+    });
   }
 
-  private async liveFiles(kind: 'adapter' | 'merged' | 'recipe'): Promise<FolderFiles> {
+  async exportGguf(kind: 'model' | 'lora', outtype: GgufOuttype, runId?: string): Promise<Uint8Array> {
+    const id = this.exportedRun(runId);
+    return this.reading('download', () =>
+      this.withWeights(id, ({ folder, model, adapter }) => {
+        if (kind === 'model') return ggufModelFile(folder, model, adapter, outtype);
+        if (!adapter) throw new UserError('This run trained the model\'s own weights, so it has no adapter; download the GGUF model instead.');
+        return ggufLoraFile(folder, model, adapter);
+      }),
+    );
+  }
+
+  /** A run in progress changes its weights under the reader: its latest checkpoint is exported instead. */
+  private exportedRun(runId: string | undefined): string | undefined {
+    const session = this.session;
+    return runId ?? (session && (session.status === 'running' || !session.alive) ? session.record.id : undefined);
+  }
+
+  private async liveFiles(kind: 'adapter' | 'recipe'): Promise<FolderFiles> {
     const session = this.session?.alive ? this.session : null;
     if (kind === 'recipe') {
       if (!session) throw new UserError('There is no run to download the recipe of; pick one in the runs list.');
@@ -467,47 +486,72 @@ export class StudioWorker implements StudioApi {
       return recipeFiles(session.record, await store.getMetrics(db, session.record.id), await store.getCompletions(db, session.record.id));
     }
     if (session) {
-      const { adapter, loaded, recipe } = session.prepared;
-      if (kind === 'adapter') {
-        if (!adapter) throw fullRunNeedsMerged(recipe.peft.type);
-        return adapterFiles(adapter, recipe.model);
-      }
-      return modelFiles(loaded.folder, loaded.model, savedDType(loaded.folder), adapter);
+      const { adapter, recipe } = session.prepared;
+      if (!adapter) throw fullRunNeedsMerged(recipe.peft.type);
+      return adapterFiles(adapter, recipe.model);
     }
     if (!this.dropped) throw new UserError('There is nothing trained to download yet: train a run or drop in an adapter.');
-    if (kind === 'adapter') return pick(this.dropped.files, ADAPTER_FILES);
-    await this.ready();
-    const base = await this.baseModel();
-    return modelFiles(base.folder, base.model, savedDType(base.folder), this.dropped.adapter);
+    return pick(this.dropped.files, ADAPTER_FILES);
   }
 
-  private async storedRunFiles(kind: 'adapter' | 'merged' | 'recipe', id: string): Promise<FolderFiles> {
+  private async storedRunFiles(kind: 'adapter' | 'recipe', id: string): Promise<FolderFiles> {
     const db = await this.db();
     const record = await store.getRun(db, id);
     if (!record) throw new UserError(`There is no saved run ${id}; it may have been deleted.`);
     if (kind === 'recipe') return recipeFiles(record, await store.getMetrics(db, id), await store.getCompletions(db, id));
-    const checkpoint = await store.latestCheckpoint(db, id);
-    if (!checkpoint) throw new UserError(`Run "${record.name}" has no checkpoint yet; the first is saved at step ${parseRecipe(record.recipe, 'recipe').save_steps}.`);
-    const files = checkpoint.files;
-    const isAdapter = 'adapter_model.safetensors' in files;
-    if (kind === 'adapter') {
-      if (!isAdapter) throw fullRunNeedsMerged(parseRecipe(record.recipe, 'recipe').peft.type);
-      return pick(files, ADAPTER_FILES);
+    const { files } = await this.runCheckpoint(record);
+    if (!('adapter_model.safetensors' in files)) throw fullRunNeedsMerged(parseRecipe(record.recipe, 'recipe').peft.type);
+    return pick(files, ADAPTER_FILES);
+  }
+
+  /**
+   * The trained weights an export reads: without `id`, the run in memory (its model, and its
+   * adapter for LoRA) or the base model with the dropped-in adapter; with `id`, that stored run's
+   * latest checkpoint: an adapter on the loaded base model, or a freeze/full checkpoint's whole
+   * model folder loaded for the export and disposed after it.
+   */
+  private async withWeights<T>(id: string | undefined, use: (w: { folder: LoadedModel['folder']; model: LoadedModel['model']; adapter: LoraAdapter | null }) => Promise<T>): Promise<T> {
+    if (id === undefined) {
+      const session = this.session?.alive ? this.session : null;
+      if (session) return use({ folder: session.prepared.loaded.folder, model: session.prepared.loaded.model, adapter: session.prepared.adapter });
+      if (!this.dropped) throw new UserError('There is nothing trained to download yet: train a run or drop in an adapter.');
+      await this.ready();
+      const base = await this.baseModel();
+      return use({ folder: base.folder, model: base.model, adapter: this.dropped.adapter });
     }
-    // A freeze or full checkpoint already is a whole model folder, written in f32.
-    if (!isAdapter) return Object.fromEntries(Object.entries(files).filter(([name]) => !TRAINER_FILES.has(name)));
+    const db = await this.db();
+    const record = await store.getRun(db, id);
+    if (!record) throw new UserError(`There is no saved run ${id}; it may have been deleted.`);
+    const checkpoint = await this.runCheckpoint(record);
+    await this.ready();
+    const source = memoryFiles(`${record.name}/checkpoint-${checkpoint.step}`, checkpoint.files);
+    if (!('adapter_model.safetensors' in checkpoint.files)) {
+      // A freeze or full checkpoint is a whole model folder (in f32).
+      const trained = await loadModel(source);
+      try {
+        return await use({ folder: trained.folder, model: trained.model, adapter: null });
+      } finally {
+        trained.model.dispose();
+      }
+    }
     const model = this.requireModel();
     if (record.model !== model.name) {
-      throw new UserError(`Run "${record.name}" trains ${record.model}, but the loaded model is ${model.name}; load ${record.model} to download the merged model.`);
+      throw new UserError(`Run "${record.name}" trains ${record.model}, but the loaded model is ${model.name}; load ${record.model} to export it merged.`);
     }
-    await this.ready();
     const base = await this.baseModel();
-    const adapter = await loadAdapter(base.model, memoryFiles(`${record.name}/checkpoint-${checkpoint.step}`, files));
+    const adapter = await loadAdapter(base.model, source);
     try {
-      return await modelFiles(base.folder, base.model, savedDType(base.folder), adapter);
+      return await use({ folder: base.folder, model: base.model, adapter });
     } finally {
       adapter.dispose();
     }
+  }
+
+  /** A stored run's latest checkpoint, its trainer files left out. */
+  private async runCheckpoint(record: RunRecord): Promise<{ step: number; files: FolderFiles }> {
+    const checkpoint = await store.latestCheckpoint(await this.db(), record.id);
+    if (!checkpoint) throw new UserError(`Run "${record.name}" has no checkpoint yet; the first is saved at step ${parseRecipe(record.recipe, 'recipe').save_steps}.`);
+    return { step: checkpoint.step, files: Object.fromEntries(Object.entries(checkpoint.files).filter(([name]) => !TRAINER_FILES.has(name))) };
   }
 
   async storageEstimate(): Promise<{ usage: number; quota: number; persisted: boolean }> {

@@ -7,6 +7,7 @@ import { copyFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect, test } from '@playwright/test';
 import { unzipSync } from 'fflate';
+import { gguf } from '@huggingface/gguf';
 import { modelFolder } from './fixtures.ts';
 import { startHubServer } from './hub_server.ts';
 import { dropStories, openWithFolder, shortRecipe, watchErrors } from './studio_page.ts';
@@ -44,6 +45,20 @@ test('QLoRA: the switch, the memory it saves, a run on the 4-bit base, the adapt
   const [rl] = await Promise.all([page.waitForEvent('download'), row.getByTestId('download-recipe').click()]);
   const recipe = JSON.parse(new TextDecoder().decode(unzipSync(new Uint8Array(readFileSync((await rl.path())!)))['recipe.json']));
   expect(recipe.quantization).toEqual({ load_in_4bit: true, bnb_4bit_quant_type: 'nf4', bnb_4bit_use_double_quant: true, load_in_8bit: false });
+
+  // GGUF for llama.cpp: the merged model (its 4-bit base dequantised) and the adapter alone, read back by @huggingface/gguf.
+  await row.getByTestId('gguf-outtype').selectOption('f16');
+  const [gm] = await Promise.all([page.waitForEvent('download'), row.getByTestId('download-gguf').click()]);
+  expect(gm.suggestedFilename()).toMatch(/-f16\.gguf$/);
+  const model = (await gguf((await gm.path())!, { allowLocalFile: true })) as unknown as { metadata: Record<string, unknown>; tensorInfos: { name: string }[] };
+  expect(model.metadata['general.architecture']).toBe('llama');
+  expect(model.metadata['tokenizer.ggml.model']).toBe('llama');
+  expect(model.tensorInfos.map((t) => t.name)).toContain('blk.4.ffn_down.weight');
+  const [gl] = await Promise.all([page.waitForEvent('download'), row.getByTestId('download-gguf-lora').click()]);
+  const lora = (await gguf((await gl.path())!, { allowLocalFile: true })) as unknown as { metadata: Record<string, unknown>; tensorInfos: { name: string }[] };
+  expect(lora.metadata['general.type']).toBe('adapter');
+  expect(lora.metadata['adapter.type']).toBe('lora');
+  expect(lora.tensorInfos.map((t) => t.name)).toContain('blk.0.attn_q.weight.lora_a');
   expect(errors).toEqual([]);
 });
 

@@ -3,6 +3,8 @@
 import 'fake-indexeddb/auto';
 import { IDBFactory } from 'fake-indexeddb';
 import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as Comlink from 'comlink';
 import { unzipSync } from 'fflate';
@@ -217,6 +219,22 @@ describe('StudioWorker on stories260K', () => {
     const metrics = new TextDecoder().decode(recipe['metrics.jsonl']).trim().split('\n').map((l) => JSON.parse(l));
     expect(metrics.map((m) => m.step)).toEqual([1, 2, 3, 4]);
     expect(await studio.runMetrics(straightId)).toEqual(metrics);
+  });
+
+  it('downloads GGUF files of the run: the merged model and the LoRA adapter, live and stored', async () => {
+    const { gguf } = await import('@huggingface/gguf');
+    const read = async (bytes: Uint8Array) => {
+      const path = join(await mkdtemp(join(tmpdir(), 'studio-gguf-')), 'x.gguf');
+      await writeFile(path, bytes);
+      return (await gguf(path, { allowLocalFile: true })) as unknown as { metadata: Record<string, unknown>; tensorInfos: { name: string }[] };
+    };
+    const model = await read(await studio.exportGguf('model', 'q8_0'));
+    expect(model.metadata['general.architecture']).toBe('llama');
+    expect(model.tensorInfos.map((t) => t.name)).toContain('blk.0.attn_q.weight');
+    const lora = await read(await studio.exportGguf('lora', 'f32', straightId));
+    expect(lora.metadata['general.type']).toBe('adapter');
+    expect(lora.metadata['adapter.lora.alpha']).toBe(16);
+    expect(lora.tensorInfos.map((t) => t.name)).toContain('blk.4.ffn_down.weight.lora_b');
   });
 
   it('chats with the base model greedily, streaming the growing reply', async () => {

@@ -9,7 +9,7 @@ import { fileSafe, saveBytes, unzipFolder } from '../lib/files.ts';
 import { buffersOf, transfer } from '../connect.ts';
 import { resumeNeedsModel } from '../train/train.svelte.ts';
 import { seriesFromMetrics, type Series } from '../train/series.ts';
-import type { RunRecord, RunStatus } from '../../worker/protocol.ts';
+import type { GgufOuttype, RunRecord, RunStatus } from '../../worker/protocol.ts';
 
 /** A run that ended any other way than finishing can go on from its last checkpoint (a closed tab's run is listed as stopped). */
 const RESUMABLE: readonly RunStatus[] = ['running', 'paused', 'stopped', 'failed'];
@@ -149,6 +149,18 @@ export class RunsStore {
       const bytes = await this.app.api.exportZip(kind, run?.id);
       const suffix = kind === 'recipe' ? 'recipe-metrics' : kind;
       saveBytes(bytes, `${fileSafe(run?.name ?? this.app.model.model?.name ?? 'studio')}-${suffix}.zip`);
+      return null;
+    } catch (e) {
+      return errorText(e);
+    }
+  }
+
+  /** A GGUF for llama.cpp, Ollama or LM Studio: the merged model in `outtype`, or the LoRA adapter alone. */
+  async exportGguf(kind: 'model' | 'lora', outtype: GgufOuttype, run: RunRecord | null): Promise<string | null> {
+    try {
+      const bytes = await this.app.api.exportGguf(kind, outtype, run?.id);
+      const name = fileSafe(run?.name ?? this.app.model.model?.name ?? 'studio');
+      saveBytes(bytes, kind === 'lora' ? `${name}-lora.gguf` : `${name}-${outtype}.gguf`, 'application/octet-stream');
       return null;
     } catch (e) {
       return errorText(e);
