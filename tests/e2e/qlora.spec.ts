@@ -5,7 +5,7 @@
  */
 import { copyFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { expect, test } from '@playwright/test';
+import { expect, test, type Locator, type Page } from '@playwright/test';
 import { unzipSync } from 'fflate';
 import { gguf } from '@huggingface/gguf';
 import { modelFolder } from './fixtures.ts';
@@ -16,6 +16,21 @@ import { dropStories, openWithFolder, shortRecipe, watchErrors } from './studio_
 const PREQUANTIZED = new URL('../fixtures/quant/stories260K-nf4-dq/', import.meta.url).pathname;
 
 const STEPS = 2;
+
+/** Trains the recipe on the form to the end, and returns the new run's row in Runs. */
+async function trainToEnd(page: Page): Promise<Locator> {
+  await page.getByTestId('nav-train').click();
+  await page.getByTestId('train-start').click();
+  await expect(page.getByTestId('train-status')).toHaveText('finished', { timeout: 240_000 });
+  await page.getByTestId('nav-runs').click();
+  return page.getByTestId('run-row').first();
+}
+
+/** The recipe.json of a run's "Recipe + metrics" download. */
+async function downloadedRecipe(page: Page, row: Locator): Promise<Record<string, unknown>> {
+  const [rl] = await Promise.all([page.waitForEvent('download'), row.getByTestId('download-recipe').click()]);
+  return JSON.parse(new TextDecoder().decode(unzipSync(new Uint8Array(readFileSync((await rl.path())!)))['recipe.json']));
+}
 
 test('QLoRA: the switch, the memory it saves, a run on the 4-bit base, the adapter', async ({ page }) => {
   const errors = watchErrors(page);
@@ -32,18 +47,11 @@ test('QLoRA: the switch, the memory it saves, a run on the 4-bit base, the adapt
   await expect(page.getByTestId('field-quantization-bnb_4bit_quant_type').locator('select')).toHaveValue('nf4');
   await page.getByTestId('field-quantization-bnb_4bit_use_double_quant').locator('input').check();
   await shortRecipe(page, STEPS);
-
-  await page.getByTestId('nav-train').click();
-  await page.getByTestId('train-start').click();
-  await expect(page.getByTestId('train-status')).toHaveText('finished', { timeout: 240_000 });
-
-  await page.getByTestId('nav-runs').click();
-  const row = page.getByTestId('run-row').first();
+  const row = await trainToEnd(page);
   const [dl] = await Promise.all([page.waitForEvent('download'), row.getByTestId('download-adapter').click()]);
   const zip = unzipSync(new Uint8Array(readFileSync((await dl.path())!)));
   expect(Object.keys(zip).sort()).toEqual(['adapter_config.json', 'adapter_model.safetensors']);
-  const [rl] = await Promise.all([page.waitForEvent('download'), row.getByTestId('download-recipe').click()]);
-  const recipe = JSON.parse(new TextDecoder().decode(unzipSync(new Uint8Array(readFileSync((await rl.path())!)))['recipe.json']));
+  const recipe = await downloadedRecipe(page, row);
   expect(recipe.quantization).toEqual({ load_in_4bit: true, bnb_4bit_quant_type: 'nf4', bnb_4bit_use_double_quant: true, load_in_8bit: false });
 
   // GGUF for llama.cpp: the merged model (its 4-bit base dequantised) and the adapter alone, read back by @huggingface/gguf.
@@ -90,14 +98,7 @@ test('a pre-quantised 4-bit checkpoint from the Hub: its storage shown, the swit
     await expect(page.getByTestId('field-peft-type')).toContainText('only a LoRA adapter can train on it; choose lora.');
     await page.getByTestId('field-peft-type').locator('select').selectOption('lora');
     await shortRecipe(page, STEPS);
-
-    await page.getByTestId('nav-train').click();
-    await page.getByTestId('train-start').click();
-    await expect(page.getByTestId('train-status')).toHaveText('finished', { timeout: 240_000 });
-    await page.getByTestId('nav-runs').click();
-    const row = page.getByTestId('run-row').first();
-    const [rl] = await Promise.all([page.waitForEvent('download'), row.getByTestId('download-recipe').click()]);
-    const recipe = JSON.parse(new TextDecoder().decode(unzipSync(new Uint8Array(readFileSync((await rl.path())!)))['recipe.json']));
+    const recipe = await downloadedRecipe(page, await trainToEnd(page));
     expect(recipe.quantization).toEqual({ load_in_4bit: true, bnb_4bit_quant_type: 'nf4', bnb_4bit_use_double_quant: true, load_in_8bit: false });
     expect(errors).toEqual([]);
   } finally {

@@ -70,24 +70,6 @@ def f32_bytes(t):
     return t.detach().contiguous().numpy().astype("<f4").tobytes()
 
 
-def write_safetensors(path, tensors):
-    """tensors: name -> (dtype, shape, raw bytes); name order, header padded with spaces to 8."""
-    header = {"__metadata__": {"format": "pt"}}
-    blobs, offset = [], 0
-    for name in sorted(tensors):
-        dtype, shape, raw = tensors[name]
-        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    head = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    head += b" " * (-len(head) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(head)))
-        f.write(head)
-        for b in blobs:
-            f.write(b)
-
-
 def is_projection(name):
     parts = name.split(".")
     return (len(parts) == 6 and parts[0] == "model" and parts[1] == "layers" and parts[3] in ("self_attn", "mlp")
@@ -144,7 +126,7 @@ def quantize_folder(source, name, quant_type, double_quant):
     folder = OUT / name
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    write_safetensors(folder / "model.safetensors", out)
+    bg.save_safetensors(folder / "model.safetensors", out)
     print(name, "tensors", len(out), "bytes", (folder / "model.safetensors").stat().st_size)
 
 

@@ -589,15 +589,20 @@ def blockwise_ties_values():
 
 def save_safetensors(path, tensors):
     """Own writer (Debian has no python3-safetensors): header padded with spaces to a multiple of
-    8, __metadata__ {"format": "pt"}, tensors in name order, contiguous offsets."""
+    8, __metadata__ {"format": "pt"}, tensors in name order, contiguous offsets. A value is a
+    tensor, or a (dtype, shape, raw bytes) tuple written as it is."""
     header = {"__metadata__": {"format": "pt"}}
     blobs, offset = [], 0
     for name in sorted(tensors):
-        t = tensors[name].detach().contiguous().cpu()
-        kinds = {torch.float32: ("F32", "<f4"), torch.uint8: ("U8", "u1"), torch.int8: ("I8", "i1")}
-        dtype, np_type = kinds[t.dtype]
-        data = t.numpy().astype(np_type).tobytes()
-        header[name] = {"dtype": dtype, "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+        if isinstance(tensors[name], tuple):  # (dtype, shape, raw bytes) as stored, e.g. BF16 copied across
+            dtype, shape, data = tensors[name]
+        else:
+            t = tensors[name].detach().contiguous().cpu()
+            kinds = {torch.float32: ("F32", "<f4"), torch.uint8: ("U8", "u1"), torch.int8: ("I8", "i1")}
+            dtype, np_type = kinds[t.dtype]
+            data = t.numpy().astype(np_type).tobytes()
+            shape = t.shape
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + len(data)]}
         blobs.append(data)
         offset += len(data)
     head = json.dumps(header, separators=(",", ":")).encode("utf-8")
