@@ -11,6 +11,7 @@ import { initBackend } from '../engine/backend/index.ts';
 import { UserError } from '../engine/errors.ts';
 import { savedDType } from '../engine/export.ts';
 import { GGUF_OUTTYPES, ggufLoraFile, ggufModelFile, type GGUFOutType } from '../engine/export_gguf.ts';
+import { partsLength } from '../engine/io/gguf.ts';
 import { loadAdapter } from '../engine/io/peft.ts';
 import { checkFiniteAdapter } from '../engine/model/check.ts';
 import type { LoraAdapter } from '../engine/model/lora.ts';
@@ -60,10 +61,10 @@ export async function exportGgufCommand(argv: string[]): Promise<void> {
       await checkFiniteAdapter(adapter, adapterSource.location);
     }
     const outtype = (outtypeFlag ?? savedDType(opened).toLowerCase()) as GGUFOutType;
-    const bytes = lora && adapter ? await ggufLoraFile(opened, model, adapter) : await ggufModelFile(opened, model, adapter, outtype);
+    const parts = lora && adapter ? await ggufLoraFile(opened, model, adapter) : await ggufModelFile(opened, model, adapter, outtype);
     await mkdir(dirname(resolve(out)), { recursive: true });
-    await writeFileAtomic(out, bytes);
-    const size = `${(bytes.length / 2 ** 20).toFixed(1)} MiB`;
+    await writeFileAtomic(out, parts);
+    const size = `${(partsLength(parts) / 2 ** 20).toFixed(1)} MiB`;
     console.log(lora ? `GGUF LoRA adapter written to ${out} (f32, ${size}); load it beside the base model's GGUF.` : `GGUF model written to ${out} (${outtype}${adapter ? ', adapter merged' : ''}, ${size}).`);
     const q = model.quantization();
     if (q && !lora) console.log(`the base was quantised (${q.kind}): the GGUF holds its dequantised weights${adapter ? ' plus the LoRA delta' : ''}.`);

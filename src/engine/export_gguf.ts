@@ -173,7 +173,7 @@ function modelName(folder: OpenModelFolder): string {
  * q/k rows permuted for llama.cpp's RoPE, llama3 rope scaling as a `rope_freqs` tensor, and the
  * tokenizer with its special tokens and chat template.
  */
-export async function ggufModelFile(folder: OpenModelFolder, model: CausalLM, adapter: LoraAdapter | null, outtype: GGUFOutType): Promise<Uint8Array> {
+export async function ggufModelFile(folder: OpenModelFolder, model: CausalLM, adapter: LoraAdapter | null, outtype: GGUFOutType): Promise<Uint8Array[]> {
   checkOuttype(outtype);
   const c = model.config;
   const arch = ggufArchitecture(folder, c);
@@ -244,7 +244,7 @@ export function ggufLoraAlpha(adapter: LoraAdapter): number {
  * are, so that B·A lands on the permuted rows. A quantised base needs nothing special: llama.cpp
  * applies the adapter beside the base GGUF's weights, whatever their type.
  */
-export async function ggufLoraFile(folder: OpenModelFolder, model: CausalLM, adapter: LoraAdapter): Promise<Uint8Array> {
+export async function ggufLoraFile(folder: OpenModelFolder, model: CausalLM, adapter: LoraAdapter): Promise<Uint8Array[]> {
   const c = model.config;
   const arch = ggufArchitecture(folder, c);
   const md = new GGUFMetadata();

@@ -209,9 +209,10 @@ export interface StudioApi {
   exportZip(kind: 'adapter' | 'merged' | 'recipe', runId?: string): Promise<Uint8Array>;
   /**
    * A GGUF file for llama.cpp, Ollama or LM Studio, of the same weights as exportZip: the merged
-   * model in `outtype`, or (`lora`) the adapter alone, to load beside the base model's GGUF.
+   * model in `outtype`, or (`lora`) the adapter alone, to load beside the base model's GGUF. A
+   * Blob of the file's parts, never joined into one buffer in the Worker.
    */
-  exportGguf(kind: 'model' | 'lora', outtype: GgufOuttype, runId?: string): Promise<Uint8Array>;
+  exportGguf(kind: 'model' | 'lora', outtype: GgufOuttype, runId?: string): Promise<Blob>;
   /**
    * Storage used and allowed for this origin. StorageManager.persist() exists in pages only, so
    * the page must request persistence itself; `persisted` says whether it was granted.

@@ -461,15 +461,16 @@ export class StudioWorker implements StudioApi {
     });
   }
 
-  async exportGguf(kind: 'model' | 'lora', outtype: GgufOuttype, runId?: string): Promise<Uint8Array> {
+  async exportGguf(kind: 'model' | 'lora', outtype: GgufOuttype, runId?: string): Promise<Blob> {
     const id = this.exportedRun(runId);
-    return this.reading('download', () =>
+    const parts = await this.reading('download', () =>
       this.withWeights(id, ({ folder, model, adapter }) => {
         if (kind === 'model') return ggufModelFile(folder, model, adapter, outtype);
         if (!adapter) throw new UserError('This run trained the model\'s own weights, so it has no adapter; download the GGUF model instead.');
         return ggufLoraFile(folder, model, adapter);
       }),
     );
+    return new Blob(parts as Uint8Array<ArrayBuffer>[], { type: 'application/octet-stream' });
   }
 
   /** A run in progress changes its weights under the reader: its latest checkpoint is exported instead. */

@@ -37,10 +37,10 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-/** The bytes as a file llama.cpp loads (it reads GGUF from a path). */
-async function gguFile(bytes: Uint8Array): Promise<string> {
+/** The file's parts as a file llama.cpp loads (it reads GGUF from a path). */
+async function gguFile(parts: Uint8Array[]): Promise<string> {
   const path = join(dir, `${fileNo++}.gguf`);
-  await writeFile(path, bytes);
+  await writeFile(path, Buffer.concat(parts));
   return path;
 }
 

@@ -42,7 +42,8 @@ afterAll(async () => {
 });
 
 /** The file through @huggingface/gguf's parser, which reads local files only by path. */
-async function parse(bytes: Uint8Array): Promise<Parsed> {
+async function parse(parts: Uint8Array[]): Promise<Parsed> {
+  const bytes = new Uint8Array(Buffer.concat(parts));
   const path = join(dir, `${fileNo++}.gguf`);
   await writeFile(path, bytes);
   const out = await gguf(path, { allowLocalFile: true, typedMetadata: true });

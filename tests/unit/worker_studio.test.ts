@@ -223,9 +223,9 @@ describe('StudioWorker on stories260K', () => {
 
   it('downloads GGUF files of the run: the merged model and the LoRA adapter, live and stored', async () => {
     const { gguf } = await import('@huggingface/gguf');
-    const read = async (bytes: Uint8Array) => {
+    const read = async (blob: Blob) => {
       const path = join(await mkdtemp(join(tmpdir(), 'studio-gguf-')), 'x.gguf');
-      await writeFile(path, bytes);
+      await writeFile(path, new Uint8Array(await blob.arrayBuffer()));
       return (await gguf(path, { allowLocalFile: true })) as unknown as { metadata: Record<string, unknown>; tensorInfos: { name: string }[] };
     };
     const model = await read(await studio.exportGguf('model', 'q8_0'));

@@ -167,8 +167,8 @@ function tensorBytes(ne: readonly number[], type: GGMLTypeName): number {
   return (ne.reduce((a, d) => a * d, 1) / values) * bytes;
 }
 
-/** A whole GGUF file: header, key-values, tensor infos, then the aligned tensor data. */
-export function writeGGUF(metadata: GGUFMetadata, tensors: readonly GGUFTensor[]): Uint8Array {
+/** A whole GGUF file, as its parts in order: header, key-values, tensor infos, then the aligned tensor data. */
+export function writeGGUF(metadata: GGUFMetadata, tensors: readonly GGUFTensor[]): Uint8Array[] {
   const alignmentEntry = metadata.entries.get('general.alignment');
   const alignment = alignmentEntry ? Number(alignmentEntry.value) : GGUF_DEFAULT_ALIGNMENT;
   if (!Number.isInteger(alignment) || alignment <= 0 || alignment % 8 !== 0) throw new Error(`general.alignment must be a positive multiple of 8 (got ${alignment})`);
@@ -191,7 +191,6 @@ export function writeGGUF(metadata: GGUFMetadata, tensors: readonly GGUFTensor[]
     }
   }
   let offset = 0;
-  const offsets: number[] = [];
   const names = new Set<string>();
   for (const t of tensors) {
     if (names.has(t.name)) throw new Error(`tensor ${t.name} is written twice`);
@@ -203,15 +202,26 @@ export function writeGGUF(metadata: GGUFMetadata, tensors: readonly GGUFTensor[]
     for (const d of t.ne) head.u64(d);
     head.u32(GGML_TYPE[t.type]);
     head.u64(offset);
-    offsets.push(offset);
     offset += pad(bytes);
   }
 
-  const dataStart = pad(head.length);
-  const out = new Uint8Array(dataStart + offset);
-  out.set(head.bytes(), 0);
-  tensors.forEach((t, i) => out.set(t.data, dataStart + offsets[i]));
-  return out;
+  // The file as parts in order: the header padded to the alignment, then each tensor's data and
+  // its padding. Nothing is copied into one buffer: a multi-gigabyte export would need twice its
+  // size at once; the CLI writes the parts one after another and the studio makes a Blob of them.
+  const parts: Uint8Array[] = [];
+  const zeros = (n: number) => new Uint8Array(n);
+  const header = head.bytes();
+  parts.push(header, zeros(pad(header.length) - header.length));
+  for (const t of tensors) {
+    parts.push(t.data);
+    if (pad(t.data.length) > t.data.length) parts.push(zeros(pad(t.data.length) - t.data.length));
+  }
+  return parts.filter((part) => part.length > 0);
+}
+
+/** The total length of a file's parts. */
+export function partsLength(parts: readonly Uint8Array[]): number {
+  return parts.reduce((n, part) => n + part.length, 0);
 }
 
 /** A growing little-endian byte buffer for the header, whose size is known only once written. */

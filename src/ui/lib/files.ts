@@ -98,7 +98,12 @@ export function unzipFolder(bytes: Uint8Array): Record<string, Uint8Array> {
 
 /** Saves bytes as a file download through a Blob URL and an <a download>. */
 export function saveBytes(bytes: Uint8Array, fileName: string, type = 'application/zip'): void {
-  const url = URL.createObjectURL(new Blob([bytes as Uint8Array<ArrayBuffer>], { type }));
+  saveBlob(new Blob([bytes as Uint8Array<ArrayBuffer>], { type }), fileName);
+}
+
+/** Saves a Blob (a large export the Worker made from parts) as a file download. */
+export function saveBlob(blob: Blob, fileName: string): void {
+  const url = URL.createObjectURL(blob);
   const a = document.createElement('a');
   a.href = url;
   a.download = fileName;

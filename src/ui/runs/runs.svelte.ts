@@ -5,7 +5,7 @@
  */
 import type { AppState } from '../app.svelte.ts';
 import { describeError, errorText } from '../lib/errors.ts';
-import { fileSafe, saveBytes, unzipFolder } from '../lib/files.ts';
+import { fileSafe, saveBlob, saveBytes, unzipFolder } from '../lib/files.ts';
 import { buffersOf, transfer } from '../connect.ts';
 import { resumeNeedsModel } from '../train/train.svelte.ts';
 import { seriesFromMetrics, type Series } from '../train/series.ts';
@@ -158,9 +158,9 @@ export class RunsStore {
   /** A GGUF for llama.cpp, Ollama or LM Studio: the merged model in `outtype`, or the LoRA adapter alone. */
   async exportGguf(kind: 'model' | 'lora', outtype: GgufOuttype, run: RunRecord | null): Promise<string | null> {
     try {
-      const bytes = await this.app.api.exportGguf(kind, outtype, run?.id);
+      const blob = await this.app.api.exportGguf(kind, outtype, run?.id);
       const name = fileSafe(run?.name ?? this.app.model.model?.name ?? 'studio');
-      saveBytes(bytes, kind === 'lora' ? `${name}-lora.gguf` : `${name}-${outtype}.gguf`, 'application/octet-stream');
+      saveBlob(blob, kind === 'lora' ? `${name}-lora.gguf` : `${name}-${outtype}.gguf`);
       return null;
     } catch (e) {
       return errorText(e);
