@@ -82,6 +82,14 @@ test('a Hub dataset: its splits, the mapping changed, a run, and a reload from t
     await expect(page.getByTestId('data-rows')).toHaveText('12');
     await expect(page.getByTestId('data-preview')).toContainText('Lily in the park');
     expect(hub.requests).toEqual([]);
+
+    // Removing the downloaded datasets: the next reload fetches the split's files again.
+    await page.getByTestId('hub-dataset-clear').click();
+    await expect(page.getByTestId('hub-dataset')).toContainText('Downloaded datasets were removed from this browser');
+    await page.reload();
+    await page.getByTestId('nav-data').click();
+    await expect(page.getByTestId('data-rows')).toHaveText('12');
+    expect(hub.requests.some((r) => r.startsWith(`GET /datasets/${DATASET}/resolve/`))).toBe(true);
     expect(errors).toEqual([]);
   } finally {
     await hub.close();

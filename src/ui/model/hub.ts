@@ -344,6 +344,11 @@ export async function clearModelCache(storage: CacheStorage | null = globalThis.
   await storage?.delete(MODEL_CACHE);
 }
 
+/** Forgets every downloaded dataset file (a dataset in use stays loaded until the page reloads). */
+export async function clearDatasetCache(storage: CacheStorage | null = globalThis.caches ?? null): Promise<void> {
+  await storage?.delete(DATASET_CACHE);
+}
+
 async function readAll(stream: ReadableStream<Uint8Array>, onBytes: (n: number) => void, signal?: AbortSignal): Promise<Uint8Array> {
   const reader = stream.getReader();
   const chunks: Uint8Array[] = [];
