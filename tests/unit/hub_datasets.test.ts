@@ -251,6 +251,19 @@ describe('dataset downloads from a server in the Hub layout', () => {
     expect(read.num_rows).toBe(12);
   });
 
+  it('stops when cancelled, with one sentence, and fetches the split when asked again', async () => {
+    hub = await startHubServer({}, { [REPO]: `${FIXTURES}stories-qa` });
+    const splits = discoverSplits(await listDatasetFiles({ repo: REPO, hubUrl: hub.url }));
+    const cache = new MemoryCacheStorage() as unknown as CacheStorage;
+    const abort = new AbortController();
+    abort.abort();
+    await expect(downloadDatasetFiles({ repo: REPO, files: splits[0].files, hubUrl: hub.url, cacheStorage: cache, signal: abort.signal })).rejects.toThrow(
+      'Download cancelled; start it again to continue where it stopped.',
+    );
+    const blobs = await downloadDatasetFiles({ repo: REPO, files: splits[0].files, hubUrl: hub.url, cacheStorage: cache });
+    for (const path of TRAIN) expect(Buffer.from(await blobs[path].arrayBuffer()).equals(readFileSync(`${FIXTURES}stories-qa/${path}`))).toBe(true);
+  });
+
   it('says when the dataset does not exist, or the id is not one', async () => {
     hub = await startHubServer({ [REPO]: `${FIXTURES}stories-qa` });
     // A model of that name is not a dataset.

@@ -72,6 +72,8 @@ export class HubDatasetStore {
   /** The current split's files (Blobs from Cache Storage), kept to read again with another mapping. */
   private files: DatasetFile[] = [];
   private seq = 0;
+  /** Stops the download in progress; what is already cached stays, so fetching again continues. */
+  private abortDownload: AbortController | null = null;
 
   constructor(
     private readonly app: AppState,
@@ -142,6 +144,10 @@ export class HubDatasetStore {
     return true;
   }
 
+  cancelDownload(): void {
+    this.abortDownload?.abort();
+  }
+
   /** Another dataset (a file, a sample, a run's) is in use. */
   clear(): void {
     this.seq++;
@@ -153,14 +159,19 @@ export class HubDatasetStore {
   private open(repo: string, split: DatasetSplit, mapping: ColumnMapping | null, remember: boolean): Promise<void> {
     return this.guarded(async (seq) => {
       this.busy = `Fetching ${repo} (${splitLabel(split)})…`;
+      const abort = new AbortController();
+      this.abortDownload = abort;
       const blobs = await downloadDatasetFiles({
         repo,
         files: split.files,
         hubUrl: this.app.model.hubUrl,
         accessToken: this.app.model.token || undefined,
+        signal: abort.signal,
         onProgress: (p) => {
           if (seq === this.seq) this.download = p;
         },
+      }).finally(() => {
+        if (this.abortDownload === abort) this.abortDownload = null;
       });
       this.download = null;
       if (seq !== this.seq) return;
