@@ -25,5 +25,5 @@ export const CATALOG: readonly CatalogModel[] = [
   { id: 'meta-llama/Llama-3.2-1B-Instruct', params: '1.24B', bytes: 2_471_645_608, gated: true, note: 'Gated: accept the licence on huggingface.co and paste a token.' },
   { id: 'unsloth/Qwen2.5-0.5B-Instruct-bnb-4bit', params: '494M', bytes: 457_219_472, gated: false, note: 'Qwen2.5-0.5B pre-quantised to 4 bits (NF4): under half the download; QLoRA only. Apache 2.0.' },
   { id: 'unsloth/Llama-3.2-1B-Instruct-bnb-4bit', params: '1.24B', bytes: 1_027_596_512, gated: false, note: 'Llama 3.2 1B pre-quantised to 4 bits (NF4), no token needed; QLoRA only. Llama 3.2 licence.' },
-  { id: 'unsloth/Llama-3.2-3B-Instruct-bnb-4bit', params: '3.21B', bytes: 2_242_620_808, gated: false, note: 'Llama 3.2 3B in 4 bits (NF4): the largest that fits a tab; QLoRA only. Llama 3.2 licence.' },
+  { id: 'unsloth/Llama-3.2-3B-Instruct-bnb-4bit', params: '3.21B', bytes: 2_242_620_808, gated: false, note: 'Llama 3.2 3B in 4 bits (NF4): about 3.9 GB to train at 512 tokens; QLoRA only. Llama 3.2 licence.' },
 ];
