@@ -56,6 +56,8 @@ const USAGE = `finetune — fine-tune small LLMs with LoRA on TensorFlow.js
 
 train, eval, generate and merge also take --backend cpu|wasm|webgpu; the default is the fastest
 available here: webgpu on a hardware GPU, else wasm (a software GPU such as SwiftShader is slower).
+eval, generate and merge quantise the base as a recipe's quantization block does with --load_in_4bit
+[--bnb_4bit_quant_type nf4|fp4] [--bnb_4bit_use_double_quant] or --load_in_8bit (QLoRA).
 A recipe that leaves logging_steps unset logs every step of a run shorter than ${SHORT_RUN_STEPS} steps.`;
 
 /** What the failure message needs to know about the command that failed. */
