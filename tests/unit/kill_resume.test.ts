@@ -78,11 +78,13 @@ function trainAndKill(outName: string, when: { onLine?: (line: string) => boolea
       let names: string[];
       try {
         names = readdirSync(out);
-        watcher ??= watch(out, (_event, file) => {
-          const hit = file ? when.onEntries?.([String(file)]) : null;
-          if (hit) kill(hit);
-        });
-        watcher.on('error', () => undefined);
+        if (watcher === null) {
+          watcher = watch(out, (_event, file) => {
+            const hit = file ? when.onEntries?.([String(file)]) : null;
+            if (hit) kill(hit);
+          });
+          watcher.on('error', () => undefined);
+        }
       } catch {
         return; // not created yet
       }
