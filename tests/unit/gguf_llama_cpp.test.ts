@@ -17,7 +17,8 @@ import { generate } from '../../src/engine/model/generate.ts';
 import type { CausalLM } from '../../src/engine/model/llama.ts';
 import { LoraAdapter } from '../../src/engine/model/lora.ts';
 import { Rng } from '../../src/engine/rng.ts';
-import { loadModel, type LoadedModel } from '../../src/engine/run.ts';
+import { loadModel, prepareRun, type LoadedModel } from '../../src/engine/run.ts';
+import { parseRecipe } from '../../src/engine/recipe.ts';
 import { buildTinyModelFolder, STORIES_DIR, type TinyModelOptions } from './helpers/tiny_model.ts';
 
 let llama: Llama;
@@ -273,6 +274,31 @@ describe('a GGUF LoRA applied by llama.cpp', () => {
       await cpp.dispose();
       await merged.dispose();
       adapter.dispose();
+    }
+  });
+
+  it('a trained adapter (SFT on stories260K) gives, applied by llama.cpp, the greedy text of our merged model', async () => {
+    // Ten SFT steps teach stories260K that the little one is a dog named Max.
+    const text = Array.from({ length: 4 }, () => JSON.stringify({ text: 'Once upon a time, there was a little dog named Max. Max liked to run in the park.' })).join('\n');
+    const recipe = parseRecipe({ model: 'stories260K', train_file: 'max.jsonl', max_steps: 10, learning_rate: 1e-2, per_device_train_batch_size: 4, peft: { r: 8, lora_dropout: 0 }, seed: 5 }, 'recipe.json');
+    const run = await prepareRun(recipe, { model: nodeFolder(STORIES_DIR), train: { text, file: 'max.jsonl' } });
+    await run.trainer.train();
+    const { model, folder, tokenizer } = run.loaded;
+    const adapter = run.adapter!;
+    const ids = tokenizer.encode(PROMPT);
+    const [ours] = await generate(model, [ids], { do_sample: false, max_new_tokens: 20, adapter });
+    const oursText = PROMPT + tokenizer.decode(ours);
+    expect(oursText).toContain('dog named Max');
+    const cpp = await llamaCpp(await gguFile(await ggufModelFile(folder, model, null, 'f32')), await gguFile(await ggufLoraFile(folder, model, adapter)));
+    const merged = await llamaCpp(await gguFile(await ggufModelFile(folder, model, adapter, 'f32')));
+    try {
+      console.log(`trained adapter, engine: ${JSON.stringify(oursText)}`);
+      expect(await llamaGreedy(cpp.context, ids, 20)).toEqual(ours);
+      expect(await llamaGreedy(merged.context, ids, 20)).toEqual(ours);
+    } finally {
+      await cpp.dispose();
+      await merged.dispose();
+      run.dispose();
     }
   });
 
