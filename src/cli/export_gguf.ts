@@ -5,13 +5,12 @@
  * convert_lora_to_gguf.py writes), for llama.cpp to apply to the base model's GGUF.
  */
 import { existsSync, statSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { initBackend } from '../engine/backend/index.ts';
 import { UserError } from '../engine/errors.ts';
 import { savedDType } from '../engine/export.ts';
 import { GGUF_OUTTYPES, ggufLoraFile, ggufModelFile, type GGUFOutType } from '../engine/export_gguf.ts';
-import { partsLength } from '../engine/io/gguf.ts';
 import { loadAdapter } from '../engine/io/peft.ts';
 import { checkFiniteAdapter } from '../engine/model/check.ts';
 import type { LoraAdapter } from '../engine/model/lora.ts';
@@ -64,7 +63,7 @@ export async function exportGgufCommand(argv: string[]): Promise<void> {
     const parts = lora && adapter ? await ggufLoraFile(opened, model, adapter) : await ggufModelFile(opened, model, adapter, outtype);
     await mkdir(dirname(resolve(out)), { recursive: true });
     await writeFileAtomic(out, parts);
-    const size = `${(partsLength(parts) / 2 ** 20).toFixed(1)} MiB`;
+    const size = `${((await stat(out)).size / 2 ** 20).toFixed(1)} MiB`;
     console.log(lora ? `GGUF LoRA adapter written to ${out} (f32, ${size}); load it beside the base model's GGUF.` : `GGUF model written to ${out} (${outtype}${adapter ? ', adapter merged' : ''}, ${size}).`);
     const q = model.quantization();
     if (q && !lora) console.log(`the base was quantised (${q.kind}): the GGUF holds its dequantised weights${adapter ? ' plus the LoRA delta' : ''}.`);

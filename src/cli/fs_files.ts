@@ -73,12 +73,14 @@ function listFiles(dir: string, prefix: string): string[] {
 }
 
 /** Write, flush to disk and close a new file; 'wx' refuses to clobber anything already there. */
-async function writeDurably(path: string, content: Uint8Array | string | readonly Uint8Array[]): Promise<void> {
+/** A file's content: bytes, text, or parts written one after another as they are made (a GGUF). */
+export type FileContent = Uint8Array | string | AsyncIterable<Uint8Array>;
+
+async function writeDurably(path: string, content: FileContent): Promise<void> {
   const fh = await open(path, 'wx');
   try {
-    // A file given as parts (a GGUF) is written part after part, never joined in memory.
-    if (Array.isArray(content)) for (const part of content as readonly Uint8Array[]) await fh.write(part);
-    else await fh.writeFile(content as Uint8Array | string);
+    if (typeof content === 'string' || content instanceof Uint8Array) await fh.writeFile(content);
+    else for await (const part of content) await fh.write(part);
     await fh.sync();
   } finally {
     await fh.close();
@@ -91,7 +93,7 @@ async function removeQuietly(path: string): Promise<void> {
 }
 
 /** Write a temporary file beside `path`, then rename it over `path`: readers see the old file or the new one. */
-export async function writeFileAtomic(path: string, content: Uint8Array | string | readonly Uint8Array[]): Promise<void> {
+export async function writeFileAtomic(path: string, content: FileContent): Promise<void> {
   const tmp = join(dirname(path), `.${basename(path)}.${randomUUID()}.tmp`);
   try {
     await writeDurably(tmp, content);

@@ -8,7 +8,7 @@
 import { UserError } from './errors.ts';
 import { mergedWeight } from './export.ts';
 import { pathIn, readText } from './io/files.ts';
-import { GGML_QUANT_VERSION, GGUFMetadata, canEncode, encodeTensor, writeGGUF, type GGMLTypeName, type GGUFTensor } from './io/gguf.ts';
+import { GGML_QUANT_VERSION, GGUFMetadata, canEncode, encodeTensor, streamGGUF, type GGMLTypeName, type GGUFTensor, type GGUFTensorInfo } from './io/gguf.ts';
 import { addTokenizerMetadata } from './io/gguf_tokenizer.ts';
 import type { OpenModelFolder } from './io/model_folder.ts';
 import type { Architecture, ModelConfig } from './model/config.ts';
@@ -173,7 +173,7 @@ function modelName(folder: OpenModelFolder): string {
  * q/k rows permuted for llama.cpp's RoPE, llama3 rope scaling as a `rope_freqs` tensor, and the
  * tokenizer with its special tokens and chat template.
  */
-export async function ggufModelFile(folder: OpenModelFolder, model: CausalLM, adapter: LoraAdapter | null, outtype: GGUFOutType): Promise<Uint8Array[]> {
+export async function ggufModelFile(folder: OpenModelFolder, model: CausalLM, adapter: LoraAdapter | null, outtype: GGUFOutType): Promise<AsyncIterable<Uint8Array>> {
   checkOuttype(outtype);
   const c = model.config;
   const arch = ggufArchitecture(folder, c);
@@ -211,19 +211,19 @@ export async function ggufModelFile(folder: OpenModelFolder, model: CausalLM, ad
   }
   addTokenizerMetadata(md, { tokenizerJson: folder.tokenizerJson, tokenizerConfig, config: folder.config, location: folder.source.location }, arch, c.vocab_size);
 
-  const tensors: GGUFTensor[] = [];
+  // Each tensor is merged, permuted and encoded only when the file reaches it.
+  const tensors: (GGUFTensorInfo & { data: () => Promise<Uint8Array> })[] = [];
   if (c.rope_scaling?.rope_type === 'llama3') {
     const factors = llama3RopeFactors(c);
-    tensors.push({ name: 'rope_freqs.weight', ne: [factors.length], type: 'F32', data: encodeTensor(factors, factors.length, 'F32') });
+    tensors.push({ name: 'rope_freqs.weight', ne: [factors.length], type: 'F32', data: async () => encodeTensor(factors, factors.length, 'F32') });
   }
   for (const [hfName, shape] of expectedWeights(c)) {
     const name = ggufTensorName(hfName);
     const ne = ggmlShape(shape);
     const type = tensorType(name, ne, outtype);
-    const values = permuteForRope(c, hfName, await mergedWeight(model, adapter, hfName), shape[0]);
-    tensors.push({ name, ne, type, data: encodeTensor(values, ne[0], type) });
+    tensors.push({ name, ne, type, data: async () => encodeTensor(permuteForRope(c, hfName, await mergedWeight(model, adapter, hfName), shape[0]), ne[0], type) });
   }
-  return writeGGUF(md, tensors);
+  return streamGGUF(md, tensors, (i) => tensors[i].data());
 }
 
 /**
@@ -244,7 +244,7 @@ export function ggufLoraAlpha(adapter: LoraAdapter): number {
  * are, so that B·A lands on the permuted rows. A quantised base needs nothing special: llama.cpp
  * applies the adapter beside the base GGUF's weights, whatever their type.
  */
-export async function ggufLoraFile(folder: OpenModelFolder, model: CausalLM, adapter: LoraAdapter): Promise<Uint8Array[]> {
+export async function ggufLoraFile(folder: OpenModelFolder, model: CausalLM, adapter: LoraAdapter): Promise<AsyncIterable<Uint8Array>> {
   const c = model.config;
   const arch = ggufArchitecture(folder, c);
   const md = new GGUFMetadata();
@@ -266,5 +266,6 @@ export async function ggufLoraFile(folder: OpenModelFolder, model: CausalLM, ada
     tensors.push({ name: `${name}.lora_a`, ne: [inFeatures, r], type: 'F32', data: encodeTensor(a, inFeatures, 'F32') });
     tensors.push({ name: `${name}.lora_b`, ne: [r, outFeatures], type: 'F32', data: encodeTensor(b, r, 'F32') });
   }
-  return writeGGUF(md, tensors);
+  // An adapter is small: its tensors are encoded up front and handed out as parts.
+  return streamGGUF(md, tensors, (i) => tensors[i].data);
 }

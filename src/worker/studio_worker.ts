@@ -463,14 +463,17 @@ export class StudioWorker implements StudioApi {
 
   async exportGguf(kind: 'model' | 'lora', outtype: GgufOuttype, runId?: string): Promise<Blob> {
     const id = this.exportedRun(runId);
-    const parts = await this.reading('download', () =>
-      this.withWeights(id, ({ folder, model, adapter }) => {
-        if (kind === 'model') return ggufModelFile(folder, model, adapter, outtype);
-        if (!adapter) throw new UserError('This run trained the model\'s own weights, so it has no adapter; download the GGUF model instead.');
-        return ggufLoraFile(folder, model, adapter);
+    return this.reading('download', () =>
+      this.withWeights(id, async ({ folder, model, adapter }) => {
+        if (kind === 'lora' && !adapter) throw new UserError('This run trained the model\'s own weights, so it has no adapter; download the GGUF model instead.');
+        const parts = kind === 'model' ? await ggufModelFile(folder, model, adapter, outtype) : await ggufLoraFile(folder, model, adapter!);
+        // Each part becomes a Blob of its own as it is made (a browser keeps Blob data outside
+        // the Worker's heap), so the file is never whole in the Worker's memory.
+        const blobs: Blob[] = [];
+        for await (const part of parts) blobs.push(new Blob([part as Uint8Array<ArrayBuffer>]));
+        return new Blob(blobs, { type: 'application/octet-stream' });
       }),
     );
-    return new Blob(parts as Uint8Array<ArrayBuffer>[], { type: 'application/octet-stream' });
   }
 
   /** A run in progress changes its weights under the reader: its latest checkpoint is exported instead. */

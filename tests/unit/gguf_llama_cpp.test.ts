@@ -39,9 +39,11 @@ afterAll(async () => {
 });
 
 /** The file's parts as a file llama.cpp loads (it reads GGUF from a path). */
-async function gguFile(parts: Uint8Array[]): Promise<string> {
+async function gguFile(parts: AsyncIterable<Uint8Array>): Promise<string> {
   const path = join(dir, `${fileNo++}.gguf`);
-  await writeFile(path, Buffer.concat(parts));
+  const chunks: Uint8Array[] = [];
+  for await (const part of parts) chunks.push(part);
+  await writeFile(path, Buffer.concat(chunks));
   return path;
 }
 

@@ -42,8 +42,10 @@ afterAll(async () => {
 });
 
 /** The file through @huggingface/gguf's parser, which reads local files only by path. */
-async function parse(parts: Uint8Array[]): Promise<Parsed> {
-  const bytes = new Uint8Array(Buffer.concat(parts));
+async function parse(parts: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): Promise<Parsed> {
+  const chunks: Uint8Array[] = [];
+  for await (const part of parts) chunks.push(part);
+  const bytes = new Uint8Array(Buffer.concat(chunks));
   const path = join(dir, `${fileNo++}.gguf`);
   await writeFile(path, bytes);
   const out = await gguf(path, { allowLocalFile: true, typedMetadata: true });

@@ -96,11 +96,15 @@ const BLOCK: Record<GGMLTypeName, [values: number, bytes: number]> = {
   Q8_0: [QK8_0, 2 + QK8_0],
 };
 
-export interface GGUFTensor {
+/** A tensor's entry in a GGUF header: its name, shape and type. */
+export interface GGUFTensorInfo {
   name: string;
   /** ggml's ne: the row (innermost) dimension first, so a [out, in] matrix is [in, out]. */
   ne: number[];
   type: GGMLTypeName;
+}
+
+export interface GGUFTensor extends GGUFTensorInfo {
   /** The encoded values (see `encodeTensor`). */
   data: Uint8Array;
 }
@@ -167,8 +171,12 @@ function tensorBytes(ne: readonly number[], type: GGMLTypeName): number {
   return (ne.reduce((a, d) => a * d, 1) / values) * bytes;
 }
 
-/** A whole GGUF file, as its parts in order: header, key-values, tensor infos, then the aligned tensor data. */
-export function writeGGUF(metadata: GGUFMetadata, tensors: readonly GGUFTensor[]): Uint8Array[] {
+/**
+ * The header of a GGUF file (magic, version, key-values, tensor infos) padded to the alignment,
+ * and the padding that follows each tensor's data. Offsets follow from shapes and types alone,
+ * so the header is written before any tensor's data exists.
+ */
+function ggufHeader(metadata: GGUFMetadata, tensors: readonly GGUFTensorInfo[]): { header: Uint8Array; padding: (bytes: number) => Uint8Array } {
   const alignmentEntry = metadata.entries.get('general.alignment');
   const alignment = alignmentEntry ? Number(alignmentEntry.value) : GGUF_DEFAULT_ALIGNMENT;
   if (!Number.isInteger(alignment) || alignment <= 0 || alignment % 8 !== 0) throw new Error(`general.alignment must be a positive multiple of 8 (got ${alignment})`);
@@ -195,34 +203,52 @@ export function writeGGUF(metadata: GGUFMetadata, tensors: readonly GGUFTensor[]
   for (const t of tensors) {
     if (names.has(t.name)) throw new Error(`tensor ${t.name} is written twice`);
     names.add(t.name);
-    const bytes = tensorBytes(t.ne, t.type);
-    if (t.data.length !== bytes) throw new Error(`tensor ${t.name}: ${t.data.length} bytes of data for ${t.type} [${t.ne}], which takes ${bytes}`);
     head.string(t.name);
     head.u32(t.ne.length);
     for (const d of t.ne) head.u64(d);
     head.u32(GGML_TYPE[t.type]);
     head.u64(offset);
-    offset += pad(bytes);
+    offset += pad(tensorBytes(t.ne, t.type));
   }
+  const bytes = head.bytes();
+  const header = new Uint8Array(pad(bytes.length));
+  header.set(bytes);
+  return { header, padding: (n) => new Uint8Array(pad(n) - n) };
+}
 
-  // The file as parts in order: the header padded to the alignment, then each tensor's data and
-  // its padding. Nothing is copied into one buffer: a multi-gigabyte export would need twice its
-  // size at once; the CLI writes the parts one after another and the studio makes a Blob of them.
-  const parts: Uint8Array[] = [];
-  const zeros = (n: number) => new Uint8Array(n);
-  const header = head.bytes();
-  parts.push(header, zeros(pad(header.length) - header.length));
-  for (const t of tensors) {
-    parts.push(t.data);
-    if (pad(t.data.length) > t.data.length) parts.push(zeros(pad(t.data.length) - t.data.length));
+function checkData(t: GGUFTensorInfo, data: Uint8Array): void {
+  const bytes = tensorBytes(t.ne, t.type);
+  if (data.length !== bytes) throw new Error(`tensor ${t.name}: ${data.length} bytes of data for ${t.type} [${t.ne}], which takes ${bytes}`);
+}
+
+/**
+ * A GGUF file as its parts in order, made as they are asked for: the header, then each tensor's
+ * data from `data(i)` and its padding. Only the tensor being written need exist: the CLI writes
+ * each part as it comes and the studio turns each into a Blob, so a multi-gigabyte export never
+ * holds the whole file.
+ */
+export async function* streamGGUF(metadata: GGUFMetadata, tensors: readonly GGUFTensorInfo[], data: (i: number) => Uint8Array | Promise<Uint8Array>): AsyncGenerator<Uint8Array> {
+  const { header, padding } = ggufHeader(metadata, tensors);
+  yield header;
+  for (let i = 0; i < tensors.length; i++) {
+    const bytes = await data(i);
+    checkData(tensors[i], bytes);
+    yield bytes;
+    const pad = padding(bytes.length);
+    if (pad.length > 0) yield pad;
   }
+}
+
+/** A GGUF file whose tensors are already encoded, as its parts in order (see `streamGGUF`). */
+export function writeGGUF(metadata: GGUFMetadata, tensors: readonly GGUFTensor[]): Uint8Array[] {
+  for (const t of tensors) checkData(t, t.data);
+  const { header, padding } = ggufHeader(metadata, tensors);
+  const parts = [header];
+  for (const t of tensors) parts.push(t.data, padding(t.data.length));
   return parts.filter((part) => part.length > 0);
 }
 
-/** The total length of a file's parts. */
-export function partsLength(parts: readonly Uint8Array[]): number {
-  return parts.reduce((n, part) => n + part.length, 0);
-}
+
 
 /** A growing little-endian byte buffer for the header, whose size is known only once written. */
 class ByteWriter {
