@@ -229,12 +229,12 @@ describe('dataset downloads from a server in the Hub layout', () => {
 
   it('lists the splits, downloads a split into the cache, and reads it again offline', async () => {
     hub = await startHubServer({}, { [REPO]: `${FIXTURES}stories-qa` });
-    const files = await listDatasetFiles({ repo: REPO, hubUrl: hub.url });
+    const cache = new MemoryCacheStorage() as unknown as CacheStorage;
+    const files = await listDatasetFiles({ repo: REPO, hubUrl: hub.url, cacheStorage: cache });
     const splits = discoverSplits(files);
     expect(splits.map(splitLabel)).toEqual(['train', 'test']);
     expect(hub.requests).toContain(`GET /api/datasets/${REPO}/tree/main`);
 
-    const cache = new MemoryCacheStorage() as unknown as CacheStorage;
     const progress: DownloadProgress[] = [];
     const blobs = await downloadDatasetFiles({ repo: REPO, files: splits[0].files, hubUrl: hub.url, cacheStorage: cache, onProgress: (p) => progress.push(p) });
     for (const path of TRAIN) expect(Buffer.from(await blobs[path].arrayBuffer()).equals(readFileSync(`${FIXTURES}stories-qa/${path}`))).toBe(true);
@@ -244,6 +244,9 @@ describe('dataset downloads from a server in the Hub layout', () => {
     const url = hub.url;
     await hub.close();
     hub = null;
+    // Offline: the listing kept last time offers the same splits.
+    expect(await listDatasetFiles({ repo: REPO, hubUrl: url, cacheStorage: cache })).toEqual(files);
+    await expect(listDatasetFiles({ repo: 'other/data', hubUrl: url, cacheStorage: cache })).rejects.toThrow();
     const again: DownloadProgress[] = [];
     const offline = await downloadDatasetFiles({ repo: REPO, files: splits[0].files, hubUrl: url, cacheStorage: cache, onProgress: (p) => again.push(p) });
     expect(again.every((p) => p.fromCache)).toBe(true);

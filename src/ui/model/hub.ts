@@ -303,17 +303,22 @@ export async function downloadModel(opts: DownloadOptions): Promise<FolderFiles>
 
 /**
  * Every file of a dataset repo (recursively), from the Hub: the listing is asked for afresh, as a
- * dataset may have gained files; a chosen split's files are then read from the cache.
+ * dataset may have gained files, and kept in Cache Storage; without the network, the listing kept
+ * last time is used, so a dataset fetched before can be chosen again offline.
  */
-export async function listDatasetFiles(opts: Omit<DownloadOptions, 'onProgress' | 'cacheStorage' | 'partBytes'>): Promise<RemoteFile[]> {
-  const src = await openSource({ ...opts, cacheStorage: null }, 'dataset', DATASET_CACHE);
+export async function listDatasetFiles(opts: Omit<DownloadOptions, 'onProgress' | 'partBytes'>): Promise<RemoteFile[]> {
+  const src = await openSource(opts, 'dataset', DATASET_CACHE);
+  const listingKey = treeUrl(src.hubUrl, src.repo, src.revision, 'dataset');
   try {
     const files: RemoteFile[] = [];
     for await (const e of listFiles({ repo: { type: 'dataset', name: src.repo }, recursive: true, revision: src.revision, hubUrl: src.hubUrl, accessToken: src.accessToken, fetch: src.fetchFn })) {
       if (e.type === 'file') files.push({ path: e.path, size: e.size });
     }
+    await src.cache?.put(listingKey, jsonResponse(files));
     return files;
   } catch (e) {
+    const kept = await src.cache?.match(listingKey);
+    if (kept && e instanceof TypeError) return (await kept.json()) as RemoteFile[];
     throw new HubError(hubErrorMessage(e, src.repo, src.hubUrl, false, 'dataset'));
   }
 }
