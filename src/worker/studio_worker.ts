@@ -456,7 +456,11 @@ export class StudioWorker implements StudioApi {
   async exportZip(kind: 'adapter' | 'merged' | 'recipe', runId?: string): Promise<Uint8Array> {
     const id = this.exportedRun(runId);
     return this.reading('download', async () => {
-      if (kind === 'merged') return zip(await this.withWeights(id, ({ folder, model, adapter }) => modelFiles(folder, model, savedDType(folder), adapter)));
+      if (kind === 'merged') {
+        // A stored freeze/full checkpoint already is the trained model folder: it is zipped as it is.
+        const files = await this.withWeights(id, ({ folder, model, adapter }) => modelFiles(folder, model, savedDType(folder), adapter), async (whole) => whole);
+        return zip(files);
+      }
       return zip(id !== undefined ? await this.storedRunFiles(kind, id) : await this.liveFiles(kind));
     });
   }
@@ -512,9 +516,14 @@ export class StudioWorker implements StudioApi {
    * The trained weights an export reads: without `id`, the run in memory (its model, and its
    * adapter for LoRA) or the base model with the dropped-in adapter; with `id`, that stored run's
    * latest checkpoint: an adapter on the loaded base model, or a freeze/full checkpoint's whole
-   * model folder loaded for the export and disposed after it.
+   * model folder, handed to `whole` as its files where the caller can use them as they are, else
+   * loaded for the export and disposed after it.
    */
-  private async withWeights<T>(id: string | undefined, use: (w: { folder: LoadedModel['folder']; model: LoadedModel['model']; adapter: LoraAdapter | null }) => Promise<T>): Promise<T> {
+  private async withWeights<T>(
+    id: string | undefined,
+    use: (w: { folder: LoadedModel['folder']; model: LoadedModel['model']; adapter: LoraAdapter | null }) => Promise<T>,
+    whole?: (files: FolderFiles) => Promise<T>,
+  ): Promise<T> {
     if (id === undefined) {
       const session = this.session?.alive ? this.session : null;
       if (session) return use({ folder: session.prepared.loaded.folder, model: session.prepared.loaded.model, adapter: session.prepared.adapter });
@@ -531,6 +540,7 @@ export class StudioWorker implements StudioApi {
     const source = memoryFiles(`${record.name}/checkpoint-${checkpoint.step}`, checkpoint.files);
     if (!('adapter_model.safetensors' in checkpoint.files)) {
       // A freeze or full checkpoint is a whole model folder (in f32).
+      if (whole) return whole(checkpoint.files);
       const trained = await loadModel(source);
       try {
         return await use({ folder: trained.folder, model: trained.model, adapter: null });

@@ -2,6 +2,7 @@ import { describe, expect, it, beforeAll, afterAll } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { fileURLToPath } from 'node:url';
 import { nodeFolder } from '../../src/cli/fs_files.ts';
+import { greedyNoCache } from './helpers/generate.ts';
 import { loadModel, type LoadedModel } from '../../src/engine/run.ts';
 import { generate, pickToken } from '../../src/engine/model/generate.ts';
 import { Rng } from '../../src/engine/rng.ts';
@@ -15,24 +16,11 @@ beforeAll(async () => {
 });
 afterAll(() => m.model.dispose());
 
-/** Greedy decoding without a cache: the whole sequence through the model at every step. */
-function greedyNoCache(ids: number[], n: number): number[] {
-  const out: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const next = tf.tidy(() => {
-      const h = m.model.forward(tf.tensor2d([[...ids, ...out]], undefined, 'int32'));
-      return tf.argMax(m.model.logits(tf.slice(h, [0, ids.length + out.length - 1, 0], [1, 1, -1])), -1).dataSync()[0];
-    });
-    out.push(next);
-  }
-  return out;
-}
-
 describe('generate', () => {
   it('with the KV cache equals decoding without it', async () => {
     const ids = m.tokenizer.encode('Lily had a red');
     const [cached] = await generate(m.model, [ids], { do_sample: false, max_new_tokens: 12 });
-    expect(cached).toEqual(greedyNoCache(ids, 12));
+    expect(cached).toEqual(greedyNoCache(m.model, ids, 12));
   });
 
   it('batches prompts of different lengths (left padding, positions from the mask) exactly as one at a time', async () => {

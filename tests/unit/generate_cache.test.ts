@@ -9,7 +9,8 @@ import { nodeFolder } from '../../src/cli/fs_files.ts';
 import { loadModel, type LoadedModel } from '../../src/engine/run.ts';
 import { generate } from '../../src/engine/model/generate.ts';
 import { allocateKVCache, disposeKVCache } from '../../src/engine/model/llama.ts';
-import { composedKVCacheWrite, writeKVCache } from '../../src/engine/backend/kernels/kv_cache.ts';
+import { writeKVCache } from '../../src/engine/backend/kernels/kv_cache.ts';
+import { expectKVCacheWritesInPlace, greedyNoCache } from './helpers/generate.ts';
 import { attentionForward, composedAttentionForward } from '../../src/engine/backend/kernels/attention.ts';
 import { Rng } from '../../src/engine/rng.ts';
 
@@ -21,19 +22,6 @@ beforeAll(async () => {
   m = await loadModel(nodeFolder(STORIES));
 });
 afterAll(() => m.model.dispose());
-
-/** Greedy decoding without a cache: the whole unpadded sequence through the model at every step. */
-function greedyNoCache(ids: number[], n: number): number[] {
-  const out: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const next = tf.tidy(() => {
-      const h = m.model.forward(tf.tensor2d([[...ids, ...out]], undefined, 'int32'));
-      return tf.argMax(m.model.logits(tf.slice(h, [0, ids.length + out.length - 1, 0], [1, 1, -1])), -1).dataSync()[0];
-    });
-    out.push(next);
-  }
-  return out;
-}
 
 /**
  * Runs `f` with every CPU kernel wrapped to note its name and its input and output shapes; `mark`
@@ -65,21 +53,8 @@ async function recordShapes<T>(f: (mark: () => void) => Promise<T>): Promise<{ r
 }
 
 describe('writeKVCache', () => {
-  it('writes in place what the tfjs composition writes, for one position and for several', () => {
-    const rng = new Rng(3);
-    for (const [T, position] of [[1, 0], [1, 6], [3, 2], [7, 0]]) {
-      const cache = tf.tensor4d(rng.uniform(2 * 3 * 7 * 4, -1, 1), [2, 3, 7, 4]);
-      const update = tf.tensor4d(rng.uniform(2 * 3 * T * 4, -1, 1), [2, 3, T, 4]);
-      const expected = composedKVCacheWrite(cache, update, position);
-      const tensors = tf.memory().numTensors;
-      const written = writeKVCache(cache, update, position);
-      // The same buffer under a new handle: disposing the old one keeps it.
-      expect(written.dataId).toBe(cache.dataId);
-      cache.dispose();
-      expect(Array.from(written.dataSync())).toEqual(Array.from(expected.dataSync()));
-      expect(tf.memory().numTensors).toBe(tensors);
-      tf.dispose([written, update, expected]);
-    }
+  it('writes in place what the tfjs composition writes, for one position and for several', async () => {
+    await expectKVCacheWritesInPlace([[1, 0], [1, 6], [3, 2], [7, 0]], 4);
   });
 
   it('refuses a write past the last slot', () => {
@@ -120,7 +95,7 @@ describe('generate with the static KV cache', () => {
     const prompts = texts.map((t) => m.tokenizer.encode(t));
     const batched = await generate(m.model, prompts, { do_sample: false, max_new_tokens: 12, num_return_sequences: 2, pad_token_id: m.tokenizer.padTokenId });
     expect(batched).toEqual(prompts.flatMap((p) => {
-      const alone = greedyNoCache(p, 12);
+      const alone = greedyNoCache(m.model, p, 12);
       return [alone, alone];
     }));
   });

@@ -9,10 +9,9 @@ import { fileURLToPath } from 'node:url';
 import { nodeFolder } from '../../src/cli/fs_files.ts';
 import { initBackend } from '../../src/engine/backend/index.ts';
 import { installNodeWebGPU } from '../../src/engine/backend/node_webgpu.ts';
-import { composedKVCacheWrite, writeKVCache } from '../../src/engine/backend/kernels/kv_cache.ts';
+import { expectKVCacheWritesInPlace } from './helpers/generate.ts';
 import { generate } from '../../src/engine/model/generate.ts';
 import { loadModel, type LoadedModel } from '../../src/engine/run.ts';
-import { Rng } from '../../src/engine/rng.ts';
 
 const STORIES = fileURLToPath(new URL('../../../shared/models/stories260K', import.meta.url));
 const hasWebGPU = await installNodeWebGPU();
@@ -36,17 +35,7 @@ describe.skipIf(!hasWebGPU)(title, () => {
   afterAll(() => m.model.dispose());
 
   it('writes the cache in place as the tfjs composition does', async () => {
-    const rng = new Rng(3);
-    for (const [T, position] of [[1, 5], [4, 1]]) {
-      const cache = tf.tensor4d(rng.uniform(2 * 3 * 7 * 8, -1, 1), [2, 3, 7, 8]);
-      const update = tf.tensor4d(rng.uniform(2 * 3 * T * 8, -1, 1), [2, 3, T, 8]);
-      const expected = composedKVCacheWrite(cache, update, position);
-      const written = writeKVCache(cache, update, position);
-      expect(written.dataId).toBe(cache.dataId);
-      cache.dispose();
-      expect(Array.from(await written.data())).toEqual(Array.from(await expected.data()));
-      tf.dispose([written, update, expected]);
-    }
+    await expectKVCacheWritesInPlace([[1, 5], [4, 1]], 8);
   });
 
   it('gives the CPU backend’s greedy tokens for left-padded prompts, leaking no tensor', async () => {

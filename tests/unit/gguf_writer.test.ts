@@ -15,7 +15,7 @@ import { UserError } from '../../src/engine/errors.ts';
 import { mergedWeight } from '../../src/engine/export.ts';
 import { ggufLoraAlpha, ggufLoraFile, ggufModelFile, ggufTensorName, llamaPermute, type GGUFOutType } from '../../src/engine/export_gguf.ts';
 import { memoryFiles } from '../../src/engine/io/files.ts';
-import { GGUFMetadata, canEncode, encodeTensor, writeGGUF, type GGUFTensor } from '../../src/engine/io/gguf.ts';
+import { GGUFMetadata, canEncode, encodeTensor, streamGGUF, type GGUFTensor } from '../../src/engine/io/gguf.ts';
 import { bpePre } from '../../src/engine/io/gguf_tokenizer.ts';
 import { bf16BitsToFloat32, f16BitsToFloat32, writeSafetensors } from '../../src/engine/io/safetensors.ts';
 import { LINEAR_MODULES, parseModelConfig } from '../../src/engine/model/config.ts';
@@ -42,7 +42,12 @@ afterAll(async () => {
 });
 
 /** The file through @huggingface/gguf's parser, which reads local files only by path. */
-async function parse(parts: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): Promise<Parsed> {
+/** A file of tensors already encoded, as the writer streams it. */
+function encoded(md: GGUFMetadata, tensors: GGUFTensor[]): AsyncIterable<Uint8Array> {
+  return streamGGUF(md, tensors, (i) => tensors[i].data);
+}
+
+async function parse(parts: AsyncIterable<Uint8Array>): Promise<Parsed> {
   const chunks: Uint8Array[] = [];
   for await (const part of parts) chunks.push(part);
   const bytes = new Uint8Array(Buffer.concat(chunks));
@@ -123,7 +128,7 @@ describe('GGUF writer', () => {
       { name: 'c.bf16', ne: [2, 2], type: 'BF16', data: encodeTensor(values.subarray(10, 14), 2, 'BF16') },
       { name: 'd.q8_0', ne: [32, 2], type: 'Q8_0', data: encodeTensor(values, 32, 'Q8_0') },
     ];
-    const p = await parse(writeGGUF(md, tensors));
+    const p = await parse(encoded(md, tensors));
     const typed = p.typedMetadata as Record<string, { value: unknown; type: number; subType?: number }>;
 
     expect(meta(p, 'version')).toBe(3);
@@ -168,11 +173,11 @@ describe('GGUF writer', () => {
     expect(f32Values(tensorBytes(p, 'a.f32', 24))).toEqual(values.subarray(0, 6));
   });
 
-  it('refuses tensor data that disagrees with its type and shape, and a tensor name given twice', () => {
+  it('refuses tensor data that disagrees with its type and shape, and a tensor name given twice', async () => {
     const md = new GGUFMetadata().string('general.architecture', 'llama');
     const data = encodeTensor(new Float32Array(4), 4, 'F32');
-    expect(() => writeGGUF(md, [{ name: 'x', ne: [4, 2], type: 'F32', data }])).toThrow(/16 bytes of data for F32 \[4,2\], which takes 32/);
-    expect(() => writeGGUF(md, [{ name: 'x', ne: [4], type: 'F32', data }, { name: 'x', ne: [4], type: 'F32', data }])).toThrow(/written twice/);
+    await expect(parse(encoded(md, [{ name: 'x', ne: [4, 2], type: 'F32', data }]))).rejects.toThrow(/16 bytes of data for F32 \[4,2\], which takes 32/);
+    await expect(parse(encoded(md, [{ name: 'x', ne: [4], type: 'F32', data }, { name: 'x', ne: [4], type: 'F32', data }]))).rejects.toThrow(/written twice/);
   });
 });
 

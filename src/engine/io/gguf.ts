@@ -216,11 +216,6 @@ function ggufHeader(metadata: GGUFMetadata, tensors: readonly GGUFTensorInfo[]):
   return { header, padding: (n) => new Uint8Array(pad(n) - n) };
 }
 
-function checkData(t: GGUFTensorInfo, data: Uint8Array): void {
-  const bytes = tensorBytes(t.ne, t.type);
-  if (data.length !== bytes) throw new Error(`tensor ${t.name}: ${data.length} bytes of data for ${t.type} [${t.ne}], which takes ${bytes}`);
-}
-
 /**
  * A GGUF file as its parts in order, made as they are asked for: the header, then each tensor's
  * data from `data(i)` and its padding. Only the tensor being written need exist: the CLI writes
@@ -232,23 +227,13 @@ export async function* streamGGUF(metadata: GGUFMetadata, tensors: readonly GGUF
   yield header;
   for (let i = 0; i < tensors.length; i++) {
     const bytes = await data(i);
-    checkData(tensors[i], bytes);
+    const t = tensors[i];
+    if (bytes.length !== tensorBytes(t.ne, t.type)) throw new Error(`tensor ${t.name}: ${bytes.length} bytes of data for ${t.type} [${t.ne}], which takes ${tensorBytes(t.ne, t.type)}`);
     yield bytes;
     const pad = padding(bytes.length);
     if (pad.length > 0) yield pad;
   }
 }
-
-/** A GGUF file whose tensors are already encoded, as its parts in order (see `streamGGUF`). */
-export function writeGGUF(metadata: GGUFMetadata, tensors: readonly GGUFTensor[]): Uint8Array[] {
-  for (const t of tensors) checkData(t, t.data);
-  const { header, padding } = ggufHeader(metadata, tensors);
-  const parts = [header];
-  for (const t of tensors) parts.push(t.data, padding(t.data.length));
-  return parts.filter((part) => part.length > 0);
-}
-
-
 
 /** A growing little-endian byte buffer for the header, whose size is known only once written. */
 class ByteWriter {
